@@ -1,0 +1,1 @@
+"""sales_st: spatio-temporal sales forecasting on Spark + Horovod."""

@@ -1,0 +1,59 @@
+"""The command line shared by every job: ``--conf``, ``--env``, ``--run-date``, overrides."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+from sales_st.config import Config, ConfigError, load_config
+
+DEFAULT_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+@dataclass(frozen=True)
+class JobArgs:
+    cfg: Config
+    run_date: dt.date | None
+    args: argparse.Namespace
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--conf", default=os.environ.get("SALES_ST_CONF", DEFAULT_CONF),
+                   help="configuration directory holding base.yaml and overlays")
+    p.add_argument("--env", default=os.environ.get("SALES_ST_ENV", "local"),
+                   help="overlay(s) applied over base.yaml, comma separated (local, cluster, rossmann)")
+    p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
+                   help="forecast origin: the last day of history (YYYY-MM-DD); "
+                        "default: the last day with observed sales")
+    p.add_argument("--log-level", default=os.environ.get("SALES_ST_LOG_LEVEL", "INFO"))
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.epochs=2")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> JobArgs:
+    args = p.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.conf, args.env, args.overrides)
+    except ConfigError as exc:
+        logging.getLogger("sales_st").error("%s", exc)
+        sys.exit(2)
+    return JobArgs(cfg=cfg, run_date=args.run_date, args=args)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("py4j", "matplotlib", "fsspec", "petastorm"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,66 @@
+"""The one SparkSession factory.  Call it only from ``jobs/`` (and test fixtures).
+
+Locally it starts ``local[*]`` with Hive support, a warehouse directory and an embedded
+Derby metastore under the git-ignored data directory, so that the tables one job writes are
+visible to the next job, to ``spark-sql`` and to the Thrift server started over the same
+directories.  On a cluster, ``conf/cluster.yaml`` points the warehouse and metastore at
+shared storage (or a metastore service) and the master comes from ``spark-submit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyspark.sql import SparkSession
+
+from sales_st.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def spark_properties(cfg: Config) -> dict[str, str]:
+    """All Spark properties the project sets, as plain strings (also used by spark-submit.sh
+    and the Thrift-server launcher so that every process sees the same catalog)."""
+    props = {
+        "spark.sql.warehouse.dir": cfg.path("warehouse"),
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={cfg.path('metastore')};create=true"
+        ),
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.ui.showConsoleProgress": "true",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={cfg.data_dir}",
+    }
+    props.update(cfg.spark.conf)
+    return props
+
+
+def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
+    """Return the session for this process, creating it from ``cfg`` if needed.
+
+    When launched by ``spark-submit`` the master given there wins over ``spark.master``.
+    """
+    if "://" not in cfg.data_dir:
+        os.makedirs(cfg.data_dir, exist_ok=True)
+    builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
+    # Under spark-submit the JVM (which started this Python, handing it the gateway port)
+    # already carries --master; only a plain `python jobs/x.py` takes it from config.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(cfg.spark.master)
+    for key, value in spark_properties(cfg).items():
+        builder = builder.config(key, value)
+    spark = builder.enableHiveSupport().getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+    log.info(
+        "Spark %s master=%s warehouse=%s",
+        spark.version,
+        spark.sparkContext.master,
+        spark.conf.get("spark.sql.warehouse.dir"),
+    )
+    return spark
+

@@ -1,0 +1,296 @@
+"""Training / scoring examples: one row per (series, forecast origin), cut from day arrays.
+
+For an origin day ``o`` (the last day of history) an example holds
+
+* history (``L`` days ``o-L+1 .. o``): the target scaled by the window's mean over observed
+  days (``scale``), the observed mask, open/promo/price-ratio, calendar flags, the spatial lag
+  and the region aggregates, each an array of ``L``;
+* known future (``H`` days ``o+1 .. o+H``): open, promo, price ratio, holiday/school flags,
+  days to/since a public holiday, weekday and day-of-year, and the same-weekday mean of the
+  last weeks of history for each horizon day;
+* neighbour context: ``k`` neighbour histories (each scaled by its own window mean),
+  their mask, distance and weight;
+* scalars: lags, rolling means and standard deviations (7/28/91 by default) ending at ``o``,
+  the log scale, the history length; static ids;
+* targets: ``y`` (raw, ``H``), ``y_mask``; for scoring origins they may be all masked.
+
+Everything is a native Spark expression over arrays (``slice``, ``transform``,
+``aggregate``); element access uses 0-based subscripts, which give NULL out of range, so
+early origins need no special casing.  Only days ``<= o`` reach anything but the
+known-future block, which is what the leakage test checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from sales_st.config import FeaturesConfig
+from sales_st.panel import NO_HOLIDAY, Axis
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class OriginRule:
+    """Which origin days form a split (all bounds inclusive, days on the global axis)."""
+
+    name: str
+    anchor: int  # origins are anchor - k * stride
+    stride: int
+    lo: int
+    hi: int
+    target_end: int  # o + horizon must be <= this
+    need_target: bool  # drop examples with no observed target
+
+
+def origin_candidates(rule: OriginRule, horizon: int, min_start: int) -> list[int]:
+    hi = min(rule.hi, rule.target_end - horizon)
+    lo = max(rule.lo, min_start)
+    if hi < lo:
+        return []
+    first = rule.anchor - ((rule.anchor - hi + rule.stride - 1) // rule.stride) * rule.stride
+    if first > hi:
+        first -= rule.stride
+    return list(range(first, lo - 1, -rule.stride))[::-1]
+
+
+def explode_origins(series: DataFrame, rules: list[OriginRule], cfg: FeaturesConfig) -> DataFrame:
+    """Cross every series with its split origins (``split``, ``o``), honouring min_history.
+
+    One explode of a literal array of (split, origin) pairs, so the (expensive) per-series
+    input is read once whatever the number of splits.
+    """
+    L = cfg.history
+    pairs = []
+    for rule in rules:
+        days = origin_candidates(rule, 0 if rule.name == "score" else cfg.horizon, L - 1)
+        pairs += [F.struct(F.lit(rule.name).alias("split"), F.lit(d).alias("o")) for d in days]
+    if not pairs:
+        raise ValueError("no forecast origin fits the configured splits and history length")
+    out = series.select("*", F.explode(F.array(*pairs)).alias("_so")).select(
+        "*", F.col("_so.split").alias("split"), F.col("_so.o").alias("o")
+    ).drop("_so")
+    return out.where(F.expr(f"o >= first_day + {cfg.min_history - 1}"))
+
+
+# ---- expression helpers ---------------------------------------------------------------
+
+
+def _hist(col: str, L: int) -> str:
+    """SQL for the L-day history slice of array ``col`` ending at o (1-based slice)."""
+    return f"slice({col}, o - {L - 2}, {L})"
+
+
+def _fut(col: str, H: int) -> str:
+    return f"slice({col}, o + 2, {H})"
+
+
+def _masked(values: str, mask: str) -> str:
+    return f"zip_with({values}, {mask}, (a, m) -> IF(m = 1, coalesce(a, 0D), 0D))"
+
+
+def _sum(arr: str, zero: str = "0D") -> str:
+    return f"aggregate({arr}, {zero}, (acc, a) -> acc + a)"
+
+
+def _trail(col: str, w: int) -> str:
+    """Trailing window of w days ending at o, clipped at the start of the axis."""
+    return f"slice({col}, greatest(o - {w - 2}, 1), least({w}, o + 1))"
+
+
+def with_history(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+    L = cfg.history
+    df = df.withColumn("hh", F.expr(_hist("has_y", L))).withColumn(
+        "hym", F.expr(_masked(_hist("y", L), "hh"))
+    )
+    n_obs = F.expr(_sum("hh", "0"))
+    total = F.expr(_sum("hym"))
+    df = df.withColumn("n_obs", n_obs).withColumn(
+        "scale", F.when((F.col("n_obs") > 0) & (total > 0), total / F.col("n_obs")).otherwise(1.0)
+    )
+    hist_price = _hist("price", L)
+    mean_price = (
+        f"aggregate(filter({hist_price}, p -> p IS NOT NULL), named_struct('s', 0D, 'n', 0), "
+        "(acc, p) -> named_struct('s', acc.s + p, 'n', acc.n + 1), "
+        "acc -> IF(acc.n > 0, acc.s / acc.n, NULL))"
+    )
+    df = df.withColumn("ref_price", F.expr(mean_price))
+    return df.select(
+        "*",
+        F.expr("transform(hym, a -> a / scale)").alias("hist_y"),
+        F.col("hh").alias("hist_observed"),
+        F.expr(f"transform({_hist('open', L)}, v -> coalesce(v, 0))").alias("hist_open"),
+        F.expr(f"transform({_hist('promo', L)}, v -> coalesce(v, 0))").alias("hist_promo"),
+        F.expr(f"transform({hist_price}, p -> coalesce(p / ref_price, 1D))").alias("hist_price"),
+        F.expr(_hist("holiday", L)).alias("hist_holiday"),
+        F.expr(_hist("school", L)).alias("hist_school"),
+    )
+
+
+def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
+    H, W = cfg.horizon, cfg.same_weekday_weeks
+    w0 = axis.t0.weekday()
+    fut_price = _fut("price", H)
+    window = float(cfg.holiday_window)
+    # Same weekday as o+h in history: o + h - 7*ceil(h/7), then 7, 14, ... days earlier.
+    sw = (
+        f"transform(sequence(1, {H}), h -> aggregate(sequence(0, {W - 1}), "
+        "named_struct('s', 0D, 'n', 0), "
+        "(acc, j) -> IF(has_y[o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j] = 1, "
+        "named_struct('s', acc.s + y[o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j], 'n', acc.n + 1), acc), "
+        "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
+    )
+    days_to = f"transform({{col}}, v -> IF(v = {NO_HOLIDAY}, 1D, v / {window}))"
+    return df.select(
+        "*",
+        F.expr(f"transform({_fut('open', H)}, v -> coalesce(v, 1))").alias("fut_open"),
+        F.expr(f"transform({_fut('promo', H)}, v -> coalesce(v, 0))").alias("fut_promo"),
+        F.expr(f"transform({fut_price}, p -> coalesce(p / ref_price, 1D))").alias("fut_price"),
+        F.expr(_fut("holiday", H)).alias("fut_holiday"),
+        F.expr(_fut("school", H)).alias("fut_school"),
+        F.expr(days_to.format(col=_fut("to_holiday", H))).alias("fut_to_holiday"),
+        F.expr(days_to.format(col=_fut("since_holiday", H))).alias("fut_since_holiday"),
+        F.expr(f"transform(sequence(o + 1, o + {H}), d -> (d + {w0}) % 7)").alias("fut_dow"),
+        F.expr(
+            f"transform(sequence(o + 1, o + {H}), d -> "
+            f"dayofyear(date_add(DATE'{axis.t0.isoformat()}', d)) / 366D)"
+        ).alias("fut_doy"),
+        F.expr(sw).alias("fut_sw_mean"),
+        F.expr(_masked(_fut("y", H), _fut("has_y", H))).alias("y_fut"),
+        F.expr(_fut("has_y", H)).alias("y_mask"),
+    )
+
+
+def with_scalars(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+    """Lags and rolling statistics ending at o, scaled by the example's scale."""
+    cols: list[Column] = []
+    for k in cfg.lags:
+        idx = f"o - {k - 1}"
+        cols.append(F.expr(f"IF(has_y[{idx}] = 1, y[{idx}] / scale, 0D)").alias(f"lag_{k}"))
+    tmp = []
+    for w in cfg.rolling_windows:
+        m, v = f"_m{w}", f"_v{w}"
+        df = df.withColumn(m, F.expr(_trail("has_y", w)))
+        df = df.withColumn(v, F.expr(_masked(_trail("y", w), m)))
+        df = df.withColumn(f"_n{w}", F.expr(f"greatest({_sum(m, '0')}, 1)"))
+        df = df.withColumn(f"_mean{w}", F.expr(f"{_sum(v)} / _n{w}"))
+        var = (
+            f"aggregate(zip_with({v}, {m}, (a, b) -> IF(b = 1, (a - _mean{w}) * (a - _mean{w}), 0D)), "
+            f"0D, (acc, a) -> acc + a) / _n{w}"
+        )
+        cols.append(F.expr(f"_mean{w} / scale").alias(f"roll_mean_{w}"))
+        cols.append(F.expr(f"sqrt({var}) / scale").alias(f"roll_std_{w}"))
+        tmp += [m, v, f"_n{w}", f"_mean{w}"]
+    cols.append(F.log1p("scale").alias("log_scale"))
+    cols.append((F.col("n_obs") / cfg.history).alias("obs_frac"))
+    cols.append(F.log1p(F.col("o") - F.col("first_day") + 1).alias("log_age"))
+    return df.select("*", *cols).drop(*tmp)
+
+
+def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+    """Neighbour histories (k x L, each scaled by its own window mean) and the spatial lag."""
+    L, K = cfg.history, cfg.spatial.k
+    empty = (
+        "named_struct('rank', 0, 'weight', 0D, 'distance_km', 0D, 'neighbour_id', "
+        "CAST(NULL AS STRING), 'y', CAST(NULL AS ARRAY<DOUBLE>), 'has_y', CAST(NULL AS ARRAY<INT>))"
+    )
+    padded = (
+        f"slice(concat(coalesce(nbr, array()), array_repeat({empty}, {K})), 1, {K})"
+    )
+    per = (
+        f"transform({padded}, n -> named_struct("
+        f"'w', n.weight, 'd', n.distance_km, "
+        f"'m', coalesce({_hist('n.has_y', L)}, array_repeat(0, {L})), "
+        f"'v', coalesce({_hist('n.y', L)}, array_repeat(CAST(NULL AS DOUBLE), {L}))))"
+    )
+    df = df.withColumn("_nb", F.expr(per))
+    scaled = (
+        "transform(_nb, n -> named_struct('w', n.w, 'd', n.d, 'm', n.m, "
+        f"'z', {_masked('n.v', 'n.m')}))"
+    )
+    df = df.withColumn("_nb", F.expr(scaled))
+    normed = (
+        "transform(_nb, n -> named_struct('w', n.w, 'd', n.d, 'm', n.m, "
+        f"'s', {_sum('n.m', '0')}, 'z', n.z, 't', {_sum('n.z')}))"
+    )
+    df = df.withColumn("_nb", F.expr(normed))
+    df = df.withColumn(
+        "_nb",
+        F.expr(
+            "transform(_nb, n -> named_struct('w', n.w, 'd', n.d, 'm', n.m, 'ok', IF(n.s > 0 AND n.t > 0, 1, 0), "
+            "'z', transform(n.z, a -> IF(n.s > 0 AND n.t > 0, a / (n.t / n.s), 0D))))"
+        ),
+    )
+    lag = (
+        f"transform(sequence(0, {L - 1}), t -> aggregate(_nb, named_struct('num', 0D, 'den', 0D), "
+        "(acc, n) -> IF(n.ok = 1 AND n.m[t] = 1, named_struct('num', acc.num + n.w * n.z[t], "
+        "'den', acc.den + n.w), acc), acc -> IF(acc.den > 0, acc.num / acc.den, 0D)))"
+    )
+    return df.select(
+        "*",
+        F.expr("flatten(transform(_nb, n -> n.z))").alias("nbr_y"),
+        F.expr("transform(_nb, n -> n.ok)").alias("nbr_mask"),
+        F.expr("transform(_nb, n -> coalesce(n.d, 0D))").alias("nbr_dist"),
+        F.expr("transform(_nb, n -> coalesce(n.w, 0D))").alias("nbr_weight"),
+        F.expr(lag).alias("hist_spatial_lag"),
+    ).drop("_nb")
+
+
+def with_aggregates(df: DataFrame, cfg: FeaturesConfig, levels: list[str]) -> DataFrame:
+    """Region aggregates over the history, each scaled by its own window mean."""
+    L = cfg.history
+    for level in levels:
+        m = _hist(f"agg_{level}_has", L)
+        df = df.withColumn("_av", F.expr(_masked(_hist(f"agg_{level}_y", L), m)))
+        df = df.withColumn("_am", F.expr(f"{_sum('_av')} / greatest({_sum(m, '0')}, 1)"))
+        df = df.withColumn(
+            f"hist_agg_{level}", F.expr("transform(_av, a -> IF(_am > 0, a / _am, 0D))")
+        ).drop("_av", "_am")
+    return df
+
+
+def float_arrays(df: DataFrame, names: list[str]) -> DataFrame:
+    """Cast feature arrays to float32 (half the size; what the model consumes)."""
+    out = []
+    for f in df.schema.fields:
+        if f.name in names:
+            if f.dataType.typeName() == "array":
+                out.append(F.col(f.name).cast("array<float>").alias(f.name))
+            else:
+                out.append(F.col(f.name).cast("float").alias(f.name))
+        else:
+            out.append(F.col(f.name))
+    return df.select(*out)
+
+
+def build_examples(
+    wide: DataFrame,
+    rules: list[OriginRule],
+    cfg: FeaturesConfig,
+    axis: Axis,
+    levels: list[str],
+) -> DataFrame:
+    """All examples for ``rules`` from the wide per-series table (arrays + context)."""
+    df = explode_origins(wide, rules, cfg)
+    df = with_history(df, cfg)
+    # weekday of the history (needs the axis' first weekday)
+    df = df.withColumn(
+        "hist_dow",
+        F.expr(f"transform(sequence(o - {cfg.history - 1}, o), d -> (d + {axis.t0.weekday()}) % 7)"),
+    )
+    df = with_future(df, cfg, axis)
+    df = with_scalars(df, cfg)
+    df = with_neighbours(df, cfg)
+    df = with_aggregates(df, cfg, levels)
+    # The per-series day arrays have served; the future target takes the name ``y``.
+    return df.drop("y").withColumnRenamed("y_fut", "y")
+
+
+def needs_target(df: DataFrame, rules: list[OriginRule]) -> DataFrame:
+    """Drop examples of splits that need a target but have no observed one, or no history."""
+    need = [r.name for r in rules if r.need_target]
+    has_target = F.expr(_sum("y_mask", "0")) > 0
+    return df.where(~F.col("split").isin(need) | (has_target & (F.col("n_obs") > 0)))
