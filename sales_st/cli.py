@@ -48,12 +48,15 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> JobArgs:
 
 
 def setup_logging(level: str = "INFO") -> None:
+    # TensorFlow's C++ banner in every process (Python workers inherit the environment).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Our loggers at the requested level; libraries (Horovod logs through the root logger,
+    # Petastorm, py4j) at WARNING.
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("py4j", "matplotlib", "fsspec", "petastorm"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("sales_st").setLevel(getattr(logging, level.upper(), logging.INFO))

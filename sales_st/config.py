@@ -134,6 +134,9 @@ class TableSource:
 class DataConfig:
     source: Literal["generated", "tables"] = "generated"
     name: str = "demo"
+    # Run date used when the command line gives none (e.g. a standard evaluation origin);
+    # otherwise the last day with an observed target.
+    run_date: Optional[str] = None
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     sales: TableSource = field(default_factory=TableSource)
     stores: TableSource = field(default_factory=TableSource)
@@ -239,6 +242,8 @@ class TrainConfig:
     # Cap on steps per epoch (0 = one pass over the rank's shard).
     max_steps_per_epoch: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # Also train a temporal-only twin (model.spatial = false), alias "temporal_only".
+    ablation: bool = True
     reader_pool: Literal["thread", "dummy"] = "thread"
 
 
@@ -258,8 +263,13 @@ class EvaluateConfig:
     )
     # Metrics only over rows matching this SQL predicate (Rossmann: open days with sales).
     metric_filter: str = "observed = 1"
+    # Display name -> model id or alias; aliases that do not exist are skipped with a warning.
+    models: dict[str, str] = field(
+        default_factory=lambda: {"fused": "latest", "temporal_only": "temporal_only"}
+    )
     lightgbm_rounds: int = 300
     lightgbm_leaves: int = 63
+    lightgbm_max_rows: int = 1_000_000
     sample_series: int = 6
 
 
@@ -347,7 +357,11 @@ def load_config(
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{p}' is not a section")
-        node[parts[-1]] = value
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            # a mapping merges into a mapping: spark.conf={"spark.sql.x": "1"}
+            node[parts[-1]] = {**node[parts[-1]], **value}
+        else:
+            node[parts[-1]] = value
         origin[key] = "command line"
     merged["root"] = str(conf_dir.resolve().parent)
     merged["sources"] = sources
@@ -360,7 +374,7 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     try:
         with open(file) as fh:
             data = yaml.safe_load(fh) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. a date like 2023-13-01
         raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: top level must be a mapping, found {type(data).__name__}")

@@ -122,6 +122,8 @@ def prepare(spark: SparkSession, cfg: Config, run_date: dt.date | None,
     inputs = load_inputs(spark, cfg)
     stores, items, events, sales = inputs["stores"], inputs["items"], inputs["events"], inputs["sales"]
     validate_stores(stores)
+    if run_date is None and cfg.data.run_date:
+        run_date = dt.date.fromisoformat(cfg.data.run_date)
     if run_date is None:
         run_date = default_run_date(sales)
         log.info("run date not given: using the last day with an observed target, %s", run_date)
@@ -180,7 +182,7 @@ def build_examples_df(prep: Prepared, cfg: Config, splits: tuple[str, ...]) -> D
     ex = ex.withColumn("origin", F.expr(f"date_add(DATE'{prep.axis.t0.isoformat()}', o)"))
     ex = ex.withColumn("is_new_series", (F.col("first_day") > new_cut).cast("int"))
     ex = ex.withColumn("series_start", F.expr(f"date_add(DATE'{prep.axis.t0.isoformat()}', first_day)"))
-    meta = ["split", "store_id", "item_id", "origin", "series_start", "is_new_series",
+    meta = ["split", "store_id", "item_id", "origin", "series_start", "is_new_series", "nbr_ids",
             *[c for c in specs.REGION_META if c in ex.columns]]
     cols = list(dict.fromkeys(meta + layout.all_columns()))
     return float_arrays(ex.select(*cols), layout.float_columns())

@@ -52,10 +52,11 @@ WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def resolve(cfg: GeneratorConfig) -> GeneratorConfig:
-    """Fill sizes left at 0 from the preset."""
-    preset = PRESETS.get(cfg.preset, PRESETS["demo"])
+    """Fill sizes left at 0 from the preset (``custom``: every size must be given)."""
+    preset = PRESETS.get(cfg.preset, {})
     updates = {k: v for k, v in preset.items() if getattr(cfg, k) == 0}
-    missing = [k for k in PRESETS["demo"] if getattr(cfg, k) == 0 and k not in updates]
+    missing = [k for k in PRESETS["demo"]
+               if getattr(cfg, k) == 0 and k not in updates and k != "plan_days"]
     if missing:
         raise ValueError(f"generator preset 'custom' needs explicit {', '.join(missing)}")
     return dataclasses.replace(cfg, **updates)

@@ -1,7 +1,8 @@
 """Inputs in contract form: generated Parquet, or any Parquet/CSV dataset through a mapping.
 
 A new dataset needs a config overlay, not code: for each contract table,
-``data.<table>`` names the file, its format, the contract <- source column mapping,
+``data.<table>`` names the file, its format, the contract <- source column mapping (a column
+name, or a Spark SQL expression over source columns),
 constants for columns the source lacks, value recodings, an optional second table joined on
 a key, and optionally how to melt flag columns into calendar events.  See
 ``conf/rossmann.yaml`` for a full example.
@@ -67,7 +68,7 @@ def map_table(spark: SparkSession, src: TableSource, table: str, base_dir: str) 
     if src.join_path:
         other = _read(spark, resolve_input(src.join_path, base_dir), src.join_format, {})
         df = df.join(other, src.join_on, "left")
-    missing = sorted({c for c in src.columns.values() if c not in df.columns} | {
+    missing = sorted({c for c in src.columns.values() if not _is_expr(c) and c not in df.columns} | {
         c for c in src.events_from_flags.values() if c not in df.columns
     })
     if missing:
@@ -79,7 +80,7 @@ def map_table(spark: SparkSession, src: TableSource, table: str, base_dir: str) 
         df = _melt_events(df, src)
     cols = []
     for contract_col, source_col in src.columns.items():
-        c = F.col(source_col)
+        c = F.expr(source_col) if _is_expr(source_col) else F.col(source_col)
         if contract_col in src.values:
             mapping = src.values[contract_col]
             expr = None
@@ -87,13 +88,23 @@ def map_table(spark: SparkSession, src: TableSource, table: str, base_dir: str) 
                 cond = c.cast("string") == str(k)
                 expr = F.when(cond, F.lit(v)) if expr is None else expr.when(cond, F.lit(v))
             c = expr.otherwise(c) if expr is not None else c
+            contract = TABLES[table]
+            if contract_col in contract.names:
+                c = c.cast(contract.column(contract_col).dtype)
         cols.append(c.alias(contract_col))
     for contract_col, value in src.constants.items():
         cols.append(F.lit(value).alias(contract_col))
+    if src.events_from_flags:
+        cols.append(F.col("event_type"))
     out = df.select(*cols)
     if src.keep_if:
         out = out.where(F.expr(src.keep_if))
     return conform(out, TABLES[table], source=path)
+
+
+def _is_expr(source: str) -> bool:
+    """A mapping value that is a SQL expression rather than a column name."""
+    return not source.replace("_", "").replace(" ", "x").isalnum()
 
 
 def _melt_events(df: DataFrame, src: TableSource) -> DataFrame:

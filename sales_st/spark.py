@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -51,6 +52,9 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     # already carries --master; only a plain `python jobs/x.py` takes it from config.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(cfg.spark.master)
+        # Python workers (UDFs, Horovod tasks) must run this interpreter -- the project's
+        # venv -- not whatever `python3` is first on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in spark_properties(cfg).items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()

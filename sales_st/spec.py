@@ -17,6 +17,9 @@ SPEC_VERSION = 1
 # Region columns carried as metadata on every example (for segments and evaluation).
 REGION_META = ("city", "state", "country")
 
+# History channels of the series itself; the other hist_* channels are region context.
+OWN_HIST = ["hist_y", "hist_observed", "hist_open", "hist_promo", "hist_price",
+            "hist_holiday", "hist_school"]
 HIST_BASE = ["hist_y", "hist_observed", "hist_open", "hist_promo", "hist_price",
              "hist_holiday", "hist_school", "hist_spatial_lag"]
 FUT_BASE = ["fut_open", "fut_promo", "fut_price", "fut_holiday", "fut_school",

@@ -202,25 +202,26 @@ def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     )
     per = (
         f"transform({padded}, n -> named_struct("
-        f"'w', n.weight, 'd', n.distance_km, "
+        f"'id', n.neighbour_id, 'w', n.weight, 'd', n.distance_km, "
         f"'m', coalesce({_hist('n.has_y', L)}, array_repeat(0, {L})), "
         f"'v', coalesce({_hist('n.y', L)}, array_repeat(CAST(NULL AS DOUBLE), {L}))))"
     )
     df = df.withColumn("_nb", F.expr(per))
     scaled = (
-        "transform(_nb, n -> named_struct('w', n.w, 'd', n.d, 'm', n.m, "
+        "transform(_nb, n -> named_struct('id', n.id, 'w', n.w, 'd', n.d, 'm', n.m, "
         f"'z', {_masked('n.v', 'n.m')}))"
     )
     df = df.withColumn("_nb", F.expr(scaled))
     normed = (
-        "transform(_nb, n -> named_struct('w', n.w, 'd', n.d, 'm', n.m, "
+        "transform(_nb, n -> named_struct('id', n.id, 'w', n.w, 'd', n.d, 'm', n.m, "
         f"'s', {_sum('n.m', '0')}, 'z', n.z, 't', {_sum('n.z')}))"
     )
     df = df.withColumn("_nb", F.expr(normed))
     df = df.withColumn(
         "_nb",
         F.expr(
-            "transform(_nb, n -> named_struct('w', n.w, 'd', n.d, 'm', n.m, 'ok', IF(n.s > 0 AND n.t > 0, 1, 0), "
+            "transform(_nb, n -> named_struct('id', n.id, 'w', n.w, 'd', n.d, 'm', n.m, "
+            "'ok', IF(n.s > 0 AND n.t > 0, 1, 0), "
             "'z', transform(n.z, a -> IF(n.s > 0 AND n.t > 0, a / (n.t / n.s), 0D))))"
         ),
     )
@@ -233,6 +234,7 @@ def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
         "*",
         F.expr("flatten(transform(_nb, n -> n.z))").alias("nbr_y"),
         F.expr("transform(_nb, n -> n.ok)").alias("nbr_mask"),
+        F.expr("transform(_nb, n -> n.id)").alias("nbr_ids"),
         F.expr("transform(_nb, n -> coalesce(n.d, 0D))").alias("nbr_dist"),
         F.expr("transform(_nb, n -> coalesce(n.w, 0D))").alias("nbr_weight"),
         F.expr(lag).alias("hist_spatial_lag"),
