@@ -42,7 +42,8 @@ def model_inputs_from_columns(cols: Mapping[str, Any], spec: dict[str, Any]) -> 
     num_names = g["scalars"] + g["static_numeric"]
     mean = tf.constant([spec["scalers"][c][0] for c in num_names], tf.float32)
     std = tf.constant([spec["scalers"][c][1] for c in num_names], tf.float32)
-    num = (tf.stack([_f32(cols[c]) for c in num_names], axis=-1) - mean) / std
+    # missing values become the training mean (0 once standardised)
+    num = (tf.stack([tf.cast(cols[c], tf.float32) for c in num_names], axis=-1) - mean) / std
     num = tf.where(tf.math.is_finite(num), num, tf.zeros_like(num))
     return {
         "hist": hist,

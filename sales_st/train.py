@@ -121,7 +121,6 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
         plan = TrainPlan.from_json(plan)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import horovod.tensorflow.keras as hvd
-    import numpy as np
     import tensorflow as tf
     from tensorflow import keras
 
@@ -148,8 +147,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     device = gpus[hvd.local_rank() % len(gpus)].name if gpus else "CPU"
     log.info("rank %d of %d on host %s, pid %d, device %s", rank, size, os.uname().nodename,
              os.getpid(), device)
-    tf.random.set_seed(plan.seed)
-    np.random.seed(plan.seed)
+    keras.utils.set_random_seed(plan.seed)  # python, numpy and TF: same init on every rank
 
     mcfg = ModelConfig(**plan.model)
     full = build_model(plan.spec, mcfg)
@@ -157,6 +155,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     if plan.init_weights:
         full.load_weights(plan.init_weights)
         log.info("initialised from %s", plan.init_weights)
+    initial_digest = weights_digest(full)  # fine-tuning: must equal the parent's weights
     frozen = set_trainable(full, plan.freeze)
     if frozen:
         log.info("frozen encoders %s (%d layers)", plan.freeze, len(frozen))
@@ -199,7 +198,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
         callbacks += [
             checkpointer,
             keras.callbacks.TensorBoard(log_dir=f"{plan.model_dir}/tensorboard",
-                                        histogram_freq=0, profile_batch=0),
+                                        histogram_freq=0, profile_batch=0, write_graph=False),
         ]
     fail_after = int(os.environ.get(FAIL_AFTER_EPOCH_ENV, "0") or 0)
     if fail_after:
@@ -213,7 +212,8 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     if checkpointer is not None:
         history = checkpointer.history
     digest = weights_digest(full)
-    result = {"rank": rank, "size": size, "digest": digest, "initial_epoch": initial_epoch,
+    result = {"rank": rank, "size": size, "digest": digest, "initial_digest": initial_digest,
+              "initial_epoch": initial_epoch,
               "epochs_run": len(fit.history.get("loss", [])), "host": os.uname().nodename,
               "device": device}
     if rank == 0:

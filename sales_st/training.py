@@ -153,9 +153,13 @@ def run_training(
              tcfg.ranks, train_rows, val_rows,
              f", resuming after epoch {resumed['epoch']}" if resumed else "")
     executable = os.environ.get(EXECUTOR_PYTHON_ENV) or sys.executable
+    # The ranks run with the executors' environment plus our own switches (not the driver's
+    # whole environment, whose paths may not exist on the workers).
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("SALES_ST_") or k in ("TF_CPP_MIN_LOG_LEVEL",)}
     results = horovod.spark.run(
         train_worker, args=(plan.to_json(),), num_proc=tcfg.ranks, use_gloo=True,
-        executable=executable, verbose=1, stdout=sys.stderr, stderr=sys.stderr,
+        executable=executable, env=env, verbose=1, stdout=sys.stderr, stderr=sys.stderr,
         start_timeout=600,
     )
     results = sorted(results, key=lambda r: r["rank"])

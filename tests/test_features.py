@@ -1,0 +1,217 @@
+"""Feature windows on tiny explicit data: values at known offsets, no leakage, spatial lag,
+splits, and the feature job's row accounting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from sales_st.features import build_examples_df, prepare, run_features
+from sales_st.generate import haversine_km
+from tests.conftest import make_config
+
+T0 = dt.date(2024, 1, 1)  # a Monday
+N_DAYS = 70
+L, H = 14, 7
+STORES = [("s1", "C1", "S1", 48.10, 11.50), ("s2", "C1", "S1", 48.20, 11.60),
+          ("s3", "C2", "S1", 48.60, 11.10)]
+
+
+def base_target(store: str, day: int) -> float:
+    return {"s1": 1.0 + day, "s2": 2.0 * (1 + day), "s3": 100.0 + (day % 7)}[store]
+
+
+def write_inputs(spark, root, target=base_target, extra_sales=()):
+    rows = []
+    for s, *_ in STORES:
+        for d in range(N_DAYS):
+            date = T0 + dt.timedelta(days=d)
+            promo = 1 if d % 10 == 0 else 0
+            rows.append((date, s, "i1", float(target(s, d)), 2.0 + 0.01 * d, promo, 1))
+    rows += list(extra_sales)
+    sales = spark.createDataFrame(
+        rows, "date date, store_id string, item_id string, target double, price double, "
+              "promo int, open int")
+    stores = spark.createDataFrame(
+        [(s, c, st, "C0", lat, lon) for s, c, st, lat, lon in STORES],
+        "store_id string, city string, state string, country string, latitude double, longitude double")
+    events = spark.createDataFrame(
+        [(T0 + dt.timedelta(days=20), "global", None, "public_holiday"),
+         (T0 + dt.timedelta(days=30), "S1", "state", "school_holiday")],
+        "date date, scope string, scope_level string, event_type string")
+    items = spark.createDataFrame([("i1", "food", 2.0)], "item_id string, category string, base_price double")
+    for name, df in (("sales", sales), ("stores", stores), ("events", events), ("items", items)):
+        df.write.mode("overwrite").parquet(f"{root}/{name}")
+
+
+def small_cfg(data_root, tag, *extra):
+    return make_config(
+        data_root,
+        f"paths.inputs=inputs/{tag}", f"paths.features=features/{tag}",
+        f"features.history={L}", f"features.horizon={H}", "features.stride=7",
+        "features.min_history=7", "features.rolling_windows=[7]", "features.lags=[1,7]",
+        "features.same_weekday_weeks=2", "features.spatial.k=2", "features.spatial.method=knn",
+        "features.spatial.bandwidth_km=50", "features.splits.train_end=-21",
+        "features.splits.val_end=-14", "features.rows_per_file=100",
+        "features.spatial.aggregate_levels=[city,state]",
+        *extra,
+    )
+
+
+def examples_for(spark, cfg, run_date=None, splits=("train", "val", "test", "score")):
+    prep = prepare(spark, cfg, run_date)
+    return prep, build_examples_df(prep, cfg, splits).toPandas()
+
+
+@pytest.fixture(scope="module")
+def built(spark, data_root):
+    cfg = small_cfg(data_root, "explicit")
+    write_inputs(spark, cfg.path("inputs"))
+    return examples_for(spark, cfg)
+
+
+def test_window_values_at_known_offsets(built):
+    prep, ex = built
+    origin = T0 + dt.timedelta(days=41)
+    r = ex[(ex.store_id == "s1") & (ex.origin == origin)].iloc[0]
+    o = 41
+    hist = np.array([base_target("s1", d) for d in range(o - L + 1, o + 1)])
+    scale = hist.mean()
+    assert r.scale == pytest.approx(scale, rel=1e-6)
+    np.testing.assert_allclose(r.hist_y, hist / scale, rtol=1e-5)
+    np.testing.assert_allclose(r.y, [base_target("s1", d) for d in range(o + 1, o + H + 1)])
+    assert list(r.y_mask) == [1.0] * H
+    assert r.lag_1 == pytest.approx(base_target("s1", o) / scale, rel=1e-6)
+    assert r.lag_7 == pytest.approx(base_target("s1", o - 6) / scale, rel=1e-6)
+    roll = np.array([base_target("s1", d) for d in range(o - 6, o + 1)])
+    assert r.roll_mean_7 == pytest.approx(roll.mean() / scale, rel=1e-6)
+    assert r.roll_std_7 == pytest.approx(roll.std() / scale, rel=1e-5)
+    # known future: promo every 10th day, the weekday of o+1.., prices relative to history
+    np.testing.assert_array_equal(r.fut_promo, [1.0 if d % 10 == 0 else 0.0 for d in range(o + 1, o + H + 1)])
+    np.testing.assert_array_equal(r.hist_promo, [1.0 if d % 10 == 0 else 0.0 for d in range(o - L + 1, o + 1)])
+    assert list(r.fut_dow) == [(d % 7) for d in range(o + 1, o + H + 1)]  # T0 is a Monday
+    ref_price = np.mean([2.0 + 0.01 * d for d in range(o - L + 1, o + 1)])
+    np.testing.assert_allclose(r.fut_price, [(2.0 + 0.01 * d) / ref_price for d in range(o + 1, o + H + 1)], rtol=1e-5)
+    # same weekday as o+h in the last 2 weeks of history
+    sw = [np.mean([base_target("s1", d) for d in (o + h - 7 * int(np.ceil(h / 7)) - 7 * j for j in range(2))]) / scale
+          for h in range(1, H + 1)]
+    np.testing.assert_allclose(r.fut_sw_mean, sw, rtol=1e-5)
+
+
+def test_calendar_flags_and_holiday_distance(built):
+    _, ex = built
+    # origin day 20 is the global public holiday itself
+    r = ex[(ex.store_id == "s3") & (ex.origin == T0 + dt.timedelta(days=20))].iloc[0]
+    assert r.hist_holiday[-1] == 1.0 and sum(r.hist_holiday) == 1.0
+    # days since the holiday, divided by the 14-day window: 1/14, 2/14, ...
+    np.testing.assert_allclose(r.fut_since_holiday, [h / 14 for h in range(1, H + 1)], rtol=1e-5)
+    r = ex[(ex.store_id == "s3") & (ex.origin == T0 + dt.timedelta(days=27))].iloc[0]
+    assert list(r.fut_school) == [0, 0, 1, 0, 0, 0, 0]  # day 30 is o+3
+    np.testing.assert_allclose(r.fut_to_holiday, [1.0] * H)  # no public holiday ahead
+
+
+def test_spatial_lag_hand_computed_for_three_stores(built, spark):
+    prep, ex = built
+    origin = T0 + dt.timedelta(days=41)
+    o = 41
+    coords = {s: (lat, lon) for s, _, _, lat, lon in STORES}
+    rows = [(a, b, *coords[a], *coords[b]) for a in coords for b in coords if a != b]
+    dist = spark.createDataFrame(rows, "a string, b string, la double, oa double, lb double, ob double") \
+        .select("a", "b", haversine_km(F.col("la"), F.col("oa"), F.col("lb"), F.col("ob")).alias("km")) \
+        .toPandas().set_index(["a", "b"])["km"]
+    r = ex[(ex.store_id == "s1") & (ex.origin == origin)].iloc[0]
+    neighbours = ["s2", "s3"]  # by distance from s1
+    raw = np.array([1.0 / (1.0 + dist[("s1", n)] / 50.0) for n in neighbours])
+    w = raw / raw.sum()
+    np.testing.assert_allclose(r.nbr_weight, w, rtol=1e-5)
+    np.testing.assert_allclose(r.nbr_dist, [dist[("s1", n)] for n in neighbours], rtol=1e-3)
+    seqs = []
+    for n in neighbours:
+        h = np.array([base_target(n, d) for d in range(o - L + 1, o + 1)])
+        seqs.append(h / h.mean())
+    np.testing.assert_allclose(np.array(r.nbr_y).reshape(2, L), seqs, rtol=1e-5)
+    lag = (w[:, None] * np.array(seqs)).sum(axis=0)
+    np.testing.assert_allclose(r.hist_spatial_lag, lag, rtol=1e-5)
+    assert list(r.nbr_ids) == neighbours
+    # hierarchy aggregates: the city C1 mean is over s1 and s2, scaled by its window mean
+    c1 = np.array([(base_target("s1", d) + base_target("s2", d)) / 2 for d in range(o - L + 1, o + 1)])
+    np.testing.assert_allclose(r.hist_agg_city, c1 / c1.mean(), rtol=1e-5)
+    st = np.array([np.mean([base_target(s, d) for s in ("s1", "s2", "s3")]) for d in range(o - L + 1, o + 1)])
+    np.testing.assert_allclose(r.hist_agg_state, st / st.mean(), rtol=1e-5)
+    nb = prep.neighbours.toPandas().sort_values(["store_id", "rank"])
+    assert list(nb[nb.store_id == "s1"].neighbour_id) == neighbours
+    assert nb.groupby("store_id").weight.sum().round(9).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_no_leakage_changing_data_after_an_origin(spark, data_root, built):
+    _, ex = built
+    origin_day = 41
+    cut = T0 + dt.timedelta(days=origin_day)
+    cfg = small_cfg(data_root, "leak")
+
+    def changed(store, day):
+        return base_target(store, day) * (10.0 if day > origin_day else 1.0)
+
+    write_inputs(spark, cfg.path("inputs"), target=changed)
+    _, ex2 = examples_for(spark, cfg, run_date=T0 + dt.timedelta(days=N_DAYS - 1))
+    a = ex[ex.origin == cut].sort_values("store_id").reset_index(drop=True)
+    b = ex2[ex2.origin == cut].sort_values("store_id").reset_index(drop=True)
+    assert len(a) == 3
+    features = [c for c in a.columns if c not in ("y", "split")]
+    for c in features:
+        for x, y in zip(a[c], b[c]):
+            if isinstance(x, np.ndarray) or isinstance(x, list):
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=c)
+            else:
+                assert x == y or (pd.isna(x) and pd.isna(y)), c
+    # ...while the targets after the origin did change
+    assert not np.allclose(np.stack(a.y), np.stack(b.y))
+
+
+def test_splits_respect_boundaries(built):
+    prep, ex = built
+    run = prep.run_date
+    assert run == T0 + dt.timedelta(days=N_DAYS - 1)
+    train_end, val_end = run - dt.timedelta(days=21), run - dt.timedelta(days=14)
+    tr, va, te, sc = (ex[ex.split == s] for s in ("train", "val", "test", "score"))
+    assert len(tr) and len(va) and len(sc) == 3
+    assert (tr.origin + pd.Timedelta(days=H) <= train_end).all()
+    assert ((va.origin >= train_end) & (va.origin + pd.Timedelta(days=H) <= val_end)).all()
+    assert (te.origin >= val_end).all() and (te.origin + pd.Timedelta(days=H) <= run).all()
+    assert (sc.origin == run).all() and (np.stack(sc.y_mask) == 0).all()
+    # origins sit on the stride grid anchored at the run date (same weekday as the forecast)
+    assert {(run - o).days % 7 for o in ex.origin} == {0}
+    # a series needs min_history days before its first origin
+    assert ex.origin.min() >= T0 + dt.timedelta(days=L - 1)
+
+
+def test_feature_job_accounts_for_every_row(spark, data_root):
+    cfg = small_cfg(data_root, "accounting")
+    bad = [(T0, "s1", "i1", 5.0, 2.0, 0, 1),             # duplicate of an existing key
+           (T0, "ghost", "i1", 1.0, 2.0, 0, 1),          # unknown store
+           (T0 + dt.timedelta(days=3), "s2", "i1", -4.0, 2.0, 0, 1)]  # negative (+ duplicate)
+    write_inputs(spark, cfg.path("inputs"), extra_sales=bad)
+    out = run_features(spark, cfg, None)
+    c = out["counts"]
+    assert c["input"] == 3 * N_DAYS + 3
+    assert c["input"] == c["accepted_written"] + c["quarantined_written"]
+    assert c["duplicate_key"] == 3 and c["unknown_store"] == 1 and c["negative_target"] == 1
+    q = spark.table("sales_st.quarantine").where(F.col("run_date") == F.lit(out["run_date"])) \
+        .groupBy("rule").count().toPandas().set_index("rule")["count"].to_dict()
+    assert q == {"duplicate_key": 3, "unknown_store": 1, "negative_target": 1}
+    manifest = json.load(open(f"{cfg.path('runs')}/features/{out['run_date']}/manifest.json"))
+    assert manifest["counts"]["input"] == c["input"]
+    spec = json.load(open(f"{cfg.path('features')}/feature_spec.json"))
+    assert spec["splits"]["train"]["rows"] == c["examples_train"]
+    assert spec["shapes"]["nbr_y"] == [2, L] and spec["shapes"]["hist_y"] == [L]
+    assert set(spec["scalers"]) >= {"lag_1", "roll_mean_7", "log_scale"}
+    # re-running is idempotent: same examples, same quarantine partition
+    again = run_features(spark, cfg, None)
+    assert again["counts"] == c
+    q2 = spark.table("sales_st.quarantine").where(F.col("run_date") == F.lit(out["run_date"])).count()
+    assert q2 == 5

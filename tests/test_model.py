@@ -1,0 +1,141 @@
+"""The fused spatio-temporal model: shapes, quantiles, gradients, ablation, freezing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sales_st.config import ModelConfig
+from sales_st.inputs import model_inputs_from_columns, targets_from_columns
+from sales_st.model import build_model, encoder_weights, pinball_loss, set_trainable
+from sales_st.spec import FUT_BASE, HIST_BASE
+
+L, H, K, B = 14, 7, 3, 5
+
+
+def fake_spec() -> dict:
+    hist = HIST_BASE + ["hist_agg_state"]
+    return {
+        "history": L, "horizon": H, "k": K,
+        "groups": {"hist": hist, "fut": FUT_BASE, "categorical": ["store_id_idx", "item_id_idx"],
+                   "scalars": ["lag_1", "log_scale"], "static_numeric": ["size"],
+                   "neighbour": ["nbr_y", "nbr_mask", "nbr_dist", "nbr_weight"],
+                   "targets": ["y", "y_mask", "scale"]},
+        "vocab_sizes": {"store_id_idx": 6, "item_id_idx": 3},
+        "scalers": {"lag_1": [1.0, 0.5], "log_scale": [2.0, 1.0], "size": [1.0, 0.2]},
+    }
+
+
+def fake_columns(seed: int = 0, n: int = B) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    spec = fake_spec()
+    cols = {c: rng.random((n, L)).astype("float32") for c in spec["groups"]["hist"]}
+    cols.update({c: rng.random((n, H)).astype("float32") for c in spec["groups"]["fut"]})
+    cols["hist_dow"] = np.tile(np.arange(L) % 7, (n, 1)).astype("int32")
+    cols["fut_dow"] = np.tile(np.arange(H) % 7, (n, 1)).astype("int32")
+    cols["nbr_y"] = rng.random((n, K * L)).astype("float32")
+    cols["nbr_mask"] = np.ones((n, K), "float32")
+    cols["nbr_dist"] = rng.random((n, K)).astype("float32") * 50
+    cols["nbr_weight"] = np.full((n, K), 1 / K, "float32")
+    cols["store_id_idx"] = rng.integers(0, 6, n).astype("int32")
+    cols["item_id_idx"] = rng.integers(0, 3, n).astype("int32")
+    for c in ("lag_1", "log_scale", "size"):
+        cols[c] = rng.random(n).astype("float32")
+    cols["y"] = rng.random((n, H)).astype("float32") * 10
+    cols["y_mask"] = np.ones((n, H), "float32")
+    cols["scale"] = np.full(n, 5.0, "float32")
+    return cols
+
+
+def inputs(seed=0, n=B):
+    return model_inputs_from_columns(fake_columns(seed, n), fake_spec())
+
+
+@pytest.mark.parametrize("temporal", ["lstm", "transformer"])
+@pytest.mark.parametrize("fusion", ["gate", "concat"])
+def test_output_shapes_and_non_crossing_quantiles(temporal, fusion):
+    cfg = ModelConfig(temporal=temporal, fusion=fusion, units=16, heads=2, decoder_units=16,
+                      quantiles=[0.1, 0.5, 0.9])
+    model = build_model(fake_spec(), cfg)
+    out = model(inputs(), training=False)
+    assert out["quantiles"].shape == (B, H, 3)
+    assert out["temporal_attention"].shape == (B, L)
+    assert out["spatial_attention"].shape == (B, K + 2)  # neighbours + spatial lag + state
+    assert out["gate"].shape == (B,)
+    q = out["quantiles"].numpy()
+    assert (np.diff(q, axis=-1) >= 0).all()
+    np.testing.assert_allclose(out["temporal_attention"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out["spatial_attention"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    g = out["gate"].numpy()
+    assert ((g > 0) & (g < 1)).all() if fusion == "gate" else (g == 1).all()
+
+
+def test_quantiles_never_cross_even_for_extreme_weights():
+    cfg = ModelConfig(units=16, heads=2, decoder_units=16, quantiles=[0.05, 0.25, 0.5, 0.75, 0.95])
+    model = build_model(fake_spec(), cfg)
+    for w in model.get_layer("decoder_q").weights:
+        w.assign(tf.random.normal(w.shape, stddev=50.0, seed=1))
+    q = model(inputs(3, 64), training=False)["quantiles"].numpy()
+    assert (np.diff(q, axis=-1) >= 0).all()
+
+
+def test_masked_pinball_loss_by_hand():
+    loss = pinball_loss([0.1, 0.5, 0.9])
+    y_true = tf.constant([[[2.0, 1.0], [5.0, 0.0]]])  # second step masked out
+    y_pred = tf.constant([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])
+    # e = 2 - q_pred = [1, 0, -1]: pinball = [0.1*1, 0, (0.9-1)*-1] -> mean 0.0667
+    assert float(loss(y_true, y_pred)[0]) == pytest.approx((0.1 + 0.0 + 0.1) / 3, rel=1e-6)
+
+
+def test_gradients_reach_both_encoders():
+    cfg = ModelConfig(units=16, heads=2, decoder_units=16)
+    full = build_model(fake_spec(), cfg)
+    x, y = inputs(), targets_from_columns(fake_columns())
+    with tf.GradientTape(persistent=True) as tape:
+        loss = tf.reduce_mean(pinball_loss(cfg.quantiles)(y, full(x, training=True)["quantiles"]))
+    for group in ("temporal", "spatial", "static", "fusion", "decoder"):
+        weights = encoder_weights(full, group)
+        assert weights, group
+        norms = [float(tf.norm(g)) for g in tape.gradient(loss, weights) if g is not None]
+        assert norms and max(norms) > 0, group
+    del tape
+
+
+def test_ablation_switch_removes_the_spatial_path():
+    spec = fake_spec()
+    fused = build_model(spec, ModelConfig(units=16, heads=2, decoder_units=16, spatial=True))
+    temporal = build_model(spec, ModelConfig(units=16, heads=2, decoder_units=16, spatial=False))
+    assert encoder_weights(fused, "spatial") and not encoder_weights(temporal, "spatial")
+    assert not encoder_weights(temporal, "fusion")
+    assert temporal.count_params() < fused.count_params()
+    # the temporal-only model ignores every region input; the fused one does not
+    cols = fake_columns()
+    other = dict(cols, nbr_y=cols["nbr_y"] * 7 + 1, hist_spatial_lag=cols["hist_spatial_lag"] + 3,
+                 hist_agg_state=cols["hist_agg_state"] * 0)
+    a = model_inputs_from_columns(cols, spec)
+    b = model_inputs_from_columns(other, spec)
+    np.testing.assert_allclose(temporal(a)["quantiles"], temporal(b)["quantiles"])
+    assert not np.allclose(fused(a)["quantiles"], fused(b)["quantiles"])
+
+
+def test_freezing_encoders_by_name():
+    full = build_model(fake_spec(), ModelConfig(units=16, heads=2, decoder_units=16))
+    before = len(full.trainable_weights)
+    frozen = set_trainable(full, ["temporal", "static"])
+    assert frozen and all(n.startswith(("temporal_", "static_")) for n in frozen)
+    assert not encoder_weights(full, "temporal") and encoder_weights(full, "spatial")
+    assert len(full.trainable_weights) < before
+    set_trainable(full, [])
+    assert len(full.trainable_weights) == before
+
+
+def test_inputs_are_standardised_and_cleaned():
+    cols = fake_columns()
+    cols["lag_1"] = np.array([1.0, 1.5, np.nan, 0.5, 1.0], "float32")
+    cols["store_id_idx"] = np.array([0, 5, 99, 1, 2], "int32")  # 99: unseen id -> clipped
+    x = model_inputs_from_columns(cols, fake_spec())
+    np.testing.assert_allclose(x["num"][:, 0], [0.0, 1.0, 0.0, -1.0, 0.0])
+    assert x["cat"][:, 0].numpy().tolist() == [0, 5, 5, 1, 2]
+    assert x["hist"].shape == (B, L, 7) and x["ctx_seq"].shape == (B, 2, L)
+    assert x["nbr_y"].shape == (B, K, L)
