@@ -93,6 +93,14 @@ def tiny_features(spark, tiny_cfg):
     return run_features(spark, tiny_cfg, None)
 
 
+@pytest.fixture(scope="session")
+def tiny_model(spark, tiny_cfg, tiny_features):
+    """A model pre-trained on the tiny panel (trained once; later calls find it complete)."""
+    from sales_st.training import run_training
+
+    return run_training(spark, tiny_cfg, "pretrain")
+
+
 def rossmann_available() -> bool:
     return (ROSSMANN / "train_clean.parquet").exists()
 
