@@ -245,6 +245,8 @@ class TrainConfig:
     # Also train a temporal-only twin (model.spatial = false), alias "temporal_only".
     ablation: bool = True
     reader_pool: Literal["thread", "dummy"] = "thread"
+    # petastorm: stream row groups from Parquet; memory: load each rank's files into tensors
+    input: Literal["petastorm", "memory"] = "petastorm"
 
 
 @dataclass(frozen=True)

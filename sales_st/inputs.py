@@ -60,9 +60,13 @@ def model_inputs_from_columns(cols: Mapping[str, Any], spec: dict[str, Any]) -> 
 
 
 def targets_from_columns(cols: Mapping[str, Any]) -> tf.Tensor:
-    """[B, H, 2]: the target divided by the example's scale, and the observed mask."""
+    """[B, H, 2]: the target divided by the example's scale, and the loss mask.
+
+    Days known to be closed are forecast as 0 by rule, so the loss covers observed open days.
+    """
     scale = tf.maximum(_f32(cols["scale"]), 1e-6)[:, None]
-    return tf.stack([_f32(cols["y"]) / scale, _f32(cols["y_mask"])], axis=-1)
+    mask = _f32(cols["y_mask"]) * _f32(cols["fut_open"])
+    return tf.stack([_f32(cols["y"]) / scale, mask], axis=-1)
 
 
 def columns_from_pandas(pdf, names: list[str]) -> dict[str, np.ndarray]:

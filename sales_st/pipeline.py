@@ -1,8 +1,8 @@
 """The main job: inputs -> features -> train -> forecast -> evaluate, in one Spark session.
 
 Each stage has a fingerprint of what it depends on (its config sections, the run date, the
-fingerprint of the stage before it, and for external inputs their files' sizes and
-modification times).  A stage whose fingerprint matches the last successful run and whose
+fingerprint of the stage before it, the library's code, and for external inputs their
+files' sizes and modification times).  A stage whose fingerprint matches the last successful run and whose
 outputs exist is skipped with a log line; anything upstream that changed re-runs everything
 downstream.  State lives in ``<runs>/pipeline/state.json``.
 """
@@ -32,6 +32,17 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def code_fingerprint() -> str:
+    """The library's source: a stage re-runs when the code that produces it changed."""
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(pkg)):
+        if name.endswith(".py"):
+            with open(os.path.join(pkg, name), "rb") as fh:
+                h.update(name.encode() + fh.read())
+    return h.hexdigest()[:16]
+
+
 def input_files_fingerprint(cfg: Config) -> str:
     """Sizes and mtimes of the external input files (tables source)."""
     from sales_st.loader import resolve_input
@@ -59,14 +70,15 @@ class Pipeline:
         self.state_path = f"{cfg.path('runs')}/pipeline/state.json"
         self.state: dict[str, Any] = read_json(self.state_path) if json_exists(self.state_path) else {}
         self.fp: dict[str, str] = {}
+        self.code = code_fingerprint()
         self.results: dict[str, Any] = {}
 
     # ---- fingerprints ---------------------------------------------------------------------
     def fingerprint(self, stage: str) -> str:
         c = self.cfg
         if stage == "generate":
-            return _hash(c.data.generator, c.path("inputs")) if c.data.source == "generated" else \
-                input_files_fingerprint(c)
+            return _hash(c.data.generator, c.path("inputs"), self.code) \
+                if c.data.source == "generated" else input_files_fingerprint(c)
         prev = self.fp.get(STAGES[STAGES.index(stage) - 1], "")
         sections = {
             "features": ("data", "validation", "features"),
@@ -75,7 +87,7 @@ class Pipeline:
             "evaluate": ("evaluate", "model"),
         }[stage]
         return _hash(prev, c.fingerprint(*sections), str(self.requested_run_date),
-                     c.path("features"))
+                     c.path("features"), self.code)
 
     def outputs_exist(self, stage: str) -> bool:
         c = self.cfg

@@ -33,7 +33,8 @@ def spark_properties(cfg: Config) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
-        "spark.ui.showConsoleProgress": "true",
+        # a progress bar for people at a terminal, not in log files
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={cfg.data_dir}",
     }
     props.update(cfg.spark.conf)

@@ -16,12 +16,15 @@ under ``horovodrun`` via ``python -m sales_st.train PLAN.json``.  Each rank:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import resource
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +58,9 @@ class TrainPlan:
     init_weights: str = ""  # fine-tuning: the parent model's weights
     freeze: list[str] = field(default_factory=list)
     reader_pool: str = "thread"
+    # "petastorm" streams the rank's row groups from Parquet; "memory" loads the rank's files
+    # into tensors first (for small data, and as the benchmark's reference).
+    input_mode: str = "petastorm"
 
     @property
     def checkpoint_dir(self) -> str:
@@ -108,6 +114,28 @@ def _dataset(url: str, plan: TrainPlan, columns: list[str], rank: int, size: int
     return reader, ds
 
 
+def _memory_dataset(url: str, plan: TrainPlan, columns: list[str], rank: int, size: int,
+                    shuffle: bool):
+    """The rank's share of the files, loaded into tensors (the in-memory reference input)."""
+    import fsspec
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from sales_st.inputs import (columns_from_pandas, model_inputs_from_columns,
+                                 targets_from_columns)
+
+    fs, path = fsspec.core.url_to_fs(url)
+    files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+    mine = files[rank::size] if len(files) >= size else files
+    table = pq.ParquetDataset(mine, filesystem=fs).read(columns=columns)
+    cols = columns_from_pandas(table.to_pandas(), columns)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (model_inputs_from_columns(cols, plan.spec), targets_from_columns(cols))).repeat()
+    if shuffle:
+        ds = ds.shuffle(plan.shuffle_buffer, seed=plan.seed + rank)
+    return ds.batch(plan.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def read_state(checkpoint_dir: str) -> dict[str, Any] | None:
     from sales_st.io import json_exists, read_json
 
@@ -145,8 +173,9 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(2)
     device = gpus[hvd.local_rank() % len(gpus)].name if gpus else "CPU"
-    log.info("rank %d of %d on host %s, pid %d, device %s", rank, size, os.uname().nodename,
-             os.getpid(), device)
+    log.info("rank %d of %d on host %s, pid %d, device %s, executor dir %s, python %s", rank,
+             size, os.uname().nodename, os.getpid(), device,
+             os.environ.get("HOROVOD_SPARK_WORK_DIR", os.getcwd()), sys.executable)
     keras.utils.set_random_seed(plan.seed)  # python, numpy and TF: same init on every rank
 
     mcfg = ModelConfig(**plan.model)
@@ -177,11 +206,17 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     columns = needed_columns(plan.spec)
     steps_per_epoch = steps(plan.train_rows, size, plan.batch_size, plan.max_steps_per_epoch)
     val_steps = steps(plan.val_rows, size, plan.batch_size, plan.max_steps_per_epoch)
-    train_reader, train_ds = _dataset(plan.train_url, plan, columns, rank, size,
-                                      plan.train_row_groups, shuffle=True)
-    val_reader, val_ds = _dataset(plan.val_url, plan, columns, rank, size,
-                                  plan.val_row_groups, shuffle=False)
+    if plan.input_mode == "memory":
+        train_reader = val_reader = contextlib.nullcontext()
+        train_ds = _memory_dataset(plan.train_url, plan, columns, rank, size, shuffle=True)
+        val_ds = _memory_dataset(plan.val_url, plan, columns, rank, size, shuffle=False)
+    else:
+        train_reader, train_ds = _dataset(plan.train_url, plan, columns, rank, size,
+                                          plan.train_row_groups, shuffle=True)
+        val_reader, val_ds = _dataset(plan.val_url, plan, columns, rank, size,
+                                      plan.val_row_groups, shuffle=False)
 
+    timer = _callbacks().EpochTimer()
     callbacks: list[keras.callbacks.Callback] = [
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),
@@ -191,6 +226,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
         ),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=plan.patience,
                                       restore_best_weights=True),
+        timer,
     ]
     checkpointer = None
     if rank == 0:
@@ -215,7 +251,9 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     result = {"rank": rank, "size": size, "digest": digest, "initial_digest": initial_digest,
               "initial_epoch": initial_epoch,
               "epochs_run": len(fit.history.get("loss", [])), "host": os.uname().nodename,
-              "device": device}
+              "device": device, "epoch_seconds": timer.seconds, "steps_per_epoch": steps_per_epoch,
+              "batch_size": plan.batch_size,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if rank == 0:
         full.save_weights(f"{plan.model_dir}/weights.h5")
         write_json(f"{plan.model_dir}/history.json", history)
@@ -246,6 +284,22 @@ def _callbacks():
             write_json(f"{self.directory}/{CHECKPOINT_STATE}",
                        {"epoch": epoch + 1, "path": path, "history": self.history})
 
+    class EpochTimer(keras.callbacks.Callback):
+        """Wall time of each epoch's training steps (validation excluded)."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+            self._t0 = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            if self._t0:
+                self.seconds.append(time.perf_counter() - self._t0)
+                self._t0 = 0.0
+
     class FailAfter(keras.callbacks.Callback):
         def __init__(self, epoch: int):
             super().__init__()
@@ -255,7 +309,7 @@ def _callbacks():
             if epoch + 1 >= self.epoch:
                 raise RuntimeError(f"injected failure after epoch {epoch + 1}")
 
-    return SimpleNamespace(Checkpointer=Checkpointer, FailAfter=FailAfter)
+    return SimpleNamespace(Checkpointer=Checkpointer, FailAfter=FailAfter, EpochTimer=EpochTimer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,7 +132,7 @@ def run_training(
         batch_size=tcfg.batch_size, learning_rate=lr, warmup_epochs=tcfg.warmup_epochs,
         patience=tcfg.patience, seed=tcfg.seed, shuffle_buffer=tcfg.shuffle_buffer,
         max_steps_per_epoch=tcfg.max_steps_per_epoch, init_weights=init, freeze=freeze,
-        reader_pool=tcfg.reader_pool,
+        reader_pool=tcfg.reader_pool, input_mode=tcfg.input,
     )
     meta = {
         "model_id": mid, "mode": mode, "parent": parent_id, "status": "training",

@@ -2,8 +2,10 @@
 
 For an origin day ``o`` (the last day of history) an example holds
 
-* history (``L`` days ``o-L+1 .. o``): the target scaled by the window's mean over observed
-  days (``scale``), the observed mask, open/promo/price-ratio, calendar flags, the spatial lag
+* history (``L`` days ``o-L+1 .. o``): the target divided by ``scale`` -- the mean over the
+  window's observed days with sales, or over the trailing year when the window has fewer than
+  3 such days (a store reopening after a closure), else 1 -- the observed mask,
+  open/promo/price-ratio, calendar flags, the spatial lag
   and the region aggregates, each an array of ``L``;
 * known future (``H`` days ``o+1 .. o+H``): open, promo, price ratio, holiday/school flags,
   days to/since a public holiday, weekday and day-of-year, and the same-weekday mean of the
@@ -31,6 +33,8 @@ from sales_st.config import FeaturesConfig
 from sales_st.panel import NO_HOLIDAY, Axis
 
 EPS = 1e-6
+MIN_SALES_DAYS = 3  # fewer days with sales in the window: take the scale from the last year
+SCALE_FALLBACK_DAYS = 364
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,15 @@ def _sum(arr: str, zero: str = "0D") -> str:
     return f"aggregate({arr}, {zero}, (acc, a) -> acc + a)"
 
 
+def _positive_mean(values: str, mask: str) -> str:
+    """SQL for named_struct(s = sum, n = count) of the observed values above zero."""
+    return (
+        f"aggregate(zip_with({values}, {mask}, (a, m) -> IF(m = 1 AND a > 0, a, 0D)), "
+        "named_struct('s', 0D, 'n', 0), (acc, a) -> "
+        "named_struct('s', acc.s + a, 'n', acc.n + IF(a > 0, 1, 0)))"
+    )
+
+
 def _trail(col: str, w: int) -> str:
     """Trailing window of w days ending at o, clipped at the start of the axis."""
     return f"slice({col}, greatest(o - {w - 2}, 1), least({w}, o + 1))"
@@ -106,11 +119,15 @@ def with_history(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     df = df.withColumn("hh", F.expr(_hist("has_y", L))).withColumn(
         "hym", F.expr(_masked(_hist("y", L), "hh"))
     )
-    n_obs = F.expr(_sum("hh", "0"))
-    total = F.expr(_sum("hym"))
-    df = df.withColumn("n_obs", n_obs).withColumn(
-        "scale", F.when((F.col("n_obs") > 0) & (total > 0), total / F.col("n_obs")).otherwise(1.0)
-    )
+    df = df.withColumn("n_obs", F.expr(_sum("hh", "0")))
+    df = df.withColumn("_pos", F.expr(_positive_mean("hym", "hh")))
+    longer = _positive_mean(_masked(_trail("y", SCALE_FALLBACK_DAYS),
+                                    _trail("has_y", SCALE_FALLBACK_DAYS)),
+                            _trail("has_y", SCALE_FALLBACK_DAYS))
+    df = df.withColumn("scale", F.expr(
+        f"CASE WHEN _pos.n >= {MIN_SALES_DAYS} THEN _pos.s / _pos.n "
+        f"WHEN ({longer}).n > 0 THEN ({longer}).s / ({longer}).n ELSE 1D END"
+    )).drop("_pos")
     hist_price = _hist("price", L)
     mean_price = (
         f"aggregate(filter({hist_price}, p -> p IS NOT NULL), named_struct('s', 0D, 'n', 0), "

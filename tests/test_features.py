@@ -215,3 +215,25 @@ def test_feature_job_accounts_for_every_row(spark, data_root):
     assert again["counts"] == c
     q2 = spark.table("sales_st.quarantine").where(F.col("run_date") == F.lit(out["run_date"])).count()
     assert q2 == 5
+
+
+def test_scale_falls_back_to_the_last_year_after_a_closure(spark):
+    from sales_st.config import FeaturesConfig
+    from sales_st.windows import with_history
+
+    n, o, L = 120, 119, 14
+    y = [10.0 if d < 100 else 0.0 for d in range(n)]  # closed for the last 20 days
+    y[o - 1] = 30.0  # one day with sales in the window: fewer than 3
+    row = (o, y, [1] * n, [1] * n, [0] * n, [None] * n, [0] * n, [0] * n)
+    df = spark.createDataFrame([row], "o int, y array<double>, has_y array<int>, open array<int>, "
+                                      "promo array<int>, price array<double>, holiday array<int>, "
+                                      "school array<int>")
+    r = with_history(df, FeaturesConfig(history=L, min_history=7)).first()
+    positive = [v for v in y[o - 363:o + 1] if v > 0]
+    assert r["scale"] == pytest.approx(np.mean(positive))
+    assert r["n_obs"] == L
+    # enough sales days in the window: their mean, zeros (closed days) left out
+    y2 = [0.0 if d % 2 else 8.0 for d in range(n)]
+    r2 = with_history(df.withColumn("y", F.array(*[F.lit(v) for v in y2])),
+                      FeaturesConfig(history=L, min_history=7)).first()
+    assert r2["scale"] == pytest.approx(8.0)

@@ -1,0 +1,75 @@
+"""Scoring throughput: the Spark forecast path vs model.predict on in-memory tensors.
+
+    .venv/bin/python bench/bench_forecast.py
+
+On the demo panel (model trained for 2 epochs), the same windows (the training split, for
+volume) are scored (a) by the forecast job's Spark path -- mapInPandas, model loaded once per
+Python worker, Arrow batches, long rows out, written to Parquet -- and (b) by model.predict on
+tensors already in memory (one process).  Also times the whole forecast job (rebuilding the
+scoring windows with the feature code and replacing the table partition).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+from common import config, session, table
+
+from sales_st import model_store
+from sales_st.features import run_features
+from sales_st.forecast import run_forecast, score_examples
+from sales_st.generate import write_generated
+from sales_st.inputs import columns_from_pandas, model_inputs_from_columns, needed_columns
+from sales_st.training import run_training
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config(tmp, "train.ablation=false", "train.epochs=2")
+        spark = session(cfg, "bench.forecast")
+        write_generated(spark, cfg.data.generator, cfg.path("inputs"))
+        feats = run_features(spark, cfg, None)
+        mid = run_training(spark, cfg, "pretrain")["model_id"]
+        root = cfg.path("models")
+        spec = feats["spec"]
+        H = spec["horizon"]
+        examples = spark.read.parquet(spec["splits"]["train"]["path"]).cache()
+        n = examples.count()
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "512")
+        q = [0.1, 0.5, 0.9]
+        # warm the Python workers' model cache, then time
+        score_examples(examples.limit(100), root, mid, q, feats["run_date"], True, 3).count()
+        t0 = time.perf_counter()
+        score_examples(examples, root, mid, q, feats["run_date"], True, 3) \
+            .write.mode("overwrite").parquet(f"{tmp}/scored")
+        spark_s = time.perf_counter() - t0
+
+        full, _, _ = model_store.load_model(root, mid)
+        pdf = examples.toPandas()  # the benchmark's in-memory reference
+        x = model_inputs_from_columns(columns_from_pandas(pdf, needed_columns(spec)), spec)
+        full.predict(x, batch_size=512, verbose=0)
+        t0 = time.perf_counter()
+        full.predict(x, batch_size=512, verbose=0)
+        predict_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        job = run_forecast(spark, cfg, None)
+        job_s = time.perf_counter() - t0
+        rows = [
+            {"path": "Spark mapInPandas (+explanations, Parquet)", "windows": n,
+             "seconds": spark_s, "windows/s": n / spark_s, "forecasts/s": n * H / spark_s},
+            {"path": "model.predict, in-memory tensors", "windows": n, "seconds": predict_s,
+             "windows/s": n / predict_s, "forecasts/s": n * H / predict_s},
+            {"path": "whole forecast job (features + score + table)", "windows": job["series"],
+             "seconds": job_s, "windows/s": job["series"] / job_s,
+             "forecasts/s": job["rows"] / job_s},
+        ]
+        print(table(rows, f"Scoring throughput (demo model, horizon {H}, "
+                          f"{spark.sparkContext.defaultParallelism} cores)"))
+        print(f"Spark path / model.predict time ratio: {spark_s / predict_s:.2f}")
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()

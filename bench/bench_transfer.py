@@ -1,0 +1,94 @@
+"""Transfer learning on generated data: stores with a short history.
+
+    .venv/bin/python bench/bench_transfer.py [--epochs 4]
+
+The panel has new stores that opened 150-300 days before the run date (the rest have three
+years).  Three models are compared on the test windows of those new stores only:
+
+* zero-shot: pre-trained on every series, used as is;
+* fine-tuned: the pre-trained model trained further on the new stores' windows
+  (``--mode finetune``, segment ``is_new_series = 1``);
+* from scratch: the same architecture trained on the same new-store windows from a random
+  initialisation, with the same budget (epochs, steps, batch size) as the fine-tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+
+from common import config, session, table
+from pyspark.sql import functions as F
+
+from sales_st import model_store
+from sales_st.baselines import KEYS, truth_rows
+from sales_st.features import run_features
+from sales_st.forecast import score_examples
+from sales_st.generate import write_generated
+from sales_st.metrics import compute_metrics
+from sales_st.training import run_training
+
+SEGMENT = "is_new_series = 1"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--epochs", type=int, default=4)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config(
+            tmp, "data.generator.preset=demo", "data.generator.new_store_fraction=0.25",
+            "data.generator.new_store_history_days=300", "features.new_series_days=300",
+            "train.ablation=false", f"train.epochs={args.epochs}",
+            f'train.finetune.segment="{SEGMENT}"',
+        )
+        spark = session(cfg, "bench.transfer")
+        write_generated(spark, cfg.data.generator, cfg.path("inputs"))
+        feats = run_features(spark, cfg, None)
+        spec = feats["spec"]
+        pre = run_training(spark, cfg, "pretrain")["model_id"]
+        fine = run_training(spark, cfg, "finetune", parent=pre)["model_id"]
+        # from scratch: train on the segment's windows only, same epochs and batch
+        seg_dir = f"{model_store.model_dir(cfg.path('models'), fine)}/segment"
+        scratch_cfg = dataclasses.replace(
+            cfg, paths=dataclasses.replace(cfg.paths, features="features/segment",
+                                           models="models/scratch"))
+        seg_spec = dict(spec, splits={**spec["splits"],
+                                      "train": {**spec["splits"]["train"], "path": f"{seg_dir}/train"},
+                                      "val": {**spec["splits"]["val"], "path": f"{seg_dir}/val"}})
+        from sales_st.io import write_json
+
+        write_json(f"{scratch_cfg.path('features')}/feature_spec.json", seg_spec)
+        scratch = run_training(spark, scratch_cfg, "pretrain")["model_id"]
+
+        test = spark.read.parquet(spec["splits"]["test"]["path"]).where(F.expr(SEGMENT)).cache()
+        n_windows = test.count()
+        truth = truth_rows(test, spec)
+        q = [0.1, 0.5, 0.9]
+        parts = []
+        for name, root, mid in (("zero-shot (pretrained)", cfg.path("models"), pre),
+                                ("fine-tuned", cfg.path("models"), fine),
+                                ("from scratch (segment only)", scratch_cfg.path("models"), scratch)):
+            s = score_examples(test, root, mid, q, feats["run_date"], False, 0)
+            parts.append(s.select(F.lit(name).alias("method"), "store_id", "item_id",
+                                  F.expr("date_sub(target_date, horizon)").alias("origin"),
+                                  "horizon", F.col("p50").alias("point"),
+                                  F.col("p10").alias("p_lo"), F.col("p90").alias("p_hi"),
+                                  "p10", "p90"))
+        preds = parts[0].unionByName(parts[1]).unionByName(parts[2])
+        rows = truth.join(preds, KEYS + ["horizon"]).where("observed = 1 AND open = 1")
+        m = compute_metrics(rows, {"overall": []}, {"p10": 0.1, "p90": 0.9}).toPandas()
+        seg_train = spark.read.parquet(f"{seg_dir}/train").count()
+        all_train = spec["splits"]["train"]["rows"]
+        out = [{"model": r.method, "WAPE": r.wape, "MAE": r.mae, "RMSE": r.rmse,
+                "pinball": r.pinball, "coverage p10-p90": r.coverage}
+               for r in m.sort_values("wape").itertuples()]
+        print(table(out, f"Short-history stores: {n_windows} test windows; fine-tune and scratch "
+                         f"trained on {seg_train} segment windows ({all_train} in the full "
+                         f"training split), {args.epochs} epochs each"))
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Start/stop the Spark Thrift server (JDBC/ODBC, HiveServer2 protocol) over the project's
+# warehouse and metastore, listening on 127.0.0.1.
+#   scripts/thrift-server.sh start [--env ENV] [--port 10000] [key=value ...]
+#   .venv/bin/beeline -u jdbc:hive2://127.0.0.1:10000 -e "SELECT count(*) FROM sales_st.forecasts"
+#   scripts/thrift-server.sh stop
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmd=${1:-}; shift || true
+env_arg=local; port=10000; overrides=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --env) env_arg=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    *=*) overrides+=("$1"); shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+run_dir=data/run; mkdir -p "$run_dir" data/logs
+pidfile="$run_dir/thrift-$port.pid"
+case "$cmd" in
+  start)
+    scripts/setup.sh
+    mapfile -t submit < <(.venv/bin/python -m sales_st.submit --env "$env_arg" "${overrides[@]+"${overrides[@]}"}")
+    # the server runs its own local[*] Spark; only the catalog settings matter here
+    submit[1]="local[*]"
+    nohup .venv/bin/spark-submit "${submit[@]}" --conf spark.ui.enabled=false \
+      --class org.apache.spark.sql.hive.thriftserver.HiveThriftServer2 spark-internal \
+      --hiveconf hive.server2.thrift.bind.host=127.0.0.1 \
+      --hiveconf hive.server2.thrift.port="$port" > "data/logs/thrift-$port.log" 2>&1 &
+    echo $! > "$pidfile"
+    for _ in $(seq 1 120); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "thrift server on 127.0.0.1:$port (pid $(cat "$pidfile"), log data/logs/thrift-$port.log)"
+        exit 0
+      fi
+      kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "data/logs/thrift-$port.log" >&2; exit 1; }
+      sleep 1
+    done
+    echo "thrift server did not open port $port in 120 s; see data/logs/thrift-$port.log" >&2
+    exit 1 ;;
+  stop)
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile" ;;
+  *) echo "usage: $0 start|stop [--env ENV] [--port P]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Submit jobs/<name>.py to Spark with the package and the Python environment shipped.
+#
+#   ./spark-submit.sh <job> [--env ENV] [--run-date D] [key=value ...]
+#   SPARK_MASTER=spark://host:7077 ./spark-submit.sh pipeline --env cluster
+#
+# The master comes from SPARK_MASTER, else from the config (spark.master; local[*] by
+# default).  On a cluster master the project is built as a wheel (--py-files), the venv is
+# packed with venv-pack (--archives ...#environment, executors run ./environment/bin/python),
+# and conf/*.yaml travel with --files.  Every Spark property comes from the config; this
+# script holds no business parameters.  Extra spark-submit options: SPARK_SUBMIT_OPTS_EXTRA.
+set -euo pipefail
+root=$(cd "$(dirname "$0")" && pwd)
+cd "$root"
+[ $# -ge 1 ] || { echo "usage: $0 <job> [job args]   (jobs: $(ls jobs | sed 's/\.py$//' | tr '\n' ' '))" >&2; exit 2; }
+job=$1; shift
+[ -f "jobs/$job.py" ] || { echo "spark-submit.sh: no job jobs/$job.py" >&2; exit 2; }
+
+scripts/setup.sh
+py="$root/.venv/bin/python"
+export PYSPARK_DRIVER_PYTHON="$py"
+
+env_arg=local
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --env) env_arg=${args[$((i + 1))]} ;;
+    --env=*) env_arg=${args[$i]#--env=} ;;
+  esac
+done
+overrides=()
+for a in "$@"; do [[ "$a" == *=* && "$a" != --* ]] && overrides+=("$a"); done
+
+mapfile -t submit < <("$py" -m sales_st.submit --env "$env_arg" "${overrides[@]+"${overrides[@]}"}")
+master=${submit[1]}
+
+ship=()
+if [[ "$master" != local* ]]; then
+  dist="$root/data/dist"
+  mkdir -p "$dist"
+  stamp=$(cat "$root/.venv/.sales_st_stamp")
+  src=$( (cat pyproject.toml; find sales_st -name '*.py' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-16)
+  wheel="$dist/sales_st-$src.whl"
+  if [ ! -f "$wheel" ]; then
+    rm -rf "$dist/wheel" && "$py" -m pip wheel -q --no-deps --no-build-isolation -w "$dist/wheel" . >&2
+    cp "$dist"/wheel/sales_st-*.whl "$wheel"
+  fi
+  archive="$dist/venv-$stamp.tar"
+  if [ ! -f "$archive" ]; then
+    echo "spark-submit.sh: packing the venv for the executors (once per environment version)" >&2
+    rm -f "$dist"/venv-*.tar
+    # the editable install of this project is replaced by the wheel; Spark brings pyspark
+    "$root/.venv/bin/venv-pack" -p "$root/.venv" -o "$archive.part" -q \
+      --exclude '*__editable__*' --exclude 'lib/python3.11/site-packages/pyspark/*' \
+      --exclude 'lib/python3.11/site-packages/pyspark-*' >&2
+    mv "$archive.part" "$archive"
+  fi
+  conf_files=$(ls "$root"/conf/*.yaml | paste -sd, -)
+  ship=(--py-files "$wheel" --archives "$archive#environment" --files "$conf_files"
+        --conf spark.pyspark.python=./environment/bin/python
+        --conf spark.executorEnv.TF_CPP_MIN_LOG_LEVEL=2)
+  # Horovod starts the ranks with this interpreter, relative to each executor's directory.
+  export SALES_ST_EXECUTOR_PYTHON=./environment/bin/python
+else
+  export PYSPARK_PYTHON="$py"
+fi
+
+spark_submit="$root/.venv/bin/spark-submit"
+cmd=("$spark_submit" "${submit[@]}" "${ship[@]+"${ship[@]}"}" ${SPARK_SUBMIT_OPTS_EXTRA:-} "jobs/$job.py" "$@")
+echo "spark-submit.sh: ${cmd[*]}" >&2
+exec "${cmd[@]}"
