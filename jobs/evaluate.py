@@ -10,29 +10,16 @@ Writes the run date's partition of <database>.metrics, <reports>/<run date>/pred
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from sales_st import cli
 from sales_st.evaluate import run_evaluate
-from sales_st.spark import get_spark
-from sales_st.warehouse import recorded_run
-
-log = logging.getLogger("sales_st.jobs.evaluate")
 
 
 def main(argv: list[str] | None = None) -> int:
-    job = cli.parse(cli.parser(__doc__.splitlines()[0]), argv)
-    spark = get_spark(job.cfg, "sales_st.evaluate")
-    try:
-        with recorded_run(spark, job.cfg.database, "evaluate", job.run_date) as rec:
-            run_evaluate(spark, job.cfg, job.run_date, rec)
-    except (ValueError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 1
-    finally:
-        spark.stop()
-    return 0
+    return cli.run_job("evaluate", __doc__.splitlines()[0],
+                       lambda spark, job, rec: run_evaluate(spark, job.cfg, job.run_date, rec),
+                       argv)
 
 
 if __name__ == "__main__":

@@ -9,31 +9,16 @@ previous partition readable) and appends a row to <database>.run_manifest.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from sales_st import cli
 from sales_st.forecast import run_forecast
-from sales_st.schema import ContractError
-from sales_st.spark import get_spark
-from sales_st.validation import ValidationError
-from sales_st.warehouse import recorded_run
-
-log = logging.getLogger("sales_st.jobs.forecast")
 
 
 def main(argv: list[str] | None = None) -> int:
-    job = cli.parse(cli.parser(__doc__.splitlines()[0]), argv)
-    spark = get_spark(job.cfg, "sales_st.forecast")
-    try:
-        with recorded_run(spark, job.cfg.database, "forecast", job.run_date) as rec:
-            run_forecast(spark, job.cfg, job.run_date, rec)
-    except (ValidationError, ContractError, FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
-        return 1
-    finally:
-        spark.stop()
-    return 0
+    return cli.run_job("forecast", __doc__.splitlines()[0],
+                       lambda spark, job, rec: run_forecast(spark, job.cfg, job.run_date, rec),
+                       argv)
 
 
 if __name__ == "__main__":

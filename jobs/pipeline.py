@@ -19,35 +19,31 @@ import sys
 
 from sales_st import cli
 from sales_st.pipeline import STAGES, Pipeline, summary
-from sales_st.schema import ContractError
-from sales_st.spark import get_spark
-from sales_st.validation import ValidationError
 
-log = logging.getLogger("sales_st.jobs.pipeline")
+
+def arguments(p) -> None:
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--force", action="store_true", help="run stages even if unchanged")
+
+
+def body(spark, job: cli.JobArgs, rec) -> None:
+    pipe = Pipeline(spark, job.cfg, job.run_date, job.args.force)
+    results = pipe.run([s for s in job.args.stages.split(",") if s])
+    print(summary(job.cfg, results, pipe.run_date), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--stages", default=",".join(STAGES),
-                   help=f"comma-separated subset of {','.join(STAGES)}")
-    p.add_argument("--force", action="store_true", help="run stages even if unchanged")
-    job = cli.parse(p, argv)
-    stages = [s for s in job.args.stages.split(",") if s]
-    unknown = sorted(set(stages) - set(STAGES))
+    arguments(p)
+    unknown = sorted(set(p.parse_args(argv).stages.split(",")) - set(STAGES) - {""})
     if unknown:
-        log.error("unknown stage(s) %s; stages are %s", unknown, ", ".join(STAGES))
+        cli.setup_logging()
+        logging.getLogger("sales_st.jobs.pipeline").error(
+            "unknown stage(s) %s; stages are %s", unknown, ", ".join(STAGES))
         return 2
-    spark = get_spark(job.cfg, "sales_st.pipeline")
-    try:
-        pipe = Pipeline(spark, job.cfg, job.run_date, job.args.force)
-        results = pipe.run(stages)
-        print(summary(job.cfg, results, pipe.run_date), flush=True)
-    except (ValidationError, ContractError, FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
-        return 1
-    finally:
-        spark.stop()
-    return 0
+    # every stage records itself in the run manifest; the pipeline adds no row of its own
+    return cli.run_job("pipeline", __doc__.splitlines()[0], body, argv, arguments, record=False)
 
 
 if __name__ == "__main__":

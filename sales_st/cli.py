@@ -1,4 +1,6 @@
-"""The command line shared by every job: ``--conf``, ``--env``, ``--run-date``, overrides."""
+"""The job entry-point layer: the command line every job shares (``--conf``, ``--env``,
+``--run-date``, ``key=value`` overrides) and :func:`run_job`, which wires a job's body to a
+Spark session, the run manifest and the exit codes.  Only ``jobs/`` call into this module."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+
+from typing import Any, Callable
 
 from sales_st.config import Config, ConfigError, load_config
 
@@ -60,3 +64,44 @@ def setup_logging(level: str = "INFO") -> None:
         force=True,
     )
     logging.getLogger("sales_st").setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+# Errors a job reports with exit code 1 and one clear line (data, inputs, models, settings
+# that only show up against the data); anything else is a bug and keeps its traceback.
+def _data_errors() -> tuple[type[BaseException], ...]:
+    from sales_st.schema import ContractError
+    from sales_st.validation import ValidationError
+
+    return (ValidationError, ContractError, FileNotFoundError, ValueError)
+
+
+def run_job(name: str, description: str, body: Callable[[Any, JobArgs, Any], Any],
+            argv: list[str] | None = None,
+            add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+            record: bool = True) -> int:
+    """Parse arguments, start Spark, run ``body(spark, job, run_record)``, stop Spark.
+
+    Exit codes: 0 success, 1 data/model error, 2 configuration error (from :func:`parse`).
+    With ``record`` the run is appended to the run-manifest table, failed or not.
+    """
+    from contextlib import nullcontext
+
+    from sales_st.spark import get_spark
+    from sales_st.warehouse import recorded_run
+
+    p = parser(description)
+    if add_arguments:
+        add_arguments(p)
+    job = parse(p, argv)
+    log = logging.getLogger(f"sales_st.jobs.{name}")
+    spark = get_spark(job.cfg, f"sales_st.{name}")
+    try:
+        ctx = recorded_run(spark, job.cfg.database, name, job.run_date) if record else nullcontext()
+        with ctx as rec:
+            body(spark, job, rec)
+    except _data_errors() as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        spark.stop()
+    return 0

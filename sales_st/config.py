@@ -237,6 +237,9 @@ class TrainConfig:
     learning_rate: float = 0.002
     warmup_epochs: int = 1
     patience: int = 3
+    # halve the learning rate when the validation loss has not improved for this many epochs
+    # (0 = never)
+    lr_decay_patience: int = 1
     seed: int = 11
     shuffle_buffer: int = 2048
     # Cap on steps per epoch (0 = one pass over the rank's shard).

@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from sales_st.config import Config
 from sales_st.io import json_exists, path_exists, read_json, write_json
+from sales_st.spec import code_fingerprint
 from sales_st.warehouse import recorded_run
 
 log = logging.getLogger(__name__)
@@ -30,17 +31,6 @@ STAGES = ("generate", "features", "train", "forecast", "evaluate")
 
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def code_fingerprint() -> str:
-    """The library's source: a stage re-runs when the code that produces it changed."""
-    pkg = os.path.dirname(os.path.abspath(__file__))
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(pkg)):
-        if name.endswith(".py"):
-            with open(os.path.join(pkg, name), "rb") as fh:
-                h.update(name.encode() + fh.read())
-    return h.hexdigest()[:16]
 
 
 def input_files_fingerprint(cfg: Config) -> str:

@@ -8,6 +8,7 @@ with the vocabularies and scalers the model was trained with.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,20 @@ def layout_from_spec(spec: dict[str, Any]) -> Layout:
                   scalars=g["scalars"], static_numeric=g["static_numeric"])
 
 
+def code_fingerprint() -> str:
+    """The library's source: outputs re-made by changed code must not pass for old ones.
+
+    Reads through importlib.resources, so it works from a source tree and from the wheel
+    that spark-submit.sh ships (a zip on the Python path)."""
+    from importlib.resources import files
+
+    h = hashlib.sha256()
+    for entry in sorted(files("sales_st").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".py"):
+            h.update(entry.name.encode() + entry.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def make_spec(cfg: Config, lay: Layout, prep: Any, scalers: dict[str, list[float]],
               split_rows: dict[str, int], out_dir: str) -> dict[str, Any]:
     return {
@@ -128,4 +143,9 @@ def make_spec(cfg: Config, lay: Layout, prep: Any, scalers: dict[str, list[float
         },
         "neighbours": f"{out_dir}/neighbours",
         "features_config": cfg.fingerprint("features", "data", "validation"),
+        # what a model trained on these examples depends on: settings, code, data, run date
+        "features_id": hashlib.sha256(repr((
+            cfg.fingerprint("features", "data", "validation"), code_fingerprint(),
+            sorted(split_rows.items()), prep.run_date.isoformat(),
+        )).encode()).hexdigest()[:16],
     }

@@ -55,6 +55,7 @@ class TrainPlan:
     seed: int
     shuffle_buffer: int
     max_steps_per_epoch: int = 0
+    lr_decay_patience: int = 0
     init_weights: str = ""  # fine-tuning: the parent model's weights
     freeze: list[str] = field(default_factory=list)
     reader_pool: str = "thread"
@@ -228,6 +229,9 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
                                       restore_best_weights=True),
         timer,
     ]
+    if plan.lr_decay_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=plan.lr_decay_patience, min_lr=lr / 32))
     checkpointer = None
     if rank == 0:
         checkpointer = _callbacks().Checkpointer(ckpt, plan.checkpoint_dir, history)

@@ -100,7 +100,8 @@ def run_training(
         model_cfg = load_meta_model_config(root, parent_id)
     train_cfg = to_dict(tcfg)
     mid = model_store.model_id(mode, run_date, {
-        "features": spec["features_config"], "model": model_cfg, "train": train_cfg,
+        "features": spec.get("features_id", spec["features_config"]), "model": model_cfg,
+        "train": train_cfg,
         "parent": parent_id, "segment": tcfg.finetune.segment if mode == "finetune" else None,
     })
     mdir = model_store.model_dir(root, mid)
@@ -131,7 +132,8 @@ def run_training(
         val_row_groups=val_groups, model_dir=mdir, epochs=tcfg.epochs,
         batch_size=tcfg.batch_size, learning_rate=lr, warmup_epochs=tcfg.warmup_epochs,
         patience=tcfg.patience, seed=tcfg.seed, shuffle_buffer=tcfg.shuffle_buffer,
-        max_steps_per_epoch=tcfg.max_steps_per_epoch, init_weights=init, freeze=freeze,
+        max_steps_per_epoch=tcfg.max_steps_per_epoch, lr_decay_patience=tcfg.lr_decay_patience,
+        init_weights=init, freeze=freeze,
         reader_pool=tcfg.reader_pool, input_mode=tcfg.input,
     )
     meta = {

@@ -124,10 +124,16 @@ def with_history(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     longer = _positive_mean(_masked(_trail("y", SCALE_FALLBACK_DAYS),
                                     _trail("has_y", SCALE_FALLBACK_DAYS)),
                             _trail("has_y", SCALE_FALLBACK_DAYS))
+    df = df.withColumn("_long", F.expr(
+        f"IF(_pos.n >= {MIN_SALES_DAYS}, named_struct('s', 0D, 'n', 0), {longer})"))
+    # has_scale = 0: no day with sales in the window nor the year before it (a store closed
+    # for a year); such windows cannot be scaled and are kept out of training and tests.
+    df = df.withColumn("has_scale", F.expr("IF(_pos.n > 0 OR _long.n > 0, 1, 0)"))
     df = df.withColumn("scale", F.expr(
         f"CASE WHEN _pos.n >= {MIN_SALES_DAYS} THEN _pos.s / _pos.n "
-        f"WHEN ({longer}).n > 0 THEN ({longer}).s / ({longer}).n ELSE 1D END"
-    )).drop("_pos")
+        "WHEN _long.n > 0 THEN _long.s / _long.n "
+        "WHEN _pos.n > 0 THEN _pos.s / _pos.n ELSE 1D END"
+    )).drop("_pos", "_long")
     hist_price = _hist("price", L)
     mean_price = (
         f"aggregate(filter({hist_price}, p -> p IS NOT NULL), named_struct('s', 0D, 'n', 0), "
@@ -152,12 +158,14 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
     w0 = axis.t0.weekday()
     fut_price = _fut("price", H)
     window = float(cfg.holiday_window)
-    # Same weekday as o+h in history: o + h - 7*ceil(h/7), then 7, 14, ... days earlier.
+    # Same weekday as o+h in history: o + h - 7*ceil(h/7), then 7, 14, ... days earlier;
+    # observed open days only (a closed day says nothing about an open one's level).
+    day = "o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j"
     sw = (
         f"transform(sequence(1, {H}), h -> aggregate(sequence(0, {W - 1}), "
         "named_struct('s', 0D, 'n', 0), "
-        "(acc, j) -> IF(has_y[o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j] = 1, "
-        "named_struct('s', acc.s + y[o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j], 'n', acc.n + 1), acc), "
+        f"(acc, j) -> IF(has_y[{day}] = 1 AND coalesce(open[{day}], 1) = 1, "
+        f"named_struct('s', acc.s + y[{day}], 'n', acc.n + 1), acc), "
         "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
     )
     days_to = f"transform({{col}}, v -> IF(v = {NO_HOLIDAY}, 1D, v / {window}))"
@@ -309,7 +317,9 @@ def build_examples(
 
 
 def needs_target(df: DataFrame, rules: list[OriginRule]) -> DataFrame:
-    """Drop examples of splits that need a target but have no observed one, or no history."""
+    """Drop examples of splits that need a target but have no observed one, no history, or
+    no scale (see ``has_scale``)."""
     need = [r.name for r in rules if r.need_target]
     has_target = F.expr(_sum("y_mask", "0")) > 0
-    return df.where(~F.col("split").isin(need) | (has_target & (F.col("n_obs") > 0)))
+    usable = has_target & (F.col("n_obs") > 0) & (F.col("has_scale") == 1)
+    return df.where(~F.col("split").isin(need) | usable)

@@ -237,3 +237,16 @@ def test_scale_falls_back_to_the_last_year_after_a_closure(spark):
     r2 = with_history(df.withColumn("y", F.array(*[F.lit(v) for v in y2])),
                       FeaturesConfig(history=L, min_history=7)).first()
     assert r2["scale"] == pytest.approx(8.0)
+
+
+def test_windows_without_any_sales_in_a_year_have_no_scale(spark):
+    from sales_st.config import FeaturesConfig
+    from sales_st.windows import with_history
+
+    n = 60
+    row = (59, [0.0] * n, [1] * n, [0] * n, [0] * n, [None] * n, [0] * n, [0] * n)
+    df = spark.createDataFrame([row], "o int, y array<double>, has_y array<int>, open array<int>, "
+                                      "promo array<int>, price array<double>, holiday array<int>, "
+                                      "school array<int>")
+    r = with_history(df, FeaturesConfig(history=14, min_history=7)).first()
+    assert (r["has_scale"], r["scale"]) == (0, 1.0)
