@@ -6,7 +6,9 @@
 #
 # The master comes from SPARK_MASTER, else from the config (spark.master; local[*] by
 # default).  On a cluster master the project is built as a wheel (--py-files), the venv is
-# packed with venv-pack (--archives ...#environment, executors run ./environment/bin/python),
+# packed with venv-pack (--archives ...#environment, executors run ./environment/bin/python;
+# venv-pack keeps the interpreter as a link to the base Python, which must exist at the
+# same path on every node),
 # and conf/*.yaml travel with --files.  Every Spark property comes from the config; this
 # script holds no business parameters.  Extra spark-submit options: SPARK_SUBMIT_OPTS_EXTRA.
 set -euo pipefail
@@ -19,6 +21,11 @@ job=$1; shift
 scripts/setup.sh
 py="$root/.venv/bin/python"
 export PYSPARK_DRIVER_PYTHON="$py"
+export SALES_ST_CONF=${SALES_ST_CONF:-$root/conf}
+# Spark's launch scripts look for SPARK_HOME with whatever python3 is on PATH: point them at
+# the pinned pyspark in the venv.
+SPARK_HOME=$("$py" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+export SPARK_HOME
 
 env_arg=local
 args=("$@")
@@ -40,24 +47,28 @@ if [[ "$master" != local* ]]; then
   mkdir -p "$dist"
   stamp=$(cat "$root/.venv/.sales_st_stamp")
   src=$( (cat pyproject.toml; find sales_st -name '*.py' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-16)
-  wheel="$dist/sales_st-$src.whl"
+  # a wheel is a zip; named .zip because PySpark puts only .zip/.egg/.jar py-files on the
+  # executors' Python path
+  wheel="$dist/sales_st-$src.zip"
   if [ ! -f "$wheel" ]; then
     rm -rf "$dist/wheel" && "$py" -m pip wheel -q --no-deps --no-build-isolation -w "$dist/wheel" . >&2
     cp "$dist"/wheel/sales_st-*.whl "$wheel"
   fi
-  archive="$dist/venv-$stamp.tar"
+  # .tar.gz: Spark unpacks it with the system tar, which keeps the interpreter symlink
+  archive="$dist/venv-$stamp.tar.gz"
   if [ ! -f "$archive" ]; then
     echo "spark-submit.sh: packing the venv for the executors (once per environment version)" >&2
-    rm -f "$dist"/venv-*.tar
+    rm -f "$dist"/venv-*.tar* "$dist"/partial.tar*
     # the editable install of this project is replaced by the wheel; Spark brings pyspark
-    "$root/.venv/bin/venv-pack" -p "$root/.venv" -o "$archive.part" -q \
+    "$root/.venv/bin/venv-pack" -p "$root/.venv" -o "$dist/partial.tar.gz" -q --compress-level 1 \
       --exclude '*__editable__*' --exclude 'lib/python3.11/site-packages/pyspark/*' \
       --exclude 'lib/python3.11/site-packages/pyspark-*' >&2
-    mv "$archive.part" "$archive"
+    mv "$dist/partial.tar.gz" "$archive"
   fi
   conf_files=$(ls "$root"/conf/*.yaml | paste -sd, -)
   ship=(--py-files "$wheel" --archives "$archive#environment" --files "$conf_files"
         --conf spark.pyspark.python=./environment/bin/python
+        --conf "spark.pyspark.driver.python=$py"
         --conf spark.executorEnv.TF_CPP_MIN_LOG_LEVEL=2)
   # Horovod starts the ranks with this interpreter, relative to each executor's directory.
   export SALES_ST_EXECUTOR_PYTHON=./environment/bin/python

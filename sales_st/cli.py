@@ -15,7 +15,22 @@ from typing import Any, Callable
 
 from sales_st.config import Config, ConfigError, load_config
 
-DEFAULT_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+def default_conf_dir() -> str:
+    """$SALES_ST_CONF, else the checkout's conf/, else ./conf, else the working directory when
+    the YAML files were shipped there (spark-submit --files)."""
+    candidates = [
+        os.environ.get("SALES_ST_CONF", ""),
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf"),
+        os.path.join(os.getcwd(), "conf"),
+        os.getcwd(),
+    ]
+    for c in candidates:
+        if c and os.path.isfile(os.path.join(c, "base.yaml")):
+            return c
+    return candidates[1]
+
+
+DEFAULT_CONF = default_conf_dir()
 
 
 @dataclass(frozen=True)

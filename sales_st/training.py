@@ -22,7 +22,7 @@ from sales_st import model_store
 from sales_st.config import Config, to_dict
 from sales_st.features import load_spec
 from sales_st.io import read_json, write_json, write_parquet_atomic
-from sales_st.train import TrainPlan, read_state, train_worker
+from sales_st.train import TrainPlan, read_state
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,31 @@ def parquet_stats(url: str) -> tuple[int, int]:
 
 def _url(path: str) -> str:
     return path if "://" in path else f"file://{path}"
+
+
+def rank_entry():
+    """The function Horovod runs in each rank: puts the shipped package on the path, then
+    calls :func:`sales_st.train.train_worker`.
+
+    The ranks are fresh Python processes started next to the executors; Spark's --py-files
+    are on the executors' Python workers' path but not on theirs.  This function is created
+    here, nested, so that cloudpickle ships it by value and unpickling it imports nothing.
+    """
+
+    def entry(plan_json: str):
+        import glob
+        import os
+        import sys
+
+        here = os.environ.get("HOROVOD_SPARK_WORK_DIR", os.getcwd())
+        for pkg in sorted(glob.glob(os.path.join(here, "sales_st*.zip"))):
+            if pkg not in sys.path:
+                sys.path.insert(0, pkg)
+        from sales_st.train import train_worker as worker
+
+        return worker(plan_json)
+
+    return entry
 
 
 def segment_examples(spark: SparkSession, spec: dict[str, Any], predicate: str, out_dir: str,
@@ -160,7 +185,7 @@ def run_training(
     env = {k: v for k, v in os.environ.items()
            if k.startswith("SALES_ST_") or k in ("TF_CPP_MIN_LOG_LEVEL",)}
     results = horovod.spark.run(
-        train_worker, args=(plan.to_json(),), num_proc=tcfg.ranks, use_gloo=True,
+        rank_entry(), args=(plan.to_json(),), num_proc=tcfg.ranks, use_gloo=True,
         executable=executable, env=env, verbose=1, stdout=sys.stderr, stderr=sys.stderr,
         start_timeout=600,
     )

@@ -12,6 +12,8 @@ if [ "${1:-}" = "--env" ]; then env_arg=$2; shift 2; fi
 [ $# -ge 1 ] || { echo "usage: $0 [--env ENV] \"SQL\" [key=value ...]" >&2; exit 2; }
 sql=$1; shift
 scripts/setup.sh
+SPARK_HOME=$(.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+export SPARK_HOME
 mapfile -t submit < <(.venv/bin/python -m sales_st.submit --env "$env_arg" "$@")
 submit[1]="local[*]"
 exec .venv/bin/spark-sql "${submit[@]}" --conf spark.ui.enabled=false -S -e "$sql"

@@ -23,7 +23,10 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 VENV_BIN = Path(sys.executable).parent
-ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "localhost"}
+import pyspark  # noqa: E402
+
+ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "localhost",
+       "SPARK_HOME": os.path.dirname(pyspark.__file__)}
 
 
 def free_port() -> int:
@@ -78,8 +81,11 @@ def cluster(tmp_path_factory):
                                tmp / f"worker{i}.log"))
 
         def alive() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
-                return json.load(r).get("aliveworkers", 0) == 2
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
+                    return json.load(r).get("aliveworkers", 0) == 2
+            except OSError:  # the web UI starts a little after the RPC port
+                return False
 
         wait_for(alive, 120, "two Spark workers to register")
         yield {"url": url, "dir": tmp}
@@ -98,19 +104,21 @@ def pipeline_run(cluster):
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800,
                           env={**ENV, "SPARK_MASTER": cluster["url"]})
     (cluster["dir"] / "pipeline.log").write_text(proc.stderr)
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    (cluster["dir"] / "pipeline.out").write_text(proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return {"data": data, "stdout": proc.stdout, "stderr": proc.stderr, "seconds": time.time() - t0}
 
 
 def test_pipeline_runs_on_the_standalone_cluster(cluster, pipeline_run):
     err = pipeline_run["stderr"]
+    both = pipeline_run["stdout"] + err
     # submitted to the cluster with the package and the environment shipped
     line = next(l for l in err.splitlines() if l.startswith("spark-submit.sh: "))
     assert f"--master {cluster['url']}" in line and "--py-files" in line
     assert "#environment" in line and "spark.pyspark.python=./environment/bin/python" in line
     # two Horovod ranks, one in each executor's directory, running the shipped interpreter
-    ranks = re.findall(r"rank (\d) of 2 .* executor dir (\S+), python (\S+)", err)
-    assert sorted(r[0] for r in ranks) == ["0", "1"], err[-3000:]
+    ranks = re.findall(r"rank (\d) of 2 .* executor dir (\S+), python (\S+)", both)
+    assert sorted(r[0] for r in ranks) == ["0", "1"], both[-3000:]
     dirs = {r[1] for r in ranks}
     assert len(dirs) == 2 and all("/app-" in d for d in dirs)
     assert all(r[2].endswith("environment/bin/python") for r in ranks)
@@ -118,8 +126,8 @@ def test_pipeline_runs_on_the_standalone_cluster(cluster, pipeline_run):
     assert "sales_st pipeline finished." in out and "-> table sales_st.forecasts" in out
     n_rows = int(re.search(r"forecasts : (\d+) rows", out).group(1))
     table = pipeline_run["data"] / "warehouse" / "sales_st.db" / "forecasts"
-    q = (f"import duckdb; print(duckdb.sql(\"SELECT count(*), min(p10 <= p50 AND p50 <= p90) "
-         f"FROM read_parquet('{table}/*/*.parquet')\").fetchone())")
+    q = (f"import duckdb; print(duckdb.connect().execute(\"SELECT count(*), "
+         f"min(p10 <= p50 AND p50 <= p90) FROM read_parquet('{table}/*/*.parquet')\").fetchone())")
     res = subprocess.run([sys.executable, "-c", q], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     count, ordered = ast.literal_eval(res.stdout.strip())
