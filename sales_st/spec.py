@@ -24,7 +24,7 @@ OWN_HIST = ["hist_y", "hist_observed", "hist_open", "hist_promo", "hist_price",
 HIST_BASE = ["hist_y", "hist_observed", "hist_open", "hist_promo", "hist_price",
              "hist_holiday", "hist_school", "hist_spatial_lag"]
 FUT_BASE = ["fut_open", "fut_promo", "fut_price", "fut_holiday", "fut_school",
-            "fut_to_holiday", "fut_since_holiday", "fut_doy", "fut_sw_mean"]
+            "fut_to_holiday", "fut_since_holiday", "fut_doy", "fut_sw_mean", "fut_last_year"]
 NBR = ["nbr_y", "nbr_mask", "nbr_dist", "nbr_weight"]
 TARGETS = ["y", "y_mask", "scale"]
 

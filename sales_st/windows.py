@@ -8,8 +8,9 @@ For an origin day ``o`` (the last day of history) an example holds
   open/promo/price-ratio, calendar flags, the spatial lag
   and the region aggregates, each an array of ``L``;
 * known future (``H`` days ``o+1 .. o+H``): open, promo, price ratio, holiday/school flags,
-  days to/since a public holiday, weekday and day-of-year, and the same-weekday mean of the
-  last weeks of history for each horizon day;
+  days to/since a public holiday, weekday and day-of-year, the same-weekday mean of the
+  last weeks of history and the level a year earlier (same weekday, +-1 week) for each
+  horizon day;
 * neighbour context: ``k`` neighbour histories (each scaled by its own window mean),
   their mask, distance and weight;
 * scalars: lags, rolling means and standard deviations (7/28/91 by default) ending at ``o``,
@@ -168,6 +169,15 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
         f"named_struct('s', acc.s + y[{day}], 'n', acc.n + 1), acc), "
         "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
     )
+    # A year earlier, same weekday: o + h - 364 and the weeks either side, open days only.
+    ly = "o + h - 364 + 7 * j"
+    last_year = (
+        f"transform(sequence(1, {H}), h -> aggregate(sequence(-1, 1), "
+        "named_struct('s', 0D, 'n', 0), "
+        f"(acc, j) -> IF(has_y[{ly}] = 1 AND coalesce(open[{ly}], 1) = 1, "
+        f"named_struct('s', acc.s + y[{ly}], 'n', acc.n + 1), acc), "
+        "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
+    )
     days_to = f"transform({{col}}, v -> IF(v = {NO_HOLIDAY}, 1D, v / {window}))"
     return df.select(
         "*",
@@ -184,6 +194,7 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
             f"dayofyear(date_add(DATE'{axis.t0.isoformat()}', d)) / 366D)"
         ).alias("fut_doy"),
         F.expr(sw).alias("fut_sw_mean"),
+        F.expr(last_year).alias("fut_last_year"),
         F.expr(_masked(_fut("y", H), _fut("has_y", H))).alias("y_fut"),
         F.expr(_fut("has_y", H)).alias("y_mask"),
     )

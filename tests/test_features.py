@@ -250,3 +250,28 @@ def test_windows_without_any_sales_in_a_year_have_no_scale(spark):
                                       "school array<int>")
     r = with_history(df, FeaturesConfig(history=14, min_history=7)).first()
     assert (r["has_scale"], r["scale"]) == (0, 1.0)
+
+
+def test_last_year_level_per_horizon_day(spark):
+    from sales_st.config import FeaturesConfig
+    from sales_st.panel import Axis
+    from sales_st.windows import with_future
+
+    n, o, H = 420, 400, 3
+    y = [float(d) for d in range(n)]
+    opn = [1] * n
+    opn[400 + 1 - 364] = 0  # a closed day a year before o+1: left out of the mean
+    zeros = [0] * n
+    row = (o, 2.0, 1.0, y, [1] * n, opn, zeros, [None] * n, zeros, zeros, [999] * n, [999] * n)
+    df = spark.createDataFrame([row], "o int, scale double, ref_price double, y array<double>, "
+                                      "has_y array<int>, open array<int>, promo array<int>, "
+                                      "price array<double>, holiday array<int>, school array<int>, "
+                                      "to_holiday array<int>, since_holiday array<int>")
+    cfg = FeaturesConfig(history=14, horizon=H, min_history=7, same_weekday_weeks=2)
+    r = with_future(df, cfg, Axis(T0, n)).first()
+    expected = []
+    for h in range(1, H + 1):
+        days = [o + h - 364 + 7 * j for j in (-1, 0, 1) if opn[o + h - 364 + 7 * j]]
+        expected.append(np.mean(days) / 2.0)
+    np.testing.assert_allclose(r["fut_last_year"], expected)
+    assert expected[0] == pytest.approx((30 + 44) / 2 / 2.0)  # day 37 was closed
