@@ -216,6 +216,9 @@ class ModelConfig:
     embedding_dim: int = 8
     quantiles: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
     decoder_units: int = 64
+    # The decoder predicts corrections to the same-weekday mean of recent weeks (a skip
+    # connection from the fut_sw_mean input), not levels from scratch.
+    baseline_skip: bool = True
 
 
 @dataclass(frozen=True)

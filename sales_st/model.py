@@ -12,7 +12,8 @@ encodings, the spatial lag and the hierarchy aggregates -- and adds to every tim
 ``z`` the attention-weighted context sequence plus the pooled context vector.  The decoder
 is direct multi-horizon: for each step h it sees the fused vector, the static encoding, the
 known-future covariates of day o+h and a horizon embedding, and emits quantiles that cannot
-cross (median plus/minus cumulative softplus offsets).
+cross (median plus/minus cumulative softplus offsets), as corrections to the same-weekday
+mean of the last weeks (``baseline_skip``).
 
 Layer names carry the encoder they belong to (``temporal_``, ``spatial_``, ``static_``,
 ``fusion_``, ``decoder_``) so fine-tuning can freeze encoders by name.
@@ -210,6 +211,10 @@ def build_model(spec: dict[str, Any], cfg: ModelConfig) -> keras.Model:
     x = layers.Dense(cfg.decoder_units, activation="relu", name="decoder_d2")(x)
     raw = layers.Dense(len(cfg.quantiles), name="decoder_q")(x)
     quantiles = monotone_quantiles(raw, cfg.quantiles)
+    fut_names = spec["groups"]["fut"]
+    if cfg.baseline_skip and "fut_sw_mean" in fut_names:
+        i = fut_names.index("fut_sw_mean")
+        quantiles = quantiles + inp["fut"][..., i:i + 1]
     outputs = {"quantiles": quantiles, "temporal_attention": alpha, "spatial_attention": beta,
                "gate": gate}
     return keras.Model(inp, outputs, name="st_forecaster")

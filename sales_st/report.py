@@ -57,14 +57,18 @@ def plot_region_heatmap(m: pd.DataFrame, metric: str = "wape"):
 
     pivot = m.pivot_table(index="method", columns="group_key", values=metric)
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * pivot.shape[1] + 2), 0.5 * pivot.shape[0] + 1.5))
-    im = ax.imshow(pivot.to_numpy(), cmap="viridis_r", aspect="auto")
+    values = pivot.to_numpy()
+    im = ax.imshow(values, cmap="viridis_r", aspect="auto")
+    lo, hi = np.nanmin(values), np.nanmax(values)
     ax.set_xticks(range(pivot.shape[1]), pivot.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(pivot.shape[0]), pivot.index, fontsize=8)
     for i in range(pivot.shape[0]):
         for j in range(pivot.shape[1]):
             v = pivot.iat[i, j]
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w")
+            if np.isfinite(v):  # dark text on the light (low-error) cells
+                light = (v - lo) / max(hi - lo, 1e-12) < 0.5
+                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7,
+                        color="k" if light else "w")
     fig.colorbar(im, ax=ax, label=metric.upper())
     ax.set_title(f"{metric.upper()} by region and method")
     return fig

@@ -244,6 +244,19 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     if fail_after:
         callbacks.append(_callbacks().FailAfter(fail_after))
     with train_reader, val_reader:
+        if initial_epoch == 0:
+            # The loss of the starting weights (random, or the parent's when fine-tuning):
+            # the reference every epoch's val_loss is read against.
+            before = model.evaluate(val_ds, steps=val_steps, verbose=0)
+            initial_val_loss = float(hvd.allreduce(tf.constant(before, tf.float32),
+                                                   op=hvd.Average, name="initial_val_loss"))
+            if checkpointer is not None:
+                checkpointer.initial_val_loss = initial_val_loss
+            log.info("val loss before training: %.4f", initial_val_loss)
+        else:
+            initial_val_loss = state.get("initial_val_loss")
+            if checkpointer is not None:
+                checkpointer.initial_val_loss = initial_val_loss
         fit = model.fit(
             train_ds, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
             validation_steps=val_steps, epochs=plan.epochs, initial_epoch=initial_epoch,
@@ -253,7 +266,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
         history = checkpointer.history
     digest = weights_digest(full)
     result = {"rank": rank, "size": size, "digest": digest, "initial_digest": initial_digest,
-              "initial_epoch": initial_epoch,
+              "initial_epoch": initial_epoch, "initial_val_loss": initial_val_loss,
               "epochs_run": len(fit.history.get("loss", [])), "host": os.uname().nodename,
               "device": device, "epoch_seconds": timer.seconds, "steps_per_epoch": steps_per_epoch,
               "batch_size": plan.batch_size,
@@ -280,13 +293,15 @@ def _callbacks():
             super().__init__()
             self.ckpt, self.directory = ckpt, directory
             self.history = {k: list(v) for k, v in history.items()}
+            self.initial_val_loss: float | None = None
 
         def on_epoch_end(self, epoch, logs=None):
             for k, v in (logs or {}).items():
                 self.history.setdefault(k, []).append(float(v))
             path = self.ckpt.write(f"{self.directory}/epoch-{epoch + 1:04d}")
             write_json(f"{self.directory}/{CHECKPOINT_STATE}",
-                       {"epoch": epoch + 1, "path": path, "history": self.history})
+                       {"epoch": epoch + 1, "path": path, "history": self.history,
+                        "initial_val_loss": self.initial_val_loss})
 
     class EpochTimer(keras.callbacks.Callback):
         """Wall time of each epoch's training steps (validation excluded)."""

@@ -44,6 +44,10 @@ def parquet_stats(url: str) -> tuple[int, int]:
     return rows, groups
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _url(path: str) -> str:
     return path if "://" in path else f"file://{path}"
 
@@ -198,15 +202,17 @@ def run_training(
                                          for r in results],
                 epochs_trained=len(history.get("loss", [])),
                 best_val_loss=min(history.get("val_loss", [float("nan")])),
+                initial_val_loss=results[0].get("initial_val_loss"),
                 finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     write_json(f"{mdir}/model.json", meta)
     model_store.set_aliases(root, mid, names)
     if record is not None:
         record.rows_in = train_rows + val_rows
         record.details = {"mode": mode, "ranks": meta["ranks"], "epochs": meta["epochs_trained"],
+                          "initial_val_loss": meta["initial_val_loss"],
                           "best_val_loss": meta["best_val_loss"]}
-    log.info("model %s trained: %d epochs, best val loss %.4f; aliases %s", mid,
-             meta["epochs_trained"], meta["best_val_loss"], names)
+    log.info("model %s trained: %d epochs, val loss %s -> best %.4f; aliases %s", mid,
+             meta["epochs_trained"], _fmt(meta["initial_val_loss"]), meta["best_val_loss"], names)
     return {"model_id": mid, "skipped": False, "model_dir": mdir, "results": results,
             "history": history}
 

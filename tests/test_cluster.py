@@ -113,7 +113,7 @@ def test_pipeline_runs_on_the_standalone_cluster(cluster, pipeline_run):
     err = pipeline_run["stderr"]
     both = pipeline_run["stdout"] + err
     # submitted to the cluster with the package and the environment shipped
-    line = next(l for l in err.splitlines() if l.startswith("spark-submit.sh: "))
+    line = next(l for l in err.splitlines() if l.startswith("spark-submit.sh: ") and " --master " in l)
     assert f"--master {cluster['url']}" in line and "--py-files" in line
     assert "#environment" in line and "spark.pyspark.python=./environment/bin/python" in line
     # two Horovod ranks, one in each executor's directory, running the shipped interpreter

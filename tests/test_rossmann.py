@@ -66,7 +66,9 @@ def test_standard_split(ross):
     cfg, _ = ross
     run = dt.date.fromisoformat(cfg.data.run_date)
     assert run == dt.date(2015, 6, 19) and cfg.features.horizon == 42
-    assert resolve_boundary(cfg.features.splits.train_end, run) == dt.date(2015, 5, 8)
+    # training targets end nine weeks before the run date; the weeks in between are for
+    # validation (weekly origins whose 42-day horizon ends by the run date)
+    assert resolve_boundary(cfg.features.splits.train_end, run) == dt.date(2015, 4, 17)
     axis = Axis(t0=dt.date(2013, 1, 1), n_days=942)
     rules = {r.name: r for r in origin_rules(cfg, axis, run, axis.day(dt.date(2015, 7, 31)))}
     test = rules["test"]
@@ -74,4 +76,7 @@ def test_standard_split(ross):
 
     assert [axis.date(d) for d in origin_candidates(test, 42, 83)] == [run]
     train = origin_candidates(rules["train"], 42, 83)
-    assert axis.date(max(train)) + dt.timedelta(days=42) <= dt.date(2015, 5, 8)
+    assert axis.date(max(train)) + dt.timedelta(days=42) <= dt.date(2015, 4, 17)
+    val = [axis.date(d) for d in origin_candidates(rules["val"], 42, 83)]
+    assert val == [dt.date(2015, 4, 17) + dt.timedelta(days=7 * i) for i in range(4)]
+    assert max(val) + dt.timedelta(days=42) <= run
