@@ -124,8 +124,8 @@ def write_report(spark: SparkSession, cfg: Config, rows: DataFrame, scored: Data
     import matplotlib
 
     matplotlib.use("Agg")
-    m = metrics.toPandas()  # a few hundred rows per method at most (series level excluded below)
-    m = m[m.level != "series"]
+    # a few hundred rows per method at most: the per-series rows stay in the table
+    m = metrics.where(F.col("level") != "series").toPandas()
     overall = m[m.level == "overall"].sort_values("wape")
     methods = list(overall["method"])
     if "fused" in methods:  # the band in the sample plots is the fused model's

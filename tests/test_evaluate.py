@@ -105,3 +105,33 @@ def test_evaluation_job_on_the_tiny_panel(spark, tiny_cfg, tiny_model):
     html = open(out["report"]).read()
     assert len(re.findall(r"data:image/png;base64,", html)) >= 4
     assert os.path.isdir(out["predictions"])
+
+
+@pytest.mark.slow
+def test_lightgbm_scores_on_the_executors_as_the_boosters_do(spark, tiny_cfg, tiny_features):
+    from sales_st.baselines import horizon_rows, lgbm_features, predict_lightgbm, train_lightgbm
+    from sales_st.features import load_spec
+
+    spec = load_spec(tiny_cfg)
+    train = spark.read.parquet(spec["splits"]["train"]["path"])
+    test = spark.read.parquet(spec["splits"]["test"]["path"])
+    qs = [0.1, 0.5, 0.9]
+    models = train_lightgbm(spark, train, spec, qs, rounds=20, leaves=7, max_rows=10**6)
+    got = predict_lightgbm(spark, models, test, spec, ["p10", "p50", "p90"]).toPandas()
+    # the same rows scored here, by the boosters themselves
+    feats, cats = lgbm_features(spec)
+    rows = horizon_rows(test, spec).toPandas()
+    X = rows[feats].astype({c: "int32" for c in cats})
+    raw = np.stack([models[q].predict(X) for q in qs], axis=1) * rows.scale.to_numpy()[:, None]
+    want = np.maximum(np.sort(raw, axis=1), 0) * rows.fut_open.to_numpy()[:, None]
+    keys = ["store_id", "item_id", "origin", "horizon"]
+    merged = rows[keys].assign(w10=want[:, 0], w50=want[:, 1], w90=want[:, 2]).merge(
+        got, on=keys, how="outer", validate="1:1", indicator=True)
+    assert len(got) == len(rows) > 0 and (merged._merge == "both").all()
+    assert (got.method == "lightgbm").all()
+    for w, g in (("w10", "p10"), ("w50", "p50"), ("w90", "p90")):
+        np.testing.assert_allclose(merged[g], merged[w], rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(merged.point, merged.p50)
+    assert (merged.p10 <= merged.p50).all() and (merged.p50 <= merged.p90).all()
+    closed = rows.fut_open.to_numpy() == 0
+    assert closed.any() and (want[closed] == 0).all()
