@@ -32,6 +32,7 @@ from sales_st.features import run_features
 from sales_st.generate import write_generated
 
 SIZES = {
+    "0.1M": (2, 2, 2, 12),  # a quick smoke run
     # n_states, cities_per_state, stores_per_city, n_items -> stores x items x 1028 days
     "1M": (4, 2, 4, 32),
     "4M": (4, 4, 4, 64),
