@@ -54,10 +54,16 @@ class PeakMemory:
                 try:
                     rss = p.memory_info().rss
                     name = p.name()
+                    parent = p.parent().name() if p.pid != me.pid else ""
                 except psutil.Error:
                     continue
+                if "java" in parent and "python" not in name:
+                    # a JVM child between fork and exec of a helper (chmod, ...) still maps
+                    # the JVM's pages (and carries the forking thread's name): not counted
+                    continue
                 kind = "jvm (driver + executors)" if "java" in name else (
-                    "driver python" if p.pid == me.pid else "python workers")
+                    "driver python" if p.pid == me.pid else
+                    "python workers" if "python" in name else "other")
                 kinds[kind] = kinds.get(kind, 0) + rss
                 total += rss
             self.peak_total = max(self.peak_total, total)
