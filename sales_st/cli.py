@@ -10,10 +10,10 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-
 from typing import Any, Callable
 
 from sales_st.config import Config, ConfigError, load_config
+
 
 def default_conf_dir() -> str:
     """$SALES_ST_CONF, else the checkout's conf/, else ./conf, else the working directory when

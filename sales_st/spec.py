@@ -112,6 +112,7 @@ def code_fingerprint() -> str:
 
 def make_spec(cfg: Config, lay: Layout, prep: Any, scalers: dict[str, list[float]],
               split_rows: dict[str, int], out_dir: str) -> dict[str, Any]:
+    settings = cfg.fingerprint("features", "data", "validation")
     return {
         "version": SPEC_VERSION,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -142,10 +143,10 @@ def make_spec(cfg: Config, lay: Layout, prep: Any, scalers: dict[str, list[float
             for s in ("train", "val", "test", "score")
         },
         "neighbours": f"{out_dir}/neighbours",
-        "features_config": cfg.fingerprint("features", "data", "validation"),
+        "features_config": settings,
         # what a model trained on these examples depends on: settings, code, data, run date
         "features_id": hashlib.sha256(repr((
-            cfg.fingerprint("features", "data", "validation"), code_fingerprint(),
+            settings, code_fingerprint(),
             sorted(split_rows.items()), prep.run_date.isoformat(),
         )).encode()).hexdigest()[:16],
     }

@@ -250,13 +250,11 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
             before = model.evaluate(val_ds, steps=val_steps, verbose=0)
             initial_val_loss = float(hvd.allreduce(tf.constant(before, tf.float32),
                                                    op=hvd.Average, name="initial_val_loss"))
-            if checkpointer is not None:
-                checkpointer.initial_val_loss = initial_val_loss
             log.info("val loss before training: %.4f", initial_val_loss)
         else:
             initial_val_loss = state.get("initial_val_loss")
-            if checkpointer is not None:
-                checkpointer.initial_val_loss = initial_val_loss
+        if checkpointer is not None:
+            checkpointer.initial_val_loss = initial_val_loss
         fit = model.fit(
             train_ds, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
             validation_steps=val_steps, epochs=plan.epochs, initial_epoch=initial_epoch,

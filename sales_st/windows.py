@@ -110,6 +110,19 @@ def _positive_mean(values: str, mask: str) -> str:
     )
 
 
+def _open_day_means(H: int, day: str, j0: int, j1: int) -> str:
+    """SQL: for each horizon step h = 1..H, the mean of ``y`` over the days ``day`` (an
+    expression of h and j, for j = j0..j1) that were observed and open, divided by ``scale``;
+    0 when there is none.  (A closed day says nothing about an open one's level.)"""
+    return (
+        f"transform(sequence(1, {H}), h -> aggregate(sequence({j0}, {j1}), "
+        "named_struct('s', 0D, 'n', 0), "
+        f"(acc, j) -> IF(has_y[{day}] = 1 AND coalesce(open[{day}], 1) = 1, "
+        f"named_struct('s', acc.s + y[{day}], 'n', acc.n + 1), acc), "
+        "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
+    )
+
+
 def _trail(col: str, w: int) -> str:
     """Trailing window of w days ending at o, clipped at the start of the axis."""
     return f"slice({col}, greatest(o - {w - 2}, 1), least({w}, o + 1))"
@@ -159,25 +172,10 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
     w0 = axis.t0.weekday()
     fut_price = _fut("price", H)
     window = float(cfg.holiday_window)
-    # Same weekday as o+h in history: o + h - 7*ceil(h/7), then 7, 14, ... days earlier;
-    # observed open days only (a closed day says nothing about an open one's level).
-    day = "o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j"
-    sw = (
-        f"transform(sequence(1, {H}), h -> aggregate(sequence(0, {W - 1}), "
-        "named_struct('s', 0D, 'n', 0), "
-        f"(acc, j) -> IF(has_y[{day}] = 1 AND coalesce(open[{day}], 1) = 1, "
-        f"named_struct('s', acc.s + y[{day}], 'n', acc.n + 1), acc), "
-        "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
-    )
-    # A year earlier, same weekday: o + h - 364 and the weeks either side, open days only.
-    ly = "o + h - 364 + 7 * j"
-    last_year = (
-        f"transform(sequence(1, {H}), h -> aggregate(sequence(-1, 1), "
-        "named_struct('s', 0D, 'n', 0), "
-        f"(acc, j) -> IF(has_y[{ly}] = 1 AND coalesce(open[{ly}], 1) = 1, "
-        f"named_struct('s', acc.s + y[{ly}], 'n', acc.n + 1), acc), "
-        "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
-    )
+    # Same weekday as o+h in history: o + h - 7*ceil(h/7), then 7, 14, ... days earlier.
+    sw = _open_day_means(H, "o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j", 0, W - 1)
+    # A year earlier, same weekday: o + h - 364 and the weeks either side.
+    last_year = _open_day_means(H, "o + h - 364 + 7 * j", -1, 1)
     days_to = f"transform({{col}}, v -> IF(v = {NO_HOLIDAY}, 1D, v / {window}))"
     return df.select(
         "*",
