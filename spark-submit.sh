@@ -38,7 +38,7 @@ done
 overrides=()
 for a in "$@"; do [[ "$a" == *=* && "$a" != --* ]] && overrides+=("$a"); done
 
-mapfile -t submit < <("$py" -m sales_st.submit --env "$env_arg" "${overrides[@]+"${overrides[@]}"}")
+mapfile -t submit < <("$py" -m sales_st.runtime.submit --env "$env_arg" "${overrides[@]+"${overrides[@]}"}")
 master=${submit[1]}
 
 ship=()

@@ -28,8 +28,8 @@ import duckdb
 import numpy as np
 from common import ROSSMANN, PeakMemory, config, session, table
 
-from sales_st.features import run_features
-from sales_st.generate import write_generated
+from sales_st.data.synthetic import write_generated
+from sales_st.features.job import run_features
 
 SIZES = {
     "0.1M": (2, 2, 2, 12),  # a quick smoke run
@@ -138,7 +138,7 @@ def main() -> None:
         sizes = [x for x in args.sizes.split(",") if x]  # --sizes "" : Rossmann only
         for size in sizes:
             ns, cps, spc, items = SIZES[size]
-            gen = [f"data.generator.preset=custom", "data.generator.days=1000",
+            gen = ["data.generator.preset=custom", "data.generator.days=1000",
                    f"data.generator.n_states={ns}", f"data.generator.cities_per_state={cps}",
                    f"data.generator.stores_per_city={spc}", f"data.generator.n_items={items}",
                    "data.generator.plan_days=28", "data.generator.partitions=8"]
@@ -153,10 +153,10 @@ def main() -> None:
                 mem_report = f"{size}: {mem.report()}"
             duck_out = f"{tmp}/duck_{size}.parquet"
             t0 = time.perf_counter()
-            duck = duckdb_features(cfg.path("inputs"), duck_out, out["run_date"])
+            duck = duckdb_features(cfg.path("inputs"), duck_out, out.run_date)
             duck_s = time.perf_counter() - t0
             diff = compare(f"{cfg.path('features')}/examples", duck_out)
-            ex = sum(v for k, v in out["counts"].items() if k.startswith("examples_"))
+            ex = sum(v for k, v in out.counts.items() if k.startswith("examples_"))
             results.append({"size": size, "input rows": n, "examples": ex,
                             "spark s": spark_s, "spark rows/s": n / spark_s,
                             "duckdb s": duck_s, "duckdb rows/s": n / duck_s,
@@ -183,8 +183,8 @@ def main() -> None:
             with PeakMemory() as mem:
                 out = run_features(spark, rcfg, None)
             secs = time.perf_counter() - t0
-            ex = sum(v for k, v in out["counts"].items() if k.startswith("examples_"))
-            print(f"Rossmann full feature build: {out['counts']['input']:,} rows -> {ex:,} "
+            ex = sum(v for k, v in out.counts.items() if k.startswith("examples_"))
+            print(f"Rossmann full feature build: {out.counts['input']:,} rows -> {ex:,} "
                   f"examples in {secs:.1f} s ({mem.report()})")
         spark.stop()
 

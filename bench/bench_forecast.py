@@ -16,12 +16,13 @@ import time
 
 from common import config, session, table
 
-from sales_st import model_store
-from sales_st.features import run_features
-from sales_st.forecast import run_forecast, score_examples
-from sales_st.generate import write_generated
-from sales_st.inputs import columns_from_pandas, model_inputs_from_columns, needed_columns
-from sales_st.training import run_training
+from sales_st.data.synthetic import write_generated
+from sales_st.features.job import run_features
+from sales_st.model.tensors import columns_from_pandas, model_inputs_from_columns
+from sales_st.serving.job import run_forecast
+from sales_st.serving.scoring import score_examples
+from sales_st.training import store as model_store
+from sales_st.training.driver import run_training
 
 
 def main() -> None:
@@ -30,24 +31,25 @@ def main() -> None:
         spark = session(cfg, "bench.forecast")
         write_generated(spark, cfg.data.generator, cfg.path("inputs"))
         feats = run_features(spark, cfg, None)
-        mid = run_training(spark, cfg, "pretrain")["model_id"]
+        mid = run_training(spark, cfg, "pretrain").model_id
         root = cfg.path("models")
-        spec = feats["spec"]
-        H = spec["horizon"]
-        examples = spark.read.parquet(spec["splits"]["train"]["path"]).cache()
+        spec = feats.spec
+        H = spec.horizon
+        regions = cfg.data.region_columns
+        examples = spark.read.parquet(spec.split_path("train")).cache()
         n = examples.count()
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "512")
         q = [0.1, 0.5, 0.9]
         # warm the Python workers' model cache, then time
-        score_examples(examples.limit(100), root, mid, q, feats["run_date"], True, 3).count()
+        score_examples(examples.limit(100), root, mid, q, regions, feats.run_date, True, 3).count()
         t0 = time.perf_counter()
-        score_examples(examples, root, mid, q, feats["run_date"], True, 3) \
+        score_examples(examples, root, mid, q, regions, feats.run_date, True, 3) \
             .write.mode("overwrite").parquet(f"{tmp}/scored")
         spark_s = time.perf_counter() - t0
 
         full, _, _ = model_store.load_model(root, mid)
         pdf = examples.toPandas()  # the benchmark's in-memory reference
-        x = model_inputs_from_columns(columns_from_pandas(pdf, needed_columns(spec)), spec)
+        x = model_inputs_from_columns(columns_from_pandas(pdf, spec.layout.all_columns()), spec)
         full.predict(x, batch_size=512, verbose=0)
         t0 = time.perf_counter()
         full.predict(x, batch_size=512, verbose=0)
@@ -61,9 +63,9 @@ def main() -> None:
              "seconds": spark_s, "windows/s": n / spark_s, "forecasts/s": n * H / spark_s},
             {"path": "model.predict, in-memory tensors", "windows": n, "seconds": predict_s,
              "windows/s": n / predict_s, "forecasts/s": n * H / predict_s},
-            {"path": "whole forecast job (features + score + table)", "windows": job["series"],
-             "seconds": job_s, "windows/s": job["series"] / job_s,
-             "forecasts/s": job["rows"] / job_s},
+            {"path": "whole forecast job (features + score + table)", "windows": job.series,
+             "seconds": job_s, "windows/s": job.series / job_s,
+             "forecasts/s": job.rows / job_s},
         ]
         print(table(rows, f"Scoring throughput (demo model, horizon {H}, "
                           f"{spark.sparkContext.defaultParallelism} cores)"))

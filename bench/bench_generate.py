@@ -15,7 +15,7 @@ import time
 
 from common import PeakMemory, config, session, table, task_time
 
-from sales_st.generate import write_generated
+from sales_st.data.synthetic import write_generated
 
 
 def main() -> None:

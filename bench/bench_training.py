@@ -17,9 +17,9 @@ import tempfile
 
 from common import config, session, table
 
-from sales_st.features import run_features
-from sales_st.generate import write_generated
-from sales_st.training import run_training
+from sales_st.data.synthetic import write_generated
+from sales_st.features.job import run_features
+from sales_st.training.driver import run_training
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
                     base, train=dataclasses.replace(base.train, ranks=ranks, input=mode),
                     paths=dataclasses.replace(base.paths, models=f"models/{mode}-{ranks}"))
                 out = run_training(spark, cfg, "pretrain", force=True)
-                res = out["results"]
+                res = out.results
                 epoch_s = statistics.median(
                     statistics.median(r["epoch_seconds"][1:] or r["epoch_seconds"]) for r in res)
                 steps, batch = res[0]["steps_per_epoch"], res[0]["batch_size"]

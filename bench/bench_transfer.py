@@ -21,13 +21,14 @@ import tempfile
 from common import config, session, table
 from pyspark.sql import functions as F
 
-from sales_st import model_store
-from sales_st.baselines import KEYS, truth_rows
-from sales_st.features import run_features
-from sales_st.forecast import score_examples
-from sales_st.generate import write_generated
-from sales_st.metrics import compute_metrics
-from sales_st.training import run_training
+from sales_st.data.synthetic import write_generated
+from sales_st.evaluation.baselines import KEYS, truth_rows
+from sales_st.evaluation.metrics import compute_metrics
+from sales_st.features.job import run_features
+from sales_st.features.spec import SplitInfo, write_spec
+from sales_st.serving.scoring import score_examples
+from sales_st.training import store as model_store
+from sales_st.training.driver import run_training
 
 SEGMENT = "is_new_series = 1"
 
@@ -46,31 +47,29 @@ def main() -> None:
         spark = session(cfg, "bench.transfer")
         write_generated(spark, cfg.data.generator, cfg.path("inputs"))
         feats = run_features(spark, cfg, None)
-        spec = feats["spec"]
-        pre = run_training(spark, cfg, "pretrain")["model_id"]
-        fine = run_training(spark, cfg, "finetune", parent=pre)["model_id"]
+        spec = feats.spec
+        pre = run_training(spark, cfg, "pretrain").model_id
+        fine = run_training(spark, cfg, "finetune", parent=pre).model_id
         # from scratch: train on the segment's windows only, same epochs and batch
         seg_dir = f"{model_store.model_dir(cfg.path('models'), fine)}/segment"
         scratch_cfg = dataclasses.replace(
             cfg, paths=dataclasses.replace(cfg.paths, features="features/segment",
                                            models="models/scratch"))
-        seg_spec = dict(spec, splits={**spec["splits"],
-                                      "train": {**spec["splits"]["train"], "path": f"{seg_dir}/train"},
-                                      "val": {**spec["splits"]["val"], "path": f"{seg_dir}/val"}})
-        from sales_st.io import write_json
+        seg_spec = spec.replace(splits={
+            **spec.splits, "train": SplitInfo(f"{seg_dir}/train", spec.splits["train"].rows),
+            "val": SplitInfo(f"{seg_dir}/val", spec.splits["val"].rows)})
+        write_spec(scratch_cfg.path("features"), seg_spec)
+        scratch = run_training(spark, scratch_cfg, "pretrain").model_id
 
-        write_json(f"{scratch_cfg.path('features')}/feature_spec.json", seg_spec)
-        scratch = run_training(spark, scratch_cfg, "pretrain")["model_id"]
-
-        test = spark.read.parquet(spec["splits"]["test"]["path"]).where(F.expr(SEGMENT)).cache()
+        test = spark.read.parquet(spec.split_path("test")).where(F.expr(SEGMENT)).cache()
         n_windows = test.count()
-        truth = truth_rows(test, spec)
+        truth = truth_rows(test, spec.history, cfg.data.region_columns)
         q = [0.1, 0.5, 0.9]
         parts = []
         for name, root, mid in (("zero-shot (pretrained)", cfg.path("models"), pre),
                                 ("fine-tuned", cfg.path("models"), fine),
                                 ("from scratch (segment only)", scratch_cfg.path("models"), scratch)):
-            s = score_examples(test, root, mid, q, feats["run_date"], False, 0)
+            s = score_examples(test, root, mid, q, cfg.data.region_columns, feats.run_date, False, 0)
             parts.append(s.select(F.lit(name).alias("method"), "store_id", "item_id",
                                   F.expr("date_sub(target_date, horizon)").alias("origin"),
                                   "horizon", F.col("p50").alias("point"),
@@ -80,7 +79,7 @@ def main() -> None:
         rows = truth.join(preds, KEYS + ["horizon"]).where("observed = 1 AND open = 1")
         m = compute_metrics(rows, {"overall": []}, {"p10": 0.1, "p90": 0.9}).toPandas()
         seg_train = spark.read.parquet(f"{seg_dir}/train").count()
-        all_train = spec["splits"]["train"]["rows"]
+        all_train = spec.splits["train"].rows
         out = [{"model": r.method, "WAPE": r.wape, "MAE": r.mae, "RMSE": r.rmse,
                 "pinball": r.pinball, "coverage p10-p90": r.coverage}
                for r in m.sort_values("wape").itertuples()]

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from sales_st.cli import setup_logging  # noqa: E402
 from sales_st.config import Config, load_config  # noqa: E402
+from sales_st.runtime.jobs import setup_logging  # noqa: E402
 
 ROSSMANN = ROOT.parent / "shared" / "data" / "rossmann"
 
@@ -30,7 +30,7 @@ def config(data_dir: str | Path, *overrides: str, env: str = "local") -> Config:
 
 
 def session(cfg: Config, name: str):
-    from sales_st.spark import get_spark
+    from sales_st.runtime.session import get_spark
 
     setup_logging("WARNING")
     return get_spark(cfg, name)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import sys
 
-from sales_st import cli
-from sales_st.evaluate import run_evaluate
+from sales_st.evaluation.job import run_evaluate
+from sales_st.runtime import jobs as cli
 
 
 def main(argv: list[str] | None = None) -> int:
     return cli.run_job("evaluate", __doc__.splitlines()[0],
-                       lambda spark, job, rec: run_evaluate(spark, job.cfg, job.run_date, rec),
+                       lambda spark, job, run: run_evaluate(spark, job.cfg, job.run_date).summary,
                        argv)
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import sys
 
-from sales_st import cli
-from sales_st.features import run_features
+from sales_st.features.job import run_features
+from sales_st.runtime import jobs as cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run_job("features", __doc__.splitlines()[0],
-                       lambda spark, job, rec: run_features(spark, job.cfg, job.run_date, rec),
-                       argv)
+    return cli.run_job(
+        "features", __doc__.splitlines()[0],
+        lambda spark, job, run: run_features(spark, job.cfg, job.run_date, run.run_id).summary,
+        argv)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import sys
 
-from sales_st import cli
-from sales_st.forecast import run_forecast
+from sales_st.runtime import jobs as cli
+from sales_st.serving.job import run_forecast
 
 
 def main(argv: list[str] | None = None) -> int:
     return cli.run_job("forecast", __doc__.splitlines()[0],
-                       lambda spark, job, rec: run_forecast(spark, job.cfg, job.run_date, rec),
+                       lambda spark, job, run: run_forecast(spark, job.cfg, job.run_date).summary,
                        argv)
 
 

@@ -10,21 +10,24 @@ import logging
 import sys
 import time
 
-from sales_st import cli
-from sales_st.generate import expected_rows, write_generated
+from pyspark.sql import SparkSession
+
+from sales_st.data.synthetic import expected_rows, write_generated
+from sales_st.runtime import jobs as cli
+from sales_st.storage.catalog import RunRecord, RunSummary
 
 log = logging.getLogger("sales_st.jobs.generate")
 
 
-def body(spark, job: cli.JobArgs, rec) -> None:
+def body(spark: SparkSession, job: cli.JobArgs, run: RunRecord) -> RunSummary:
     cfg = job.cfg
     t0 = time.perf_counter()
     counts = write_generated(spark, cfg.data.generator, cfg.path("inputs"))
     secs = time.perf_counter() - t0
-    rec.rows_out = counts["sales"]
     log.info("generated %d sales rows (<= %d planned) in %.1fs: %.0f rows/s on %d task slots",
              counts["sales"], expected_rows(cfg.data.generator), secs, counts["sales"] / secs,
              spark.sparkContext.defaultParallelism)
+    return RunSummary(rows_out=counts["sales"], details=counts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from sales_st import cli
-from sales_st.pipeline import STAGES, Pipeline, summary
+from pyspark.sql import SparkSession
+
+from sales_st.runtime import jobs as cli
+from sales_st.runtime.pipeline import STAGES, Pipeline, summary
+from sales_st.storage.catalog import RunRecord
 
 
 def arguments(p) -> None:
@@ -27,10 +30,10 @@ def arguments(p) -> None:
     p.add_argument("--force", action="store_true", help="run stages even if unchanged")
 
 
-def body(spark, job: cli.JobArgs, rec) -> None:
+def body(spark: SparkSession, job: cli.JobArgs, run: RunRecord) -> None:
     pipe = Pipeline(spark, job.cfg, job.run_date, job.args.force)
-    results = pipe.run([s for s in job.args.stages.split(",") if s])
-    print(summary(job.cfg, results, pipe.run_date), flush=True)
+    pipe.run([s for s in job.args.stages.split(",") if s])
+    print(summary(job.cfg, pipe), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sales_st import cli
-from sales_st.training import run_pretraining, run_training
+from pyspark.sql import SparkSession
+
+from sales_st.runtime import jobs as cli
+from sales_st.storage.catalog import RunRecord, RunSummary
+from sales_st.training.driver import run_pretraining, run_training
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -25,12 +28,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="train even if this model exists")
 
 
-def body(spark, job: cli.JobArgs, rec) -> None:
+def body(spark: SparkSession, job: cli.JobArgs, run: RunRecord) -> RunSummary:
     a = job.args
     if a.mode == "pretrain":
-        run_pretraining(spark, job.cfg, a.force, rec)
-    else:
-        run_training(spark, job.cfg, "finetune", a.parent, a.force, rec)
+        return run_pretraining(spark, job.cfg, a.force)[0].summary
+    return run_training(spark, job.cfg, "finetune", a.parent, a.force).summary
 
 
 def main(argv: list[str] | None = None) -> int:

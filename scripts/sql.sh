@@ -14,6 +14,6 @@ sql=$1; shift
 scripts/setup.sh
 SPARK_HOME=$(.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
 export SPARK_HOME
-mapfile -t submit < <(.venv/bin/python -m sales_st.submit --env "$env_arg" "$@")
+mapfile -t submit < <(.venv/bin/python -m sales_st.runtime.submit --env "$env_arg" "$@")
 submit[1]="local[*]"
 exec .venv/bin/spark-sql "${submit[@]}" --conf spark.ui.enabled=false -S -e "$sql"

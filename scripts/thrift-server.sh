@@ -23,7 +23,7 @@ case "$cmd" in
     scripts/setup.sh
 SPARK_HOME=$(.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
 export SPARK_HOME
-    mapfile -t submit < <(.venv/bin/python -m sales_st.submit --env "$env_arg" "${overrides[@]+"${overrides[@]}"}")
+    mapfile -t submit < <(.venv/bin/python -m sales_st.runtime.submit --env "$env_arg" "${overrides[@]+"${overrides[@]}"}")
     # the server runs its own local[*] Spark; only the catalog settings matter here
     submit[1]="local[*]"
     nohup .venv/bin/spark-submit "${submit[@]}" --conf spark.ui.enabled=false \

@@ -69,7 +69,7 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def spark(data_root):
-    from sales_st.spark import get_spark
+    from sales_st.runtime.session import get_spark
 
     session = get_spark(make_config(data_root), "sales_st-tests")
     yield session
@@ -86,8 +86,8 @@ def tiny_cfg(data_root) -> Config:
 @pytest.fixture(scope="session")
 def tiny_features(spark, tiny_cfg):
     """Generated tiny panel + its feature tables (built once per test session)."""
-    from sales_st.features import run_features
-    from sales_st.generate import write_generated
+    from sales_st.data.synthetic import write_generated
+    from sales_st.features.job import run_features
 
     write_generated(spark, tiny_cfg.data.generator, tiny_cfg.path("inputs"))
     return run_features(spark, tiny_cfg, None)
@@ -96,7 +96,7 @@ def tiny_features(spark, tiny_cfg):
 @pytest.fixture(scope="session")
 def tiny_model(spark, tiny_cfg, tiny_features):
     """A model pre-trained on the tiny panel (trained once; later calls find it complete)."""
-    from sales_st.training import run_training
+    from sales_st.training.driver import run_training
 
     return run_training(spark, tiny_cfg, "pretrain")
 

@@ -9,8 +9,8 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from sales_st.config import TableSource
-from sales_st.loader import map_table
-from sales_st.schema import SALES, STORES, ContractError, conform
+from sales_st.data.contract import SALES, STORES, ContractError, conform
+from sales_st.data.sources import map_table
 
 
 def test_conform_casts_compatible_types_and_adds_optional_columns(spark):

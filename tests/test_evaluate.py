@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from sales_st.baselines import simple_baselines, truth_rows
-from sales_st.metrics import bottom_up, compute_metrics
+from sales_st.evaluation.baselines import simple_baselines, truth_rows
+from sales_st.evaluation.metrics import bottom_up, compute_metrics
 
 O = dt.date(2024, 3, 1)
 
@@ -67,7 +67,6 @@ def test_baselines_by_hand(spark):
     L, H = 14, 9
     hist = [float(i) for i in range(L)]  # scaled history 0..13 (day L-1 = the origin)
     obs = [1] * L
-    spec = {"history": L, "horizon": H}
     fut_open = [1, 1, 1, 0, 1, 1, 1, 1, 1]
     sw = [0.5] * H
     ex = spark.createDataFrame(
@@ -76,14 +75,14 @@ def test_baselines_by_hand(spark):
         "hist_observed array<int>, scale double, fut_sw_mean array<double>, "
         "fut_open array<int>, y array<double>, y_mask array<int>",
     )
-    b = simple_baselines(ex, spec).toPandas()
+    b = simple_baselines(ex, L, H).toPandas()
     naive = b[b.method == "seasonal_naive"].sort_values("horizon").point.tolist()
     # same weekday as o+h: index 13 + h - 7*ceil(h/7): h=1 -> 7, ..., h=7 -> 13, h=8 -> 7
     expected = [(13 + h - 7 * math.ceil(h / 7)) * 2.0 * fut_open[h - 1] for h in range(1, H + 1)]
     assert naive == expected
     wavg = b[b.method == "weekday_average"].sort_values("horizon").point.tolist()
     assert wavg == [0.5 * 2.0 * o for o in fut_open]
-    t = truth_rows(ex, spec).orderBy("horizon").toPandas()
+    t = truth_rows(ex, L, ["state"]).orderBy("horizon").toPandas()
     assert t.actual.tolist() == [3.0] * H and t.open.tolist() == fut_open
     # MASE scale: mean |y_t - y_{t-7}| over the history = 7 (scaled) x scale 2
     assert t.mase_scale.iloc[0] == pytest.approx(14.0)
@@ -92,29 +91,34 @@ def test_baselines_by_hand(spark):
 
 @pytest.mark.slow
 def test_evaluation_job_on_the_tiny_panel(spark, tiny_cfg, tiny_model):
-    from sales_st.evaluate import run_evaluate
+    from sales_st.evaluation.job import run_evaluate
 
     out = run_evaluate(spark, tiny_cfg)
-    overall = out["overall"].set_index("method")
+    overall = out.overall.set_index("method")
     assert {"fused", "seasonal_naive", "weekday_average", "lightgbm"} <= set(overall.index)
     n = overall["n"]
     assert n.nunique() == 1 and n.iloc[0] > 0  # every method scored on the same rows
     assert overall.loc["fused", "coverage"] > 0 and math.isnan(overall.loc["seasonal_naive", "pinball"])
-    levels = set(spark.table(out["metrics_table"]).select("level").distinct().toPandas().level)
+    levels = set(spark.table(out.metrics_table).select("level").distinct().toPandas().level)
     assert {"overall", "horizon", "origin", "series", "state", "city", "state_total"} <= levels
-    html = open(out["report"]).read()
+    html = open(out.report).read()
     assert len(re.findall(r"data:image/png;base64,", html)) >= 4
-    assert os.path.isdir(out["predictions"])
+    assert os.path.isdir(out.predictions)
 
 
 @pytest.mark.slow
 def test_lightgbm_scores_on_the_executors_as_the_boosters_do(spark, tiny_cfg, tiny_features):
-    from sales_st.baselines import horizon_rows, lgbm_features, predict_lightgbm, train_lightgbm
-    from sales_st.features import load_spec
+    from sales_st.evaluation.baselines import (
+        horizon_rows,
+        lgbm_features,
+        predict_lightgbm,
+        train_lightgbm,
+    )
+    from sales_st.features.spec import read_spec
 
-    spec = load_spec(tiny_cfg)
-    train = spark.read.parquet(spec["splits"]["train"]["path"])
-    test = spark.read.parquet(spec["splits"]["test"]["path"])
+    spec = read_spec(tiny_cfg.path("features"))
+    train = spark.read.parquet(spec.split_path("train"))
+    test = spark.read.parquet(spec.split_path("test"))
     qs = [0.1, 0.5, 0.9]
     models = train_lightgbm(spark, train, spec, qs, rounds=20, leaves=7, max_rows=10**6)
     got = predict_lightgbm(spark, models, test, spec, ["p10", "p50", "p90"]).toPandas()

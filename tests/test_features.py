@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from sales_st.features import build_examples_df, prepare, run_features
-from sales_st.generate import haversine_km
+from sales_st.data.geo import haversine_km
+from sales_st.features.assemble import build_examples_df
+from sales_st.features.job import prepare, run_features
 from tests.conftest import make_config
 
 T0 = dt.date(2024, 1, 1)  # a Monday
@@ -65,7 +66,9 @@ def small_cfg(data_root, tag, *extra):
 
 def examples_for(spark, cfg, run_date=None, splits=("train", "val", "test", "score")):
     prep = prepare(spark, cfg, run_date)
-    return prep, build_examples_df(prep, cfg, splits).toPandas()
+    ex = build_examples_df(prep.wide, cfg, splits).toPandas()
+    prep.release()
+    return prep, ex
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +146,7 @@ def test_spatial_lag_hand_computed_for_three_stores(built, spark):
     np.testing.assert_allclose(r.hist_agg_city, c1 / c1.mean(), rtol=1e-5)
     st = np.array([np.mean([base_target(s, d) for s in ("s1", "s2", "s3")]) for d in range(o - L + 1, o + 1)])
     np.testing.assert_allclose(r.hist_agg_state, st / st.mean(), rtol=1e-5)
-    nb = prep.neighbours.toPandas().sort_values(["store_id", "rank"])
+    nb = prep.wide.neighbours.toPandas().sort_values(["store_id", "rank"])
     assert list(nb[nb.store_id == "s1"].neighbour_id) == neighbours
     assert nb.groupby("store_id").weight.sum().round(9).tolist() == [1.0, 1.0, 1.0]
 
@@ -197,14 +200,14 @@ def test_feature_job_accounts_for_every_row(spark, data_root):
            (T0 + dt.timedelta(days=3), "s2", "i1", -4.0, 2.0, 0, 1)]  # negative (+ duplicate)
     write_inputs(spark, cfg.path("inputs"), extra_sales=bad)
     out = run_features(spark, cfg, None)
-    c = out["counts"]
+    c = out.counts
     assert c["input"] == 3 * N_DAYS + 3
     assert c["input"] == c["accepted_written"] + c["quarantined_written"]
     assert c["duplicate_key"] == 3 and c["unknown_store"] == 1 and c["negative_target"] == 1
-    q = spark.table("sales_st.quarantine").where(F.col("run_date") == F.lit(out["run_date"])) \
+    q = spark.table("sales_st.quarantine").where(F.col("run_date") == F.lit(out.run_date)) \
         .groupBy("rule").count().toPandas().set_index("rule")["count"].to_dict()
     assert q == {"duplicate_key": 3, "unknown_store": 1, "negative_target": 1}
-    manifest = json.load(open(f"{cfg.path('runs')}/features/{out['run_date']}/manifest.json"))
+    manifest = json.load(open(f"{cfg.path('runs')}/features/{out.run_date}/manifest.json"))
     assert manifest["counts"]["input"] == c["input"]
     spec = json.load(open(f"{cfg.path('features')}/feature_spec.json"))
     assert spec["splits"]["train"]["rows"] == c["examples_train"]
@@ -212,14 +215,14 @@ def test_feature_job_accounts_for_every_row(spark, data_root):
     assert set(spec["scalers"]) >= {"lag_1", "roll_mean_7", "log_scale"}
     # re-running is idempotent: same examples, same quarantine partition
     again = run_features(spark, cfg, None)
-    assert again["counts"] == c
-    q2 = spark.table("sales_st.quarantine").where(F.col("run_date") == F.lit(out["run_date"])).count()
+    assert again.counts == c
+    q2 = spark.table("sales_st.quarantine").where(F.col("run_date") == F.lit(out.run_date)).count()
     assert q2 == 5
 
 
 def test_scale_falls_back_to_the_last_year_after_a_closure(spark):
     from sales_st.config import FeaturesConfig
-    from sales_st.windows import with_history
+    from sales_st.features.windows import with_history
 
     n, o, L = 120, 119, 14
     y = [10.0 if d < 100 else 0.0 for d in range(n)]  # closed for the last 20 days
@@ -241,7 +244,7 @@ def test_scale_falls_back_to_the_last_year_after_a_closure(spark):
 
 def test_windows_without_any_sales_in_a_year_have_no_scale(spark):
     from sales_st.config import FeaturesConfig
-    from sales_st.windows import with_history
+    from sales_st.features.windows import with_history
 
     n = 60
     row = (59, [0.0] * n, [1] * n, [0] * n, [0] * n, [None] * n, [0] * n, [0] * n)
@@ -254,8 +257,8 @@ def test_windows_without_any_sales_in_a_year_have_no_scale(spark):
 
 def test_last_year_level_per_horizon_day(spark):
     from sales_st.config import FeaturesConfig
-    from sales_st.panel import Axis
-    from sales_st.windows import with_future
+    from sales_st.features.calendar import Axis
+    from sales_st.features.windows import with_future
 
     n, o, H = 420, 400, 3
     y = [float(d) for d in range(n)]

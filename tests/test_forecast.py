@@ -13,7 +13,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from sales_st.forecast import FAIL_WRITE_ENV, forecast_ddl, run_forecast
+from sales_st.serving.job import run_forecast
+from sales_st.serving.scoring import FAIL_WRITE_ENV, forecast_ddl
 
 pytestmark = pytest.mark.slow
 
@@ -30,19 +31,19 @@ def first(spark, tiny_cfg, tiny_model):
 
 
 def test_forecasts_table_schema_and_content(spark, tiny_cfg, tiny_features, first):
-    expected = spark.createDataFrame([], forecast_ddl([0.1, 0.5, 0.9])).schema
+    expected = spark.createDataFrame([], forecast_ddl([0.1, 0.5, 0.9], tiny_cfg.data.region_columns)).schema
     got = spark.table(TABLE).schema
     assert [(f.name, f.dataType) for f in got] == [(f.name, f.dataType) for f in expected]
-    run = first["run_date"]
+    run = first.run_date
     df = partition(spark, run).toPandas()
     H = tiny_cfg.features.horizon
-    n_series = tiny_features["counts"]["series"]
-    assert len(df) == first["rows"] == n_series * H
+    n_series = tiny_features.counts["series"]
+    assert len(df) == first.rows == n_series * H
     assert not df.duplicated(["store_id", "item_id", "target_date"]).any()
     assert set(df.horizon) == set(range(1, H + 1))
     assert (df.target_date - df.horizon.map(lambda h: dt.timedelta(days=int(h))) == run).all()
     assert ((df.p10 <= df.p50) & (df.p50 <= df.p90) & (df.p10 >= 0)).all()
-    assert (df.model_id == first["model_id"]).all()
+    assert (df.model_id == first.model_id).all()
     assert df.state.notna().all() and df.city.notna().all()
     # explanations: attended days lie in the history window, attention weights sum to <= 1
     L = tiny_cfg.features.history
@@ -56,15 +57,15 @@ def test_forecasts_table_schema_and_content(spark, tiny_cfg, tiny_features, firs
 
 
 def test_rerun_replaces_only_its_partition(spark, tiny_cfg, first):
-    run = first["run_date"]
+    run = first.run_date
     earlier = run - dt.timedelta(days=7)
     run_forecast(spark, tiny_cfg, earlier)
     before_other = partition(spark, earlier).drop("created_at").persist()
     before = partition(spark, run).drop("created_at").persist()
     n_before_other = before_other.count()
-    assert before.count() == first["rows"] and n_before_other > 0
+    assert before.count() == first.rows and n_before_other > 0
     again = run_forecast(spark, tiny_cfg, run)
-    assert again["rows"] == first["rows"]
+    assert again.rows == first.rows
     assertDataFrameEqual(partition(spark, run).drop("created_at"), before)
     assertDataFrameEqual(partition(spark, earlier).drop("created_at"), before_other)
     total = spark.table(TABLE).groupBy("run_date").count().toPandas()
@@ -73,7 +74,7 @@ def test_rerun_replaces_only_its_partition(spark, tiny_cfg, first):
 
 def test_failure_during_the_write_leaves_the_previous_partition(spark, tiny_cfg, first,
                                                                 monkeypatch):
-    run = first["run_date"]
+    run = first.run_date
     before = partition(spark, run).persist()
     n = before.count()
     monkeypatch.setenv(FAIL_WRITE_ENV, "5")
@@ -94,13 +95,13 @@ def test_table_is_readable_with_sql_from_another_process(spark, tiny_cfg, first)
         "import duckdb, sys; con = duckdb.connect(); "
         f"print(con.execute(\"SELECT count(*), count(DISTINCT store_id || item_id), min(p50) >= 0 "
         f"FROM read_parquet('{table_dir}/*/*.parquet', hive_partitioning=1) "
-        f"WHERE run_date = '{first['run_date']}'\").fetchone())"
+        f"WHERE run_date = '{first.run_date}'\").fetchone())"
     )
     out = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     rows, series, nonneg = ast.literal_eval(out.stdout.strip())
-    assert rows == first["rows"] and series == first["series"] and nonneg
-    spark_rows = partition(spark, first["run_date"]).count()
+    assert rows == first.rows and series == first.series and nonneg
+    spark_rows = partition(spark, first.run_date).count()
     assert spark_rows == rows
-    p50 = partition(spark, first["run_date"]).agg(F.sum("p50")).first()[0]
+    p50 = partition(spark, first.run_date).agg(F.sum("p50")).first()[0]
     assert np.isfinite(p50)

@@ -11,7 +11,8 @@ from pyspark.sql.window import Window
 from pyspark.testing import assertDataFrameEqual
 
 from sales_st.config import GeneratorConfig
-from sales_st.generate import expected_rows, generate, haversine_km, resolve
+from sales_st.data.geo import haversine_km
+from sales_st.data.synthetic import expected_rows, generate, resolve
 
 CFG = GeneratorConfig(
     preset="custom", seed=3, days=730, n_states=3, cities_per_state=2, stores_per_city=4,

@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from sales_st.config import ModelConfig
-from sales_st.inputs import model_inputs_from_columns, targets_from_columns
-from sales_st.model import build_model, encoder_weights, pinball_loss, set_trainable
-from sales_st.spec import FUT_BASE, HIST_BASE
+from sales_st.features.spec import FeatureSpec, make_layout
+from sales_st.model.network import build_model, encoder_weights, pinball_loss, set_trainable
+from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
 
 L, H, K, B = 14, 7, 3, 5
 
 
-def fake_spec() -> dict:
-    hist = HIST_BASE + ["hist_agg_state"]
-    return {
-        "history": L, "horizon": H, "k": K,
-        "groups": {"hist": hist, "fut": FUT_BASE, "categorical": ["store_id_idx", "item_id_idx"],
-                   "scalars": ["lag_1", "log_scale"], "static_numeric": ["size"],
-                   "neighbour": ["nbr_y", "nbr_mask", "nbr_dist", "nbr_weight"],
-                   "targets": ["y", "y_mask", "scale"]},
-        "vocab_sizes": {"store_id_idx": 6, "item_id_idx": 3},
-        "scalers": {"lag_1": [1.0, 0.5], "log_scale": [2.0, 1.0], "size": [1.0, 0.2]},
-    }
+def fake_spec() -> FeatureSpec:
+    layout = make_layout(L, H, K, lags=[1], rolling_windows=[], agg_levels=["state"],
+                         vocab_names=["store_id", "item_id"], static_numeric=["size"])
+    return FeatureSpec(
+        layout=layout, dataset="fake", run_date=dt.date(2024, 1, 31), t0=dt.date(2023, 1, 1),
+        n_days=400, aggregate_levels=["state"],
+        vocab={"store_id": list("abcde"), "item_id": list("xy")},
+        scalers={"lag_1": [1.0, 0.5], "log_scale": [2.0, 1.0], "obs_frac": [0.0, 1.0],
+                 "log_age": [0.0, 1.0], "size": [1.0, 0.2]},
+        splits={}, neighbours="", features_config="f", features_id="f",
+    )
 
 
 def fake_columns(seed: int = 0, n: int = B) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     spec = fake_spec()
-    cols = {c: rng.random((n, L)).astype("float32") for c in spec["groups"]["hist"]}
-    cols.update({c: rng.random((n, H)).astype("float32") for c in spec["groups"]["fut"]})
+    cols = {c: rng.random((n, L)).astype("float32") for c in spec.layout.hist}
+    cols.update({c: rng.random((n, H)).astype("float32") for c in spec.layout.fut})
     cols["hist_dow"] = np.tile(np.arange(L) % 7, (n, 1)).astype("int32")
     cols["fut_dow"] = np.tile(np.arange(H) % 7, (n, 1)).astype("int32")
     cols["nbr_y"] = rng.random((n, K * L)).astype("float32")
@@ -40,7 +42,7 @@ def fake_columns(seed: int = 0, n: int = B) -> dict[str, np.ndarray]:
     cols["nbr_weight"] = np.full((n, K), 1 / K, "float32")
     cols["store_id_idx"] = rng.integers(0, 6, n).astype("int32")
     cols["item_id_idx"] = rng.integers(0, 3, n).astype("int32")
-    for c in ("lag_1", "log_scale", "size"):
+    for c in spec.layout.numeric:
         cols[c] = rng.random(n).astype("float32")
     cols["y"] = rng.random((n, H)).astype("float32") * 10
     cols["y_mask"] = np.ones((n, H), "float32")
@@ -139,3 +141,32 @@ def test_inputs_are_standardised_and_cleaned():
     assert x["cat"][:, 0].numpy().tolist() == [0, 5, 5, 1, 2]
     assert x["hist"].shape == (B, L, 7) and x["ctx_seq"].shape == (B, 2, L)
     assert x["nbr_y"].shape == (B, K, L)
+
+
+@pytest.mark.parametrize("temporal", ["lstm", "transformer"])
+def test_save_and_load_restore_every_weight_and_the_outputs(tmp_path, temporal):
+    """The served model is the trained model: every variable is in the file, a fresh build
+    loaded from it gives the same outputs, and the probe check catches one that does not."""
+    import h5py
+
+    from sales_st.errors import DataError
+    from sales_st.training.store import save_weights, verify_outputs
+
+    cfg = ModelConfig(temporal=temporal, units=16, heads=2, decoder_units=16)
+    spec = fake_spec()
+    tf.keras.utils.set_random_seed(1)
+    trained = build_model(spec, cfg)
+    save_weights(trained, spec, str(tmp_path))
+    with h5py.File(tmp_path / "weights.h5") as h5:
+        saved = sum(len(h5[n].attrs["weight_names"]) for n in h5.attrs["layer_names"])
+    assert saved == len(trained.weights)
+    tf.keras.utils.set_random_seed(2)  # a different initialisation, overwritten by the load
+    served = build_model(spec, cfg)
+    served.load_weights(str(tmp_path / "weights.h5"))
+    x = inputs(seed=3)
+    for name in ("quantiles", "temporal_attention", "spatial_attention", "gate"):
+        np.testing.assert_array_equal(served(x)[name].numpy(), trained(x)[name].numpy(), name)
+    verify_outputs(served, spec, str(tmp_path))
+    tf.keras.utils.set_random_seed(4)
+    with pytest.raises(DataError, match="does not reproduce"):
+        verify_outputs(build_model(spec, cfg), spec, str(tmp_path))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from sales_st.pipeline import Pipeline
+from sales_st.runtime.pipeline import Pipeline
 from tests.conftest import TINY, make_config
 
 
 def run(spark, cfg, caplog, stages):
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="sales_st.pipeline"):
+    with caplog.at_level(logging.INFO, logger="sales_st.runtime.pipeline"):
         Pipeline(spark, cfg, None).run(stages)
     return {s: ("skipped" if any(f"{s}: inputs and config unchanged" in m for m in caplog.messages)
                 else "ran" if any(f"{s} done" in m for m in caplog.messages) else "-")

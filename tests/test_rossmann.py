@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from sales_st.features import origin_rules, resolve_boundary
-from sales_st.loader import load_inputs
-from sales_st.panel import Axis
+from sales_st.data.sources import load_inputs
+from sales_st.features.calendar import Axis
+from sales_st.features.splits import origin_candidates, origin_rules, resolve_boundary
 from tests.conftest import make_config, requires_rossmann
 
 pytestmark = requires_rossmann
@@ -70,10 +70,8 @@ def test_standard_split(ross):
     # validation (weekly origins whose 42-day horizon ends by the run date)
     assert resolve_boundary(cfg.features.splits.train_end, run) == dt.date(2015, 4, 17)
     axis = Axis(t0=dt.date(2013, 1, 1), n_days=942)
-    rules = {r.name: r for r in origin_rules(cfg, axis, run, axis.day(dt.date(2015, 7, 31)))}
+    rules = {r.name: r for r in origin_rules(cfg.features, axis, run, axis.day(dt.date(2015, 7, 31)))}
     test = rules["test"]
-    from sales_st.windows import origin_candidates
-
     assert [axis.date(d) for d in origin_candidates(test, 42, 83)] == [run]
     train = origin_candidates(rules["train"], 42, 83)
     assert axis.date(max(train)) + dt.timedelta(days=42) <= dt.date(2015, 4, 17)

@@ -10,9 +10,11 @@ import sys
 
 import pytest
 
-from sales_st import model_store
-from sales_st.train import FAIL_AFTER_EPOCH_ENV, TrainPlan
-from sales_st.training import parquet_stats, run_training
+from sales_st.config import to_dict
+from sales_st.features.spec import read_spec
+from sales_st.training import store as model_store
+from sales_st.training.driver import parquet_stats, run_training
+from sales_st.training.worker import FAIL_AFTER_EPOCH_ENV, TrainPlan
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -24,24 +26,24 @@ def with_paths(cfg, **paths):
 
 @pytest.fixture(scope="module")
 def pretrained(tiny_model):
-    if tiny_model["skipped"]:
+    if tiny_model.skipped:
         pytest.skip("the tiny model was trained by another module; its run is checked there")
     return tiny_model
 
 
 def test_two_ranks_lower_the_loss_and_end_identical(pretrained, tiny_cfg):
-    results = pretrained["results"]
+    results = pretrained.results
     assert [r["rank"] for r in results] == [0, 1] and {r["size"] for r in results} == {2}
     assert results[0]["digest"] == results[1]["digest"]
     assert results[0]["initial_digest"] == results[1]["initial_digest"]  # same seed on every rank
-    hist = pretrained["history"]
+    hist = pretrained.history
     assert len(hist["loss"]) == tiny_cfg.train.epochs
     # every rank measured the same loss of the untrained model; training went below it
     initial = results[0]["initial_val_loss"]
     assert results[1]["initial_val_loss"] == pytest.approx(initial, rel=1e-6)
     assert hist["val_loss"][-1] < initial and min(hist["loss"]) < hist["loss"][0]
     root = tiny_cfg.path("models")
-    mid = pretrained["model_id"]
+    mid = pretrained.model_id
     assert model_store.read_aliases(root)["latest"] == mid
     meta = model_store.load_meta(root, mid)
     assert meta["status"] == "complete" and meta["epochs_trained"] == tiny_cfg.train.epochs
@@ -55,8 +57,8 @@ def test_two_ranks_lower_the_loss_and_end_identical(pretrained, tiny_cfg):
 
 def test_rerun_of_a_finished_model_is_skipped(spark, tiny_cfg, pretrained):
     again = run_training(spark, tiny_cfg, "pretrain")
-    assert again == {"model_id": pretrained["model_id"], "skipped": True,
-                     "model_dir": pretrained["model_dir"]}
+    assert (again.model_id, again.skipped, again.model_dir) == (
+        pretrained.model_id, True, pretrained.model_dir)
 
 
 def test_failed_run_resumes_after_its_last_checkpoint(spark, tiny_cfg, tiny_features, monkeypatch):
@@ -72,13 +74,13 @@ def test_failed_run_resumes_after_its_last_checkpoint(spark, tiny_cfg, tiny_feat
     assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
     assert model_store.load_meta(root, mids[0])["status"] == "training"
     out = run_training(spark, cfg, "pretrain")
-    assert out["model_id"] == mids[0]
-    assert {r["initial_epoch"] for r in out["results"]} == {2}
+    assert out.model_id == mids[0]
+    assert {r["initial_epoch"] for r in out.results} == {2}
     assert state["initial_val_loss"] > 0  # measured once, before the first epoch, and kept
-    assert {r["initial_val_loss"] for r in out["results"]} == {state["initial_val_loss"]}
-    assert {r["epochs_run"] for r in out["results"]} == {cfg.train.epochs - 2}
-    assert len(out["history"]["loss"]) == cfg.train.epochs
-    assert out["history"]["loss"][:2] == state["history"]["loss"]
+    assert {r["initial_val_loss"] for r in out.results} == {state["initial_val_loss"]}
+    assert {r["epochs_run"] for r in out.results} == {cfg.train.epochs - 2}
+    assert len(out.history["loss"]) == cfg.train.epochs
+    assert out.history["loss"][:2] == state["history"]["loss"]
 
 
 def test_finetune_starts_from_the_pretrained_weights(spark, tiny_cfg, pretrained):
@@ -87,36 +89,36 @@ def test_finetune_starts_from_the_pretrained_weights(spark, tiny_cfg, pretrained
             tiny_cfg.train.finetune, segment="state = 'S01'", freeze=["temporal"])))
     out = run_training(spark, cfg, "finetune", parent="pretrained")
     root = cfg.path("models")
-    parent_digest = pretrained["results"][0]["digest"]
-    assert {r["initial_digest"] for r in out["results"]} == {parent_digest}
-    assert out["results"][0]["digest"] != parent_digest  # and it did train
-    meta = model_store.load_meta(root, out["model_id"])
-    assert meta["parent"] == pretrained["model_id"] and meta["freeze"] == ["temporal"]
-    assert model_store.read_aliases(root)["finetuned"] == out["model_id"]
-    seg_rows = parquet_stats(f"{model_store.model_dir(root, out['model_id'])}/segment/train")[0]
-    all_rows = parquet_stats(json.load(open(f"{tiny_cfg.path('features')}/feature_spec.json"))
-                             ["splits"]["train"]["path"])[0]
+    parent_digest = pretrained.results[0]["digest"]
+    assert {r["initial_digest"] for r in out.results} == {parent_digest}
+    assert out.results[0]["digest"] != parent_digest  # and it did train
+    meta = model_store.load_meta(root, out.model_id)
+    assert meta["parent"] == pretrained.model_id and meta["freeze"] == ["temporal"]
+    assert model_store.read_aliases(root)["finetuned"] == out.model_id
+    seg_rows = parquet_stats(f"{model_store.model_dir(root, out.model_id)}/segment/train")[0]
+    all_rows = parquet_stats(read_spec(tiny_cfg.path("features")).split_path("train"))[0]
     assert 0 < seg_rows < all_rows
 
 
 def test_same_worker_runs_under_horovodrun(tmp_path, tiny_cfg, tiny_features):
-    spec = json.load(open(f"{tiny_cfg.path('features')}/feature_spec.json"))
-    rows, groups = parquet_stats(spec["splits"]["train"]["path"])
-    vrows, vgroups = parquet_stats(spec["splits"]["val"]["path"])
+    spec = read_spec(tiny_cfg.path("features"))
+    rows, groups = parquet_stats(spec.split_path("train"))
+    vrows, vgroups = parquet_stats(spec.split_path("val"))
+    train = dataclasses.replace(tiny_cfg.train, epochs=1, batch_size=32, warmup_epochs=0,
+                                patience=2, seed=1, shuffle_buffer=64, max_steps_per_epoch=3)
     plan = TrainPlan(
-        spec=spec, model=dataclasses.asdict(tiny_cfg.model),
-        train_url="file://" + spec["splits"]["train"]["path"],
-        val_url="file://" + spec["splits"]["val"]["path"],
+        spec=spec.to_dict(), model=to_dict(tiny_cfg.model), train=to_dict(train),
+        train_url="file://" + spec.split_path("train"),
+        val_url="file://" + spec.split_path("val"),
         train_rows=rows, val_rows=vrows, train_row_groups=groups, val_row_groups=vgroups,
-        model_dir=str(tmp_path / "m"), epochs=1, batch_size=32, learning_rate=0.002,
-        warmup_epochs=0, patience=2, seed=1, shuffle_buffer=64, max_steps_per_epoch=3,
+        model_dir=str(tmp_path / "m"), learning_rate=0.002,
     )
     path = tmp_path / "plan.json"
     path.write_text(plan.to_json())
     venv_bin = os.path.dirname(sys.executable)
     proc = subprocess.run(
         [f"{venv_bin}/horovodrun", "-np", "2", "--gloo", "-H", "localhost:2",
-         sys.executable, "-m", "sales_st.train", str(path)],
+         sys.executable, "-m", "sales_st.training.worker", str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"},
     )

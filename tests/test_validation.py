@@ -9,12 +9,11 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from sales_st.config import ValidationConfig
-from sales_st.schema import SALES, STORES, conform
-from sales_st.validation import RULE_ORDER, ValidationError, validate_sales
+from sales_st.data.contract import SALES, STORES, conform
+from sales_st.data.validation import RULE_ORDER, ValidationError, validate_sales
 
 D = dt.date
 RUN = D(2024, 1, 10)

@@ -1,0 +1,251 @@
+"""Loading the configuration: ``conf/base.yaml`` plus overlays plus ``key=value`` overrides,
+merged, type-checked against :mod:`sales_st.config.sections` and validated once.
+
+Every mistake names the key and the file it came from: an unknown key, a wrong type, a
+missing overlay file, a value outside its allowed set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from sales_st.config.sections import Config
+from sales_st.errors import ConfigError
+
+T = TypeVar("T")
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def load_config(
+    conf_dir: str | os.PathLike,
+    envs: str | list[str] | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Load ``base.yaml`` and overlay ``<env>.yaml`` for each env, then ``key=value`` overrides.
+
+    >>> cfg = load_config("conf", "local", ["train.epochs=2"])
+    """
+    conf_dir = Path(conf_dir)
+    base = conf_dir / "base.yaml"
+    if not base.is_file():
+        raise ConfigError(f"config file not found: {base}")
+    if isinstance(envs, str):
+        envs = [e for e in envs.split(",") if e]
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    sources = []
+    for file in [base] + [conf_dir / f"{e}.yaml" for e in envs or []]:
+        if not file.is_file():
+            available = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
+            raise ConfigError(f"config overlay not found: {file} (available: {', '.join(available)})")
+        raw = _read_yaml(file)
+        _merge(merged, raw, origin, str(file), "")
+        sources.append(str(file))
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        value = yaml.safe_load(text) if text else ""
+        node = merged
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{p}' is not a section")
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            # a mapping merges into a mapping: spark.conf={"spark.sql.x": "1"}
+            node[parts[-1]] = {**node[parts[-1]], **value}
+        else:
+            node[parts[-1]] = value
+        origin[key] = "command line"
+    merged["root"] = str(conf_dir.resolve().parent)
+    merged["sources"] = sources
+    cfg = _build(Config, merged, "", origin)
+    _check_semantics(cfg, origin)
+    return cfg
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        with open(file) as fh:
+            data = yaml.safe_load(fh) or {}
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. a date like 2023-13-01
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: top level must be a mapping, found {type(data).__name__}")
+    return data
+
+
+def _merge(dst: dict, src: dict, origin: dict, file: str, prefix: str) -> None:
+    for key, value in src.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value, origin, file, dotted + ".")
+        else:
+            dst[key] = value
+        origin[dotted] = file
+
+
+def _where(origin: dict, key: str) -> str:
+    k = key
+    while k:
+        if k in origin:
+            return origin[k]
+        k = k.rpartition(".")[0]
+    return "defaults"
+
+
+def _build(cls: type, data: Any, prefix: str, origin: dict) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"'{prefix.rstrip('.') or '<root>'}' in {_where(origin, prefix.rstrip('.'))} "
+            f"must be a mapping, found {type(data).__name__}"
+        )
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(
+            f"unknown config key '{key}' in {_where(origin, key)} "
+            f"(known keys here: {', '.join(sorted(names - {'root', 'sources'}))})"
+        )
+    kwargs = {}
+    for name in names & set(data):
+        kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}", origin)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str, origin: dict) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(
+            f"config key '{key}' in {_where(origin, key)} must be {expected}, "
+            f"found {value!r} ({type(value).__name__})"
+        )
+
+    o = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", origin)
+    if o in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key, origin)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise bad(" or ".join(_type_name(a) for a in args))
+    if o is Literal:
+        if value not in args:
+            raise bad("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if o is list:
+        if not isinstance(value, list):
+            raise bad(f"a list of {_type_name(args[0])}")
+        return [_coerce(args[0], v, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if o is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return {
+            _coerce(args[0], k, f"{key}", origin): _coerce(args[1], v, f"{key}.{k}", origin)
+            for k, v in value.items()
+        }
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dt.date,)):
+            return value.isoformat()
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise bad("a string")
+        return str(value)
+    raise bad(_type_name(tp))
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+KNOWN_RULES = (
+    "schema",
+    "null_key",
+    "null_target",
+    "negative_target",
+    "non_finite_target",
+    "duplicate_key",
+    "date_out_of_range",
+    "unknown_store",
+    "unknown_item",
+)
+
+
+def _check_semantics(cfg: Config, origin: dict) -> None:
+    for rule in cfg.validation.rules:
+        if rule not in KNOWN_RULES:
+            key = f"validation.rules.{rule}"
+            raise ConfigError(
+                f"unknown validation rule '{rule}' in {_where(origin, key)} "
+                f"(known: {', '.join(KNOWN_RULES)})"
+            )
+    f = cfg.features
+    checks = [
+        (f.history >= 7, "features.history", "at least 7"),
+        (f.horizon >= 1, "features.horizon", "at least 1"),
+        (f.stride >= 1, "features.stride", "at least 1"),
+        (0 < f.min_history <= f.history, "features.min_history", "between 1 and features.history"),
+        (f.spatial.k >= 1, "features.spatial.k", "at least 1"),
+        (cfg.train.ranks >= 1, "train.ranks", "at least 1"),
+        (cfg.train.batch_size >= 1, "train.batch_size", "at least 1"),
+        (
+            all(0 < q < 1 for q in cfg.model.quantiles) and 0.5 in cfg.model.quantiles,
+            "model.quantiles",
+            "values in (0, 1) including 0.5",
+        ),
+        (cfg.model.units % max(cfg.model.heads, 1) == 0, "model.heads", "a divisor of model.units"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}' in {_where(origin, key)} must be {expected}")
+    for key in ("train_end", "val_end"):
+        value = getattr(f.splits, key)
+        if isinstance(value, str):
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                dotted = f"features.splits.{key}"
+                raise ConfigError(
+                    f"config key '{dotted}' in {_where(origin, dotted)} must be a date "
+                    f"(YYYY-MM-DD) or an offset in days from the run date, found {value!r}"
+                ) from None
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a config section from its ``to_dict`` form (e.g. a plan sent to the ranks),
+    with the same type checks as the loader."""
+    return _build(cls, data, "", {})

@@ -1,0 +1,208 @@
+"""The data contract: every input table and each column's role, declared once.
+
+Readers check a DataFrame against its :class:`Table` with :func:`conform`, which fails with
+a :class:`ContractError` naming the table, the column, what was expected and what was found.
+Feature lists, test schemas and the generic loader all derive from these declarations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sales_st.errors import DataError
+
+
+class Role(str, Enum):
+    ID = "id"  # part of the series key
+    TIME = "time"
+    TARGET = "target"
+    KNOWN_FUTURE = "known_future"  # known ahead for the forecast horizon (plans, calendar)
+    OBSERVED_PAST = "observed_past"  # only known up to the forecast origin
+    STATIC = "static"  # constant per entity
+    REGION = "region"  # a level of the region hierarchy
+    ATTRIBUTE = "attribute"  # descriptive, not a model input
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: T.DataType
+    role: Role
+    required: bool = True
+    nullable: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    doc: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+    @property
+    def spark_schema(self) -> T.StructType:
+        return T.StructType([T.StructField(c.name, c.dtype, c.nullable) for c in self.columns])
+
+
+class ContractError(DataError):
+    """An input table does not match the data contract."""
+
+
+SALES = Table(
+    name="sales",
+    key=("store_id", "item_id", "date"),
+    doc="Daily sales facts, one row per (store, item, day).  Rows after the run date with a "
+    "null target are plans: their price/promo/open are known-future inputs.",
+    columns=(
+        Column("date", T.DateType(), Role.TIME),
+        Column("store_id", T.StringType(), Role.ID),
+        Column("item_id", T.StringType(), Role.ID),
+        Column("target", T.DoubleType(), Role.TARGET, doc="units or revenue"),
+        Column("price", T.DoubleType(), Role.KNOWN_FUTURE, required=False),
+        Column("promo", T.IntegerType(), Role.KNOWN_FUTURE, required=False),
+        Column("open", T.IntegerType(), Role.KNOWN_FUTURE, required=False),
+        Column("customers", T.DoubleType(), Role.OBSERVED_PAST, required=False),
+    ),
+)
+
+STORES = Table(
+    name="stores",
+    key=("store_id",),
+    doc="Stores with their region hierarchy (store -> city -> state -> country), optional "
+    "coordinates and static attributes.",
+    columns=(
+        Column("store_id", T.StringType(), Role.ID, nullable=False),
+        Column("city", T.StringType(), Role.REGION, required=False),
+        Column("state", T.StringType(), Role.REGION, required=False),
+        Column("country", T.StringType(), Role.REGION, required=False),
+        Column("latitude", T.DoubleType(), Role.STATIC, required=False),
+        Column("longitude", T.DoubleType(), Role.STATIC, required=False),
+        Column("store_type", T.StringType(), Role.STATIC, required=False),
+        Column("size", T.DoubleType(), Role.STATIC, required=False),
+        Column("open_date", T.DateType(), Role.ATTRIBUTE, required=False),
+    ),
+)
+
+EVENTS = Table(
+    name="events",
+    key=("date", "scope", "event_type"),
+    doc="Calendar events.  scope is 'global' or a region id of level scope_level.",
+    columns=(
+        Column("date", T.DateType(), Role.TIME, nullable=False),
+        Column("scope", T.StringType(), Role.REGION, nullable=False),
+        Column("scope_level", T.StringType(), Role.REGION, required=False),
+        Column("event_type", T.StringType(), Role.KNOWN_FUTURE, nullable=False),
+    ),
+)
+
+ITEMS = Table(
+    name="items",
+    key=("item_id",),
+    doc="Items (products) and their attributes.",
+    columns=(
+        Column("item_id", T.StringType(), Role.ID, nullable=False),
+        Column("category", T.StringType(), Role.STATIC, required=False),
+        Column("base_price", T.DoubleType(), Role.STATIC, required=False),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (SALES, STORES, EVENTS, ITEMS)}
+# A series is one (store, item); every per-series table is keyed by these columns.
+SERIES_KEY = [c for c in SALES.key if SALES.column(c).role is Role.ID]
+GLOBAL_SCOPE = "global"
+
+# Event types the features know by name; others count towards "any holiday".
+PUBLIC_HOLIDAY = "public_holiday"
+SCHOOL_HOLIDAY = "school_holiday"
+
+
+def _compatible(found: T.DataType, expected: T.DataType) -> bool:
+    """Types a reader may cast losslessly (or by a documented rule) to the contract type."""
+    if found == expected:
+        return True
+    numeric = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)
+    if isinstance(expected, T.DoubleType):
+        return isinstance(found, numeric + (T.DecimalType,))
+    if isinstance(expected, T.IntegerType):
+        return isinstance(found, (T.ByteType, T.ShortType, T.LongType, T.BooleanType))
+    if isinstance(expected, T.StringType):
+        return isinstance(found, numeric[:4] + (T.StringType,))
+    if isinstance(expected, T.DateType):
+        return isinstance(found, (T.TimestampType, T.TimestampNTZType))
+    return False
+
+
+# Dataset-specific static attributes ride along in the stores/items tables under these
+# prefixes: numeric ones are scaled, categorical ones get an embedding vocabulary.
+STATIC_NUM_PREFIX = "static_num_"
+STATIC_CAT_PREFIX = "static_cat_"
+EXTRA_TABLES = ("stores", "items")
+
+
+def extra_static_columns(names: list[str]) -> list[str]:
+    return [n for n in names if n.startswith((STATIC_NUM_PREFIX, STATIC_CAT_PREFIX))]
+
+
+def conform(df: DataFrame, table: Table, source: str = "",
+            region_columns: tuple[str, ...] | list[str] = ()) -> DataFrame:
+    """Check ``df`` against ``table`` and return it with exactly the contract's columns.
+
+    Optional columns that are absent are added as nulls; compatible types are cast (ints to
+    string ids, ints to doubles, timestamps to dates); anything else raises ContractError
+    listing every problem at once.  For stores and items, extra ``static_num_*`` (cast to
+    double) and ``static_cat_*`` (cast to string) columns are kept after the contract's, and
+    for stores the configured hierarchy's ``region_columns`` (strings) that the contract does
+    not name.
+    """
+    where = f" ({source})" if source else ""
+    present = {f.name: f.dataType for f in df.schema.fields}
+    problems = []
+    for col in table.columns:
+        if col.name not in present:
+            if col.required:
+                problems.append(f"missing required column '{col.name}' ({col.dtype.simpleString()})")
+        elif not _compatible(present[col.name], col.dtype):
+            problems.append(
+                f"column '{col.name}' must be {col.dtype.simpleString()}, "
+                f"found {present[col.name].simpleString()}"
+            )
+    if problems:
+        raise ContractError(
+            f"table '{table.name}'{where} does not match the data contract: "
+            + "; ".join(problems)
+            + f". Columns found: {', '.join(f'{k}:{v.simpleString()}' for k, v in present.items())}"
+        )
+    out = []
+    for col in table.columns:
+        if col.name in present:
+            out.append(F.col(col.name).cast(col.dtype).alias(col.name))
+        else:
+            out.append(F.lit(None).cast(col.dtype).alias(col.name))
+    if table.name == STORES.name:
+        for name in region_columns:
+            if name not in table.names:
+                if name not in present:
+                    raise ContractError(f"table 'stores'{where} lacks the hierarchy column "
+                                        f"'{name}' named in data.hierarchy")
+                out.append(F.col(name).cast(T.StringType()).alias(name))
+    if table.name in EXTRA_TABLES:
+        for name in extra_static_columns(list(present)):
+            dtype = T.DoubleType() if name.startswith(STATIC_NUM_PREFIX) else T.StringType()
+            out.append(F.col(name).cast(dtype).alias(name))
+    return df.select(*out)

@@ -1,0 +1,411 @@
+"""Synthetic spatio-temporal sales data, generated in parallel by Spark executors.
+
+Every random draw is a hash of (seed, tag, keys) -- ``xxhash64`` mapped to [0, 1) -- so the
+output is identical for a seed whatever the partitioning, and no row is ever produced by a
+loop on the driver: entities come from ``spark.range`` and the fact table from cross joins
+of them.  The demand has the structure the model is meant to learn:
+
+* per-item level and trend; weekly profile; yearly seasonality with an item phase;
+* promotions (whole weeks) with a lift, and a dip in the week after a promotion;
+* prices that change per 4-week period, with item-specific elasticity;
+* global and regional (state) public holidays -- stores closed -- with a lift on the day
+  before, and regional school holidays with a smaller lift;
+* intermittent demand for slow items (occurrence x geometric size);
+* store closures: Sundays for some stores, holidays, two-week refurbishments;
+* spatially correlated shocks: events with a centre, a start and a duration whose effect on
+  a store decays as exp(-distance / radius), so neighbouring stores carry real signal;
+* new stores that opened shortly before the end (short history, for transfer learning);
+* plan rows after the last day: promo/open/price known, target null.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from sales_st.config import GeneratorConfig
+from sales_st.data.geo import haversine_km
+from sales_st.data.contract import GLOBAL_SCOPE, PUBLIC_HOLIDAY, SCHOOL_HOLIDAY
+
+log = logging.getLogger(__name__)
+
+PRESETS: dict[str, dict[str, int]] = {
+    # about 0.2M rows: the whole pipeline runs in minutes on 2 cores
+    "tiny": dict(days=400, n_states=2, cities_per_state=2, stores_per_city=3, n_items=2,
+                 plan_days=28, partitions=2),
+    "demo": dict(days=730, n_states=3, cities_per_state=3, stores_per_city=4, n_items=6,
+                 plan_days=28, partitions=4),
+    # 12.1M rows
+    "bench": dict(days=1095, n_states=8, cities_per_state=6, stores_per_city=6, n_items=40,
+                  plan_days=28, partitions=32),
+}
+
+# Fixed-date public holidays for every region (month, day).
+GLOBAL_HOLIDAYS = ((1, 1), (5, 1), (10, 3), (12, 25), (12, 26))
+WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def resolve(cfg: GeneratorConfig) -> GeneratorConfig:
+    """Fill sizes left at 0 from the preset (``custom``: every size must be given)."""
+    preset = PRESETS.get(cfg.preset, {})
+    updates = {k: v for k, v in preset.items() if getattr(cfg, k) == 0}
+    missing = [k for k in PRESETS["demo"]
+               if getattr(cfg, k) == 0 and k not in updates and k != "plan_days"]
+    if missing:
+        raise ValueError(f"generator preset 'custom' needs explicit {', '.join(missing)}")
+    return dataclasses.replace(cfg, **updates)
+
+
+def expected_rows(cfg: GeneratorConfig) -> int:
+    """Upper bound of fact rows (new stores open late, so the true count is lower)."""
+    cfg = resolve(cfg)
+    stores = cfg.n_states * cfg.cities_per_state * cfg.stores_per_city
+    return stores * cfg.n_items * (cfg.days + cfg.plan_days)
+
+
+# ---- hashing helpers -----------------------------------------------------------------
+
+
+def uniform(seed: int, tag: str, *cols: Column) -> Column:
+    """Deterministic U[0, 1) from a hash of the seed, a tag and key columns."""
+    h = F.xxhash64(F.lit(seed), F.lit(tag), *cols)
+    return (h.bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF)).cast("double") / float(2**63)).alias(tag)
+
+
+def normal(seed: int, tag: str, *cols: Column) -> Column:
+    """Deterministic N(0, 1) by Box-Muller from two hashed uniforms."""
+    u1 = F.greatest(uniform(seed, tag + ".1", *cols), F.lit(1e-12))
+    u2 = uniform(seed, tag + ".2", *cols)
+    return F.sqrt(-2.0 * F.log(u1)) * F.cos(2.0 * math.pi * u2)
+
+
+# ---- entities ------------------------------------------------------------------------
+
+
+def states_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    s = cfg.seed
+    i = F.col("id")
+    return spark.range(cfg.n_states, numPartitions=1).select(
+        i.alias("state_no"),
+        F.format_string("S%02d", i + 1).alias("state"),
+        (47.5 + 7.0 * uniform(s, "state.lat", i)).alias("state_lat"),
+        (6.5 + 8.0 * uniform(s, "state.lon", i)).alias("state_lon"),
+        F.exp(0.25 * normal(s, "state.level", i)).alias("state_factor"),
+        (F.floor(uniform(s, "state.school", i) * 35) + 180).cast("int").alias("school_start_doy"),
+    )
+
+
+def stores_df(spark: SparkSession, cfg: GeneratorConfig, end: dt.date) -> DataFrame:
+    """Store dimension with hidden generation parameters (prefixed ``g_``)."""
+    s = cfg.seed
+    n_cities = cfg.n_states * cfg.cities_per_state
+    cities = spark.range(n_cities, numPartitions=1).select(
+        F.col("id").alias("city_no"),
+        F.floor(F.col("id") / cfg.cities_per_state).alias("state_no"),
+        normal(s, "city.dlat", F.col("id")).alias("dlat"),
+        normal(s, "city.dlon", F.col("id")).alias("dlon"),
+    )
+    cities = cities.join(F.broadcast(states_df(spark, cfg)), "state_no").select(
+        "city_no",
+        "state_no",
+        "state",
+        F.format_string("%s-C%02d", F.col("state"), F.col("city_no") % cfg.cities_per_state + 1)
+        .alias("city"),
+        (F.col("state_lat") + 0.45 * F.col("dlat")).alias("city_lat"),
+        (F.col("state_lon") + 0.6 * F.col("dlon")).alias("city_lon"),
+        "state_factor",
+        "school_start_doy",
+    )
+    n_stores = n_cities * cfg.stores_per_city
+    st = F.col("id")
+    new_u = uniform(s, "store.new", st)
+    history = F.floor(cfg.new_store_history_days * (0.5 + 0.5 * uniform(s, "store.hist", st)))
+    stores = spark.range(n_stores, numPartitions=1).select(
+        st.alias("store_no"),
+        F.floor(st / cfg.stores_per_city).alias("city_no"),
+        normal(s, "store.dlat", st).alias("dlat"),
+        normal(s, "store.dlon", st).alias("dlon"),
+        F.element_at(
+            F.array(*[F.lit(t) for t in "abcd"]),
+            (F.floor(uniform(s, "store.type", st) * 4) + 1).cast("int"),
+        ).alias("store_type"),
+        F.round(F.exp(0.35 * normal(s, "store.size", st)), 3).alias("size"),
+        (uniform(s, "store.sunday", st) < cfg.sunday_closed_fraction).alias("g_sunday_closed"),
+        F.when(new_u < cfg.new_store_fraction, F.date_sub(F.lit(end), history.cast("int")))
+        .otherwise(F.lit(None).cast("date"))
+        .alias("open_date"),
+        (0.1 * normal(s, "store.price", st)).alias("g_price_level"),
+    )
+    return stores.join(F.broadcast(cities), "city_no").select(
+        F.format_string("st%04d", F.col("store_no") + 1).alias("store_id"),
+        "city",
+        "state",
+        F.lit("C1").alias("country"),
+        F.round(F.col("city_lat") + 0.06 * F.col("dlat"), 5).alias("latitude"),
+        F.round(F.col("city_lon") + 0.09 * F.col("dlon"), 5).alias("longitude"),
+        "store_type",
+        "size",
+        "open_date",
+        "g_sunday_closed",
+        "g_price_level",
+        "state_factor",
+        "school_start_doy",
+    )
+
+
+def items_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    s = cfg.seed
+    it = F.col("id")
+    slow = uniform(s, "item.slow", it) < cfg.slow_item_fraction
+    return spark.range(cfg.n_items, numPartitions=1).select(
+        F.format_string("it%03d", it + 1).alias("item_id"),
+        F.element_at(
+            F.array(*[F.lit(c) for c in ("food", "drugstore", "household", "seasonal")]),
+            (F.floor(uniform(s, "item.cat", it) * 4) + 1).cast("int"),
+        ).alias("category"),
+        F.round(F.exp(1.2 + 0.6 * normal(s, "item.price", it)), 2).alias("base_price"),
+        slow.alias("g_slow"),
+        F.when(slow, 0.3 + 1.2 * uniform(s, "item.slowlevel", it))
+        .otherwise(F.exp(3.0 + 0.7 * normal(s, "item.level", it)))
+        .alias("g_level"),
+        (cfg.trend_sd * normal(s, "item.trend", it)).alias("g_trend"),
+        (2 * math.pi * uniform(s, "item.phase", it)).alias("g_phase"),
+        (cfg.elasticity_mean * (0.5 + uniform(s, "item.elasticity", it))).alias("g_elasticity"),
+    )
+
+
+def dates_df(spark: SparkSession, cfg: GeneratorConfig, partitions: int) -> DataFrame:
+    start = dt.date.fromisoformat(cfg.start_date)
+    n = cfg.days + cfg.plan_days
+    return spark.range(n, numPartitions=partitions).select(
+        F.col("id").cast("int").alias("day"),
+        F.date_add(F.lit(start), F.col("id").cast("int")).alias("date"),
+    )
+
+
+def events_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    """Global public holidays, regional public holidays and regional school holidays."""
+    s = cfg.seed
+    dates = dates_df(spark, cfg, 1)
+    is_global = F.lit(False)
+    for m, d in GLOBAL_HOLIDAYS:
+        is_global = is_global | ((F.month("date") == m) & (F.dayofmonth("date") == d))
+    global_events = dates.where(is_global).select(
+        "date",
+        F.lit(GLOBAL_SCOPE).alias("scope"),
+        F.lit(None).cast("string").alias("scope_level"),
+        F.lit(PUBLIC_HOLIDAY).alias("event_type"),
+    )
+    states = states_df(spark, cfg)
+    grid = dates.crossJoin(F.broadcast(states))
+    regional = grid.where(
+        (uniform(s, "holiday.regional", F.col("state"), F.col("date").cast("string"))
+         < cfg.regional_holidays_per_year / 365.0)
+        & (F.dayofweek("date") != 1)
+        & ~is_global
+    ).select(
+        "date",
+        F.col("state").alias("scope"),
+        F.lit("state").alias("scope_level"),
+        F.lit(PUBLIC_HOLIDAY).alias("event_type"),
+    )
+    doy = F.dayofyear("date")
+    school = grid.where(
+        (doy >= F.col("school_start_doy")) & (doy < F.col("school_start_doy") + 42)
+    ).select(
+        "date",
+        F.col("state").alias("scope"),
+        F.lit("state").alias("scope_level"),
+        F.lit(SCHOOL_HOLIDAY).alias("event_type"),
+    )
+    return global_events.unionByName(regional).unionByName(school)
+
+
+def shocks_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    """Regional shock events: a centre near a state's centroid, a start day, an amplitude."""
+    s = cfg.seed
+    years = cfg.days / 365.25
+    n = max(1, round(cfg.shocks_per_state_per_year * cfg.n_states * years))
+    k = F.col("id")
+    shocks = spark.range(n, numPartitions=1).select(
+        k.alias("shock_no"),
+        F.floor(uniform(s, "shock.state", k) * cfg.n_states).alias("state_no"),
+        normal(s, "shock.dlat", k).alias("dlat"),
+        normal(s, "shock.dlon", k).alias("dlon"),
+        F.floor(uniform(s, "shock.start", k) * cfg.days).cast("int").alias("start_day"),
+        (
+            F.when(uniform(s, "shock.sign", k) < 0.5, -1.0).otherwise(1.0)
+            * cfg.shock_amplitude
+            * (0.5 + uniform(s, "shock.amp", k))
+        ).alias("amplitude"),
+    )
+    return shocks.join(F.broadcast(states_df(spark, cfg)), "state_no").select(
+        "shock_no",
+        (F.col("state_lat") + 0.5 * F.col("dlat")).alias("shock_lat"),
+        (F.col("state_lon") + 0.7 * F.col("dlon")).alias("shock_lon"),
+        "start_day",
+        "amplitude",
+    )
+
+
+def store_shock_effects(stores: DataFrame, shocks: DataFrame, cfg: GeneratorConfig) -> DataFrame:
+    """(store_id, day, shock) additive log-effect, for days a shock is active near a store."""
+    dist = haversine_km(F.col("latitude"), F.col("longitude"), F.col("shock_lat"), F.col("shock_lon"))
+    pairs = stores.select("store_id", "latitude", "longitude").crossJoin(F.broadcast(shocks))
+    pairs = pairs.withColumn("dist_km", dist).where(F.col("dist_km") < 4 * cfg.shock_radius_km)
+    effect = F.col("amplitude") * F.exp(-F.col("dist_km") / cfg.shock_radius_km)
+    days = F.sequence(F.col("start_day"), F.col("start_day") + cfg.shock_days - 1)
+    return (
+        pairs.select("store_id", effect.alias("effect"), F.explode(days).alias("day"))
+        .groupBy("store_id", "day")
+        .agg(F.sum("effect").alias("shock"))
+    )
+
+
+# ---- facts ---------------------------------------------------------------------------
+
+
+def sales_df(
+    spark: SparkSession,
+    cfg: GeneratorConfig,
+    stores: DataFrame,
+    items: DataFrame,
+    events: DataFrame,
+) -> DataFrame:
+    s = cfg.seed
+    dates = dates_df(spark, cfg, cfg.partitions)
+
+    # Per (state, date) calendar flags, small: broadcast.
+    ev = events.select(F.col("date").alias("ev_date"), "scope", "event_type")
+    state_days = stores.select("state").distinct().crossJoin(dates.select("date"))
+    flags = (
+        state_days.join(
+            F.broadcast(ev),
+            (F.col("ev_date") == F.col("date"))
+            & ((F.col("scope") == F.col("state")) | (F.col("scope") == GLOBAL_SCOPE)),
+            "left",
+        )
+        .groupBy("state", "date")
+        .agg(
+            F.max((F.col("event_type") == PUBLIC_HOLIDAY).cast("int")).alias("holiday"),
+            F.max((F.col("event_type") == SCHOOL_HOLIDAY).cast("int")).alias("school"),
+        )
+        .fillna(0, ["holiday", "school"])
+    )
+    w_next = F.lead("holiday", 1).over(Window.partitionBy("state").orderBy("date"))
+    flags = flags.withColumn("pre_holiday", F.coalesce(w_next, F.lit(0)) * (1 - F.col("holiday")))
+
+    shocks = store_shock_effects(stores, shocks_df(spark, cfg), cfg)
+
+    grid = dates.crossJoin(F.broadcast(stores.crossJoin(items)))
+    grid = grid.where(F.col("open_date").isNull() | (F.col("date") >= F.col("open_date")))
+    grid = grid.join(F.broadcast(flags), ["state", "date"], "left")
+    grid = grid.join(shocks, ["store_id", "day"], "left")
+
+    st, it, day = F.col("store_id"), F.col("item_id"), F.col("day")
+    week = F.floor(day / 7)
+    period = F.floor(day / 28)
+    wd_idx = ((F.dayofweek("date") + 5) % 7 + 1).cast("int")  # Monday = 1
+    weekday = F.element_at(F.array(*[F.lit(v) for v in cfg.weekday_profile]), wd_idx)
+    t_years = day / 365.25
+    yearly = 1 + cfg.yearly_amplitude * F.sin(2 * math.pi * t_years + F.col("g_phase"))
+    trend = F.greatest(F.lit(0.2), 1 + F.col("g_trend") * t_years)
+    promo = uniform(s, "promo", st, it, week) < cfg.promo_probability
+    promo_prev = uniform(s, "promo", st, it, week - 1) < cfg.promo_probability
+    dip = (~promo) & promo_prev & (week > 0)
+    changed = uniform(s, "price.change", st, it, period) < cfg.price_change_probability
+    price_mult = F.when(changed, F.exp(cfg.price_change_sd * normal(s, "price.mult", st, it, period)))
+    ref_price = F.col("base_price") * F.exp(F.col("g_price_level"))
+    price = F.round(ref_price * F.coalesce(price_mult, F.lit(1.0)), 2)
+    refurb = (uniform(s, "refurb", st, F.floor(day / 30)) < cfg.refurbishment_probability) & (
+        (day % 30) < 14
+    )
+    closed = (
+        (F.col("holiday") == 1)
+        | (F.col("g_sunday_closed") & (wd_idx == 7))
+        | refurb
+    )
+    mu = (
+        F.col("g_level")
+        * F.col("size")
+        * F.col("state_factor")
+        * weekday
+        * yearly
+        * trend
+        * F.when(promo, cfg.promo_lift).otherwise(1.0)
+        * F.when(dip, cfg.promo_dip).otherwise(1.0)
+        * F.pow(F.col("price") / ref_price, -F.col("g_elasticity"))
+        * (1 + cfg.holiday_lift * F.col("pre_holiday"))
+        * (1 + 0.5 * cfg.holiday_lift * F.col("school"))
+        * F.exp(F.coalesce(F.col("shock"), F.lit(0.0)))
+    )
+    # Fast items: multiplicative log-normal noise with mean 1.
+    z = normal(s, "noise", st, it, day)
+    cv = cfg.noise_cv
+    fast = F.round(F.col("mu") * F.exp(cv * z - cv * cv / 2))
+    # Slow items: occurrence with P = 1 - exp(-mu), size ~ 1 + geometric, mean = mu overall.
+    p_occ = 1 - F.exp(-F.col("mu"))
+    mean_size = F.greatest(F.col("mu") / F.greatest(p_occ, F.lit(1e-9)), F.lit(1.0))
+    p_geo = F.least(1 / mean_size, F.lit(0.999))
+    size = 1 + F.floor(
+        F.log(F.greatest(uniform(s, "slow.size", st, it, day), F.lit(1e-12))) / F.log(1 - p_geo)
+    )
+    slow = F.when(uniform(s, "slow.occ", st, it, day) < p_occ, size).otherwise(0.0)
+    target = F.when(F.col("closed"), 0.0).when(F.col("g_slow"), slow).otherwise(fast)
+    end_day = cfg.days
+
+    out = (
+        grid.withColumn("price", price)
+        .withColumn("closed", closed)
+        .withColumn("mu", mu)
+        .select(
+            "date",
+            "store_id",
+            "item_id",
+            F.when(day < end_day, target).cast("double").alias("target"),
+            "price",
+            promo.cast("int").alias("promo"),
+            (~F.col("closed")).cast("int").alias("open"),
+            F.year("date").alias("year"),
+        )
+    )
+    return out
+
+
+def generate(spark: SparkSession, cfg: GeneratorConfig) -> dict[str, DataFrame]:
+    """Build all contract tables (lazy DataFrames) for the resolved generator config."""
+    cfg = resolve(cfg)
+    end = dt.date.fromisoformat(cfg.start_date) + dt.timedelta(days=cfg.days - 1)
+    stores_full = stores_df(spark, cfg, end).cache()
+    items_full = items_df(spark, cfg).cache()
+    events = events_df(spark, cfg).cache()
+    sales = sales_df(spark, cfg, stores_full, items_full, events)
+    stores = stores_full.select(
+        "store_id", "city", "state", "country", "latitude", "longitude", "store_type", "size",
+        "open_date",
+    )
+    items = items_full.select("item_id", "category", "base_price")
+    return {"sales": sales, "stores": stores, "items": items, "events": events}
+
+
+def write_generated(spark: SparkSession, cfg: GeneratorConfig, out_dir: str) -> dict[str, int]:
+    """Generate and write every table atomically under ``out_dir``; returns row counts."""
+    from sales_st.storage.files import write_parquet_atomic  # local: keeps this module storage-free
+
+    resolved = resolve(cfg)
+    tables = generate(spark, resolved)
+    counts = {}
+    for name in ("stores", "items", "events"):
+        write_parquet_atomic(tables[name].coalesce(1), f"{out_dir}/{name}")
+    sales = tables["sales"].sortWithinPartitions("year", "store_id", "item_id", "date")
+    write_parquet_atomic(sales, f"{out_dir}/sales", partition_by=["year"])
+    for name in tables:
+        counts[name] = spark.read.parquet(f"{out_dir}/{name}").count()
+    log.info("generated %s under %s", counts, out_dir)
+    return counts

@@ -1,0 +1,162 @@
+"""Baselines on the same windows as the model, and the long truth table they are scored on.
+
+* ``seasonal_naive``: the last observed value of the same weekday (the value 7, 14, ...
+  days before the target day that lies in the history window);
+* ``weekday_average``: the mean of the last ``same_weekday_weeks`` observed values of the
+  same weekday (the ``fut_sw_mean`` feature times the scale);
+* ``lightgbm``: a global gradient-boosted model (one row per example and horizon step: lags,
+  rolling statistics, static and known-future features of that day), one quantile model
+  per quantile, trained on the training split.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sales_st.data.contract import SERIES_KEY
+from sales_st.features import names as N
+from sales_st.features.spec import FeatureSpec
+
+log = logging.getLogger(__name__)
+
+KEYS = [*SERIES_KEY, "origin"]
+
+
+def truth_rows(examples: DataFrame, history: int, region_columns: list[str]) -> DataFrame:
+    """One row per (example, horizon step): actual, observed, open, MASE scale, region keys."""
+    L = history
+    mase = (
+        f"aggregate(sequence(7, {L - 1}), named_struct('s', 0D, 'n', 0), "
+        "(acc, t) -> IF(hist_observed[t] = 1 AND hist_observed[t - 7] = 1, "
+        "named_struct('s', acc.s + abs(hist_y[t] - hist_y[t - 7]), 'n', acc.n + 1), acc), "
+        "acc -> IF(acc.n > 0, acc.s / acc.n * scale, CAST(NULL AS DOUBLE)))"
+    )
+    regions = [c for c in region_columns if c in examples.columns]
+    ex = examples.withColumn("mase_scale", F.expr(mase))
+    return ex.select(
+        *KEYS, *regions, "mase_scale",
+        F.posexplode(F.arrays_zip("y", "y_mask", "fut_open")).alias("h0", "z"),
+    ).select(
+        *KEYS, *regions, "mase_scale",
+        (F.col("h0") + 1).alias("horizon"),
+        F.expr("date_add(origin, h0 + 1)").alias("target_date"),
+        F.col("z.y").cast("double").alias("actual"),
+        F.col("z.y_mask").cast("int").alias("observed"),
+        F.col("z.fut_open").cast("int").alias("open"),
+    )
+
+
+def simple_baselines(examples: DataFrame, history: int, horizon: int) -> DataFrame:
+    """``method, store_id, item_id, origin, horizon, point`` for the two naive baselines.
+
+    Like every method here, they forecast 0 on days known to be closed (``fut_open = 0``).
+    """
+    L, H = history, horizon
+    naive = (f"transform(sequence(1, {H}), h -> "
+             f"hist_y[{L - 1} + h - 7 * CAST(ceil(h / 7) AS INT)] * scale * fut_open[h - 1])")
+    wavg = "zip_with(fut_sw_mean, fut_open, (v, o) -> v * scale * o)"
+    parts = []
+    for name, expr in (("seasonal_naive", naive), ("weekday_average", wavg)):
+        parts.append(
+            examples.select(*KEYS, F.posexplode(F.expr(expr)).alias("h0", "point")).select(
+                F.lit(name).alias("method"), *KEYS, (F.col("h0") + 1).alias("horizon"),
+                F.col("point").cast("double").alias("point"),
+            )
+        )
+    return parts[0].unionByName(parts[1])
+
+
+# ---- LightGBM ------------------------------------------------------------------------------
+
+
+def horizon_rows(examples: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Examples exploded per horizon step with the known-future features of that day."""
+    lay = spec.layout
+    per_step = lay.fut + [N.FUT_DOW, "y", "y_mask"]
+    flat = lay.numeric + lay.categorical
+    return examples.select(
+        *KEYS, "scale", *flat, F.posexplode(F.arrays_zip(*per_step)).alias("h0", "z")
+    ).select(
+        *KEYS, "scale", *flat, (F.col("h0") + 1).alias("horizon"),
+        *[F.col(f"z.{c}").alias(c) for c in per_step],
+    )
+
+
+def lgbm_features(spec: FeatureSpec) -> tuple[list[str], list[str]]:
+    lay = spec.layout
+    cats = lay.categorical + [N.FUT_DOW]
+    nums = lay.numeric + lay.fut + ["horizon"]
+    return nums + cats, cats
+
+
+def train_lightgbm(spark: SparkSession, train: DataFrame, spec: FeatureSpec,
+                   quantiles: list[float], rounds: int, leaves: int, max_rows: int,
+                   seed: int = 5) -> dict[float, Any]:
+    """One LightGBM quantile model per quantile, on (a sample of) the training split."""
+    import lightgbm as lgb
+
+    rows = horizon_rows(train, spec).where(F.col("y_mask") == 1)
+    total = rows.count()
+    if total > max_rows:
+        rows = rows.sample(fraction=max_rows / total, seed=seed)
+    feats, cats = lgbm_features(spec)
+    pdf = rows.select(*feats, (F.col("y") / F.col("scale")).alias("target")).toPandas()
+    X = pdf[feats].copy()
+    for c in cats:
+        X[c] = X[c].astype("int32")
+    log.info("lightgbm: training on %d of %d rows, %d features", len(pdf), total, len(feats))
+    models = {}
+    for q in sorted(quantiles):
+        params = dict(objective="quantile", alpha=q, num_leaves=leaves, learning_rate=0.05,
+                      min_data_in_leaf=50, feature_fraction=0.8, bagging_fraction=0.8,
+                      bagging_freq=1, seed=seed, verbose=-1, num_threads=0)
+        ds = lgb.Dataset(X, label=pdf["target"], categorical_feature=cats, free_raw_data=False)
+        models[q] = lgb.train(params, ds, num_boost_round=rounds)
+    return models
+
+
+def predict_lightgbm(spark: SparkSession, models: dict[float, Any], test: DataFrame,
+                     spec: FeatureSpec, qcols: list[str]) -> DataFrame:
+    """``method, store_id, item_id, origin, horizon, point`` and quantile columns.
+
+    Scored on the executors (``mapInPandas``): the boosters travel as model strings in a
+    broadcast, and no test row passes through the driver.
+    """
+    feats, cats = lgbm_features(spec)
+    qs = sorted(models)
+    texts = spark.sparkContext.broadcast([models[q].model_to_string() for q in qs])
+    rows = horizon_rows(test, spec).select(*KEYS, "scale", *feats)
+    types = dict(rows.dtypes)
+    schema = ", ".join(["method string"] + [f"{k} {types[k]}" for k in KEYS]
+                       + ["horizon int"] + [f"{c} double" for c in qcols] + ["point double"])
+    median = qs.index(0.5) if 0.5 in qs else None
+
+    def score(batches):
+        import lightgbm as lgb
+
+        boosters = [lgb.Booster(model_str=t) for t in texts.value]
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            X = pdf[feats].copy()
+            for c in cats:
+                X[c] = X[c].astype("int32")
+            preds = np.stack([b.predict(X) for b in boosters], axis=1)
+            preds = preds * pdf["scale"].to_numpy(dtype=np.float64)[:, None]
+            open_ = pdf["fut_open"].to_numpy(dtype=np.float64)[:, None]
+            preds = np.maximum(np.sort(preds, axis=1), 0.0) * open_  # independent models may cross
+            out = pd.DataFrame({k: pdf[k] for k in KEYS})
+            out.insert(0, "method", "lightgbm")
+            out["horizon"] = pdf["horizon"].astype("int32")
+            for i, c in enumerate(qcols):
+                out[c] = preds[:, i]
+            out["point"] = preds[:, median] if median is not None else preds.mean(axis=1)
+            yield out
+
+    return rows.mapInPandas(score, schema)

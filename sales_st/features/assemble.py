@@ -1,0 +1,169 @@
+"""Pure transforms of the feature stage: validated tables -> the wide per-series table ->
+examples.  No storage here: :mod:`sales_st.features.job` reads, validates and writes.
+
+The forecast and evaluation jobs rebuild scoring windows with the same functions and the
+vocabularies of the trained model's feature spec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sales_st.config import Config
+from sales_st.data.contract import (
+    SERIES_KEY,
+    STATIC_CAT_PREFIX,
+    STATIC_NUM_PREFIX,
+    extra_static_columns,
+)
+from sales_st.features import names as N
+from sales_st.features.calendar import Axis, series_arrays, store_calendar
+from sales_st.features.spatial import neighbour_arrays, neighbour_table, region_aggregates
+from sales_st.features.spec import Layout, make_layout
+from sales_st.features.splits import origin_rules
+from sales_st.features.windows import build_examples, float_arrays, needs_target
+
+# Columns carried on every example besides the model's inputs (keys, segment, explanations).
+EXAMPLE_META = ["split", *SERIES_KEY, "origin", "series_start", "is_new_series", "nbr_ids"]
+
+
+@dataclass
+class Wide:
+    """The wide per-series table examples are cut from, and what it was built with."""
+
+    table: DataFrame
+    neighbours: DataFrame
+    axis: Axis
+    run_date: dt.date
+    last_target_day: int
+    region_columns: list[str]  # hierarchy columns present on the stores
+    levels: list[str]  # hierarchy levels with aggregate channels
+    vocab: dict[str, list[str]]
+    cached: list[DataFrame] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Unpersist what building this table cached (call when the job is done with it)."""
+        for df in self.cached:
+            df.unpersist()
+        self.cached.clear()
+
+
+def hierarchy_columns(cfg: Config, stores: DataFrame) -> list[str]:
+    return [lvl.column for lvl in cfg.data.hierarchy if lvl.column in stores.columns]
+
+
+def static_categoricals(stores: DataFrame, items: DataFrame, levels: list[str]) -> dict[str, str]:
+    """Vocabulary name -> column, for ids and categorical attributes."""
+    cats = {c: c for c in SERIES_KEY}
+    cats.update({c: c for c in levels})
+    cats["store_type"] = "store_type"
+    cats["category"] = "category"
+    for c in extra_static_columns(stores.columns) + extra_static_columns(items.columns):
+        if c.startswith(STATIC_CAT_PREFIX):
+            cats[c] = c
+    return cats
+
+
+def fit_vocab(stores: DataFrame, items: DataFrame, cats: dict[str, str]) -> dict[str, list[str]]:
+    """Sorted distinct values per categorical column (dimension tables: small)."""
+    vocab = {}
+    for name, col in cats.items():
+        src = stores if col in stores.columns else items
+        values = [r[0] for r in src.select(col).where(F.col(col).isNotNull()).distinct().collect()]
+        vocab[name] = sorted(str(v) for v in values)
+    return vocab
+
+
+def with_index(df: DataFrame, col: str, values: list[str], spark: SparkSession) -> DataFrame:
+    """``<col>_idx``: 1-based position in the vocabulary, 0 for unknown or null."""
+    idx = N.index_column(col)
+    lookup = spark.createDataFrame(
+        [(v, i + 1) for i, v in enumerate(values)] or [("", 0)],
+        f"{col}__v string, {idx} int",
+    )
+    return df.join(F.broadcast(lookup), df[col].cast("string") == lookup[f"{col}__v"], "left").drop(
+        f"{col}__v"
+    ).fillna(0, [idx])
+
+
+def wide_table(accepted: DataFrame, stores: DataFrame, items: DataFrame, events: DataFrame,
+               cfg: Config, run_date: dt.date, axis: Axis,
+               vocab: dict[str, list[str]] | None = None) -> Wide:
+    """Dense day arrays, calendar, neighbours and region aggregates joined per series."""
+    spark = accepted.sparkSession
+    f = cfg.features
+    last_target = accepted.where(F.col("target").isNotNull()).agg(F.max("date")).first()[0]
+    region_columns = hierarchy_columns(cfg, stores)
+    agg_levels = [lvl for lvl in f.spatial.aggregate_levels if lvl in region_columns]
+
+    series = series_arrays(accepted, axis).persist()
+    calendar = store_calendar(stores, events, axis, region_columns, f.holiday_window)
+    neighbours = neighbour_table(stores, f.spatial, region_columns).persist()
+    nbr = neighbour_arrays(series, neighbours, f.spatial.k)
+
+    cats = static_categoricals(stores, items, region_columns)
+    if vocab is None:
+        vocab = fit_vocab(stores, items, cats)
+    store_cols = ["store_id", *region_columns, "store_type", "size", "latitude", "longitude"]
+    store_cols += extra_static_columns(stores.columns)
+    item_cols = ["item_id", "category", "base_price", *extra_static_columns(items.columns)]
+    wide = (
+        series.join(stores.select(*dict.fromkeys(store_cols)), "store_id", "left")
+        .join(items.select(*dict.fromkeys(item_cols)), "item_id", "left")
+        .join(calendar, "store_id", "left")
+        .join(nbr, SERIES_KEY, "left")
+    )
+    for level in agg_levels:
+        agg = region_aggregates(series, stores, level, axis).withColumnRenamed(
+            "agg_y", f"agg_{level}_y"
+        ).withColumnRenamed("agg_has", f"agg_{level}_has")
+        wide = wide.join(agg, [level, "item_id"], "left")
+    for name, col in cats.items():
+        wide = with_index(wide, col, vocab.get(name, []), spark)
+    wide = wide.persist()
+    return Wide(table=wide, neighbours=neighbours, axis=axis, run_date=run_date,
+                last_target_day=axis.day(last_target), region_columns=region_columns,
+                levels=agg_levels, vocab=vocab, cached=[wide, neighbours, series])
+
+
+def static_numeric(wide: DataFrame) -> list[str]:
+    return list(N.STATIC_NUMERIC) + [c for c in wide.columns if c.startswith(STATIC_NUM_PREFIX)]
+
+
+def layout_for(cfg: Config, wide: Wide) -> Layout:
+    f = cfg.features
+    return make_layout(f.history, f.horizon, f.spatial.k, f.lags, f.rolling_windows, wide.levels,
+                       list(wide.vocab), static_numeric(wide.table))
+
+
+def build_examples_df(wide: Wide, cfg: Config, splits: tuple[str, ...]) -> DataFrame:
+    """Examples for ``splits`` with the columns the feature spec describes."""
+    rules = origin_rules(cfg.features, wide.axis, wide.run_date, wide.last_target_day, splits)
+    ex = build_examples(wide.table, rules, cfg.features, wide.axis, wide.levels)
+    ex = needs_target(ex, rules)
+    layout = layout_for(cfg, wide)
+    t0 = wide.axis.t0.isoformat()
+    new_cut = wide.axis.day(wide.run_date) - cfg.features.new_series_days
+    ex = ex.withColumn("origin", F.expr(f"date_add(DATE'{t0}', o)"))
+    ex = ex.withColumn("is_new_series", (F.col("first_day") > new_cut).cast("int"))
+    ex = ex.withColumn("series_start", F.expr(f"date_add(DATE'{t0}', first_day)"))
+    meta = EXAMPLE_META + [c for c in wide.region_columns if c in ex.columns]
+    cols = list(dict.fromkeys(meta + layout.all_columns()))
+    return float_arrays(ex.select(*cols), layout.float_columns())
+
+
+def fit_scalers(examples: DataFrame, columns: list[str]) -> dict[str, list[float]]:
+    """Mean and standard deviation of scalar features over the given (training) examples."""
+    aggs = []
+    for c in columns:
+        aggs += [F.mean(c).alias(f"{c}__m"), F.stddev_pop(c).alias(f"{c}__s")]
+    row = examples.agg(*aggs).first()
+    out = {}
+    for c in columns:
+        m, s = row[f"{c}__m"], row[f"{c}__s"]
+        out[c] = [float(m or 0.0), float(s) if s and s > 1e-9 else 1.0]
+    return out

@@ -1,0 +1,135 @@
+"""Dense per-series arrays on one global day axis (calendar densification).
+
+Every series becomes one row holding arrays indexed by day number ``day = date - t0``, so
+that all series, their neighbours and their region aggregates line up element by element.
+Missing days are explicit: ``has_y = 0`` (unobserved), open/promo/price null.  Closed days
+are explicit too (``open = 0``).  Built with one shuffle (group by series) and native
+higher-order functions: the sparse rows are merged with a placeholder for every day and
+de-duplicated, which avoids a join against a series x day grid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sales_st.data.contract import GLOBAL_SCOPE, PUBLIC_HOLIDAY, SCHOOL_HOLIDAY, SERIES_KEY
+
+# Fields carried per day, with their SQL type.
+DAY_FIELDS = {
+    "y": "double",
+    "has_y": "int",
+    "open": "int",
+    "promo": "int",
+    "price": "double",
+}
+NO_HOLIDAY = 999  # "days to/since holiday" when none is in reach
+
+
+@dataclass(frozen=True)
+class Axis:
+    """The global day axis: day 0 is ``t0``; arrays have ``n_days`` elements."""
+
+    t0: dt.date
+    n_days: int
+
+    def day(self, date: dt.date) -> int:
+        return (date - self.t0).days
+
+    def date(self, day: int) -> dt.date:
+        return self.t0 + dt.timedelta(days=day)
+
+
+def make_axis(sales: DataFrame, run_date: dt.date, horizon: int) -> Axis:
+    row = sales.agg(F.min("date").alias("lo"), F.max("date").alias("hi")).first()
+    t0 = row["lo"]
+    end = max(row["hi"], run_date + dt.timedelta(days=horizon))
+    return Axis(t0=t0, n_days=(end - t0).days + 1)
+
+
+def series_arrays(sales: DataFrame, axis: Axis) -> DataFrame:
+    """One row per series: ``store_id, item_id, first_day`` and one array per DAY_FIELDS."""
+    day = F.datediff(F.col("date"), F.lit(axis.t0))
+    sparse = sales.select(
+        *SERIES_KEY,
+        F.struct(
+            day.alias("day"),
+            F.lit(0).alias("ph"),
+            F.col("target").cast("double").alias("y"),
+            F.col("target").isNotNull().cast("int").alias("has_y"),
+            F.col("open").cast("int").alias("open"),
+            F.col("promo").cast("int").alias("promo"),
+            F.col("price").cast("double").alias("price"),
+        ).alias("r"),
+    )
+    grouped = sparse.groupBy(*SERIES_KEY).agg(
+        F.collect_list("r").alias("rows"), F.min("r.day").alias("first_day")
+    )
+    placeholders = (
+        f"transform(sequence(0, {axis.n_days - 1}), i -> named_struct("
+        f"'day', i, 'ph', 1, " + ", ".join(
+            f"'{k}', " + (f"CAST(NULL AS {t})" if k != "has_y" else "0")
+            for k, t in DAY_FIELDS.items()
+        ) + "))"
+    )
+    merged = F.expr(f"array_sort(concat(rows, {placeholders}))")
+    dense = F.expr("filter(merged, (x, i) -> i = 0 OR merged[i - 1].day != x.day)")
+    out = grouped.select(*SERIES_KEY, "first_day", merged.alias("merged")).select(
+        *SERIES_KEY, "first_day", dense.alias("d")
+    )
+    return out.select(
+        *SERIES_KEY,
+        "first_day",
+        *[F.expr(f"transform(d, x -> x.{k})").alias(k) for k in DAY_FIELDS],
+    )
+
+
+def store_calendar(stores: DataFrame, events: DataFrame, axis: Axis, levels: list[str],
+                   window: int) -> DataFrame:
+    """Per store, dense arrays: ``holiday``, ``school``, ``event`` flags and the days to the
+    next / since the last public holiday (clipped at ``window``, NO_HOLIDAY beyond)."""
+    scopes = [F.lit(GLOBAL_SCOPE)] + [F.col(c) for c in levels]
+    store_scopes = stores.select("store_id", F.explode(F.array(*scopes)).alias("scope")).where(
+        F.col("scope").isNotNull()
+    )
+    ev = events.select(
+        F.datediff("date", F.lit(axis.t0)).alias("day"), "scope", "event_type"
+    ).where((F.col("day") >= 0) & (F.col("day") < axis.n_days))
+    lists = (
+        store_scopes.join(ev, "scope")
+        .groupBy("store_id")
+        .agg(
+            F.array_sort(F.collect_set(F.when(F.col("event_type") == PUBLIC_HOLIDAY, F.col("day"))))
+            .alias("hol_days"),
+            F.array_sort(F.collect_set(F.when(F.col("event_type") == SCHOOL_HOLIDAY, F.col("day"))))
+            .alias("school_days"),
+            F.array_sort(F.collect_set(F.when(~F.col("event_type").isin(PUBLIC_HOLIDAY, SCHOOL_HOLIDAY), F.col("day"))))
+            .alias("other_days"),
+        )
+    )
+    cal = stores.select("store_id").join(lists, "store_id", "left")
+    empty = "CAST(array() AS array<int>)"
+    seq = f"sequence(0, {axis.n_days - 1})"
+
+    def flags(col: str) -> F.Column:
+        return F.expr(f"transform({seq}, i -> IF(array_contains(coalesce({col}, {empty}), i), 1, 0))")
+
+    to_next = F.expr(
+        f"transform({seq}, i -> aggregate(coalesce(hol_days, {empty}), {NO_HOLIDAY}, "
+        f"(acc, d) -> IF(d >= i AND d - i <= {window}, least(acc, d - i), acc)))"
+    )
+    since_last = F.expr(
+        f"transform({seq}, i -> aggregate(coalesce(hol_days, {empty}), {NO_HOLIDAY}, "
+        f"(acc, d) -> IF(d <= i AND i - d <= {window}, least(acc, i - d), acc)))"
+    )
+    return cal.select(
+        "store_id",
+        flags("hol_days").alias("holiday"),
+        flags("school_days").alias("school"),
+        flags("other_days").alias("event"),
+        to_next.alias("to_holiday"),
+        since_last.alias("since_holiday"),
+    )

@@ -1,0 +1,147 @@
+"""The feature job: read and validate the inputs, build the examples, write them with the
+feature spec, the neighbour table and the quarantine, and account for every input row.
+
+:func:`prepare` (inputs -> validated -> wide table) is shared with the forecast job, which
+rebuilds the run date's scoring windows with the trained model's vocabularies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sales_st.config import Config
+from sales_st.data.sources import load_inputs
+from sales_st.data.validation import (
+    ValidationResult,
+    check_accounting,
+    default_run_date,
+    validate_sales,
+    validate_stores,
+)
+from sales_st.features.assemble import Wide, build_examples_df, fit_scalers, layout_for, wide_table
+from sales_st.features.calendar import make_axis
+from sales_st.features.spec import SPLITS, FeatureSpec, SplitInfo, features_id, write_spec
+from sales_st.storage.catalog import RunSummary, write_quarantine
+from sales_st.storage.files import write_json, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Validated inputs and the wide table built from them."""
+
+    validation: ValidationResult
+    wide: Wide
+
+    @property
+    def run_date(self) -> dt.date:
+        return self.wide.run_date
+
+    def release(self) -> None:
+        self.wide.release()
+        self.validation.release()
+
+
+@dataclass
+class FeatureResult:
+    run_date: dt.date
+    spec: FeatureSpec
+    counts: dict[str, int]
+    summary: RunSummary = field(default_factory=RunSummary)
+
+
+def prepare(spark: SparkSession, cfg: Config, run_date: dt.date | None,
+            vocab: dict[str, list[str]] | None = None) -> Prepared:
+    """Load and validate inputs, densify, build calendar and region context (cached: call
+    :meth:`Prepared.release` when done)."""
+    inputs = load_inputs(spark, cfg)
+    stores, items, events, sales = inputs["stores"], inputs["items"], inputs["events"], inputs["sales"]
+    validate_stores(stores)
+    if run_date is None and cfg.data.run_date:
+        run_date = dt.date.fromisoformat(cfg.data.run_date)
+    if run_date is None:
+        run_date = default_run_date(sales)
+        log.info("run date not given: using the last day with an observed target, %s", run_date)
+    result = validate_sales(sales, stores, items, cfg.validation, run_date)
+    accepted = result.accepted
+    if not items.take(1):
+        items = accepted.select("item_id").distinct().select(
+            "item_id", F.lit(None).cast("string").alias("category"),
+            F.lit(None).cast("double").alias("base_price"),
+        )
+    axis = make_axis(accepted, run_date, cfg.features.horizon)
+    wide = wide_table(accepted, stores, items, events, cfg, run_date, axis, vocab)
+    return Prepared(validation=result, wide=wide)
+
+
+def run_features(spark: SparkSession, cfg: Config, run_date: dt.date | None,
+                 run_id: str = "adhoc") -> FeatureResult:
+    """Build and write every split, the neighbour table, the quarantine and the spec."""
+    prep = prepare(spark, cfg, run_date)
+    try:
+        return _write_features(spark, cfg, prep, run_id)
+    finally:
+        prep.release()
+
+
+def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: str) -> FeatureResult:
+    out_dir = cfg.path("features")
+    counts = dict(prep.validation.counts)
+    write_quarantine(prep.validation.quarantined, cfg.database, "features", run_id, prep.run_date)
+    quarantined_out = (
+        spark.table(f"{cfg.database}.quarantine")
+        .where((F.col("run_date") == F.lit(prep.run_date)) & (F.col("run_id") == run_id))
+        .count()
+    )
+    accepted_out = prep.validation.accepted.count()
+    check_accounting(counts, accepted_out, quarantined_out)
+
+    write_parquet_atomic(prep.wide.neighbours.coalesce(1), f"{out_dir}/neighbours")
+    examples = build_examples_df(prep.wide, cfg, SPLITS)
+    write_parquet_atomic(
+        examples.repartition(max(2, spark.sparkContext.defaultParallelism), "store_id", "item_id"),
+        f"{out_dir}/examples",
+        partition_by=["split"],
+        max_records_per_file=cfg.features.rows_per_file,
+    )
+    written = spark.read.parquet(f"{out_dir}/examples")
+    split_rows = {r["split"]: int(r["count"]) for r in written.groupBy("split").count().collect()}
+    layout = layout_for(cfg, prep.wide)
+    scalers = fit_scalers(written.where(F.col("split") == "train"), layout.numeric)
+    settings = cfg.fingerprint("features", "data", "validation")
+    spec = FeatureSpec(
+        layout=layout, dataset=cfg.data.name, run_date=prep.run_date, t0=prep.wide.axis.t0,
+        n_days=prep.wide.axis.n_days, aggregate_levels=prep.wide.levels, vocab=prep.wide.vocab,
+        scalers=scalers,
+        splits={s: SplitInfo(f"{out_dir}/examples/split={s}", split_rows.get(s, 0))
+                for s in SPLITS},
+        neighbours=f"{out_dir}/neighbours", features_config=settings,
+        features_id=features_id(settings, split_rows, prep.run_date),
+    )
+    write_spec(out_dir, spec)
+    counts.update({f"examples_{k}": v for k, v in split_rows.items()})
+    counts["accepted_written"] = accepted_out
+    counts["quarantined_written"] = quarantined_out
+    counts["series"] = prep.wide.table.count()
+    write_json(f"{cfg.path('runs')}/features/{prep.run_date}/manifest.json",
+               {"run_id": run_id, "run_date": prep.run_date, "counts": counts,
+                "inputs": _lineage(cfg)})
+    log.info("features: %s", counts)
+    summary = RunSummary(run_date=prep.run_date, rows_in=counts["input"],
+                         rows_out=sum(split_rows.values()), rows_quarantined=quarantined_out,
+                         details=dict(counts))
+    return FeatureResult(run_date=prep.run_date, spec=spec, counts=counts, summary=summary)
+
+
+def _lineage(cfg: Config) -> dict[str, Any]:
+    if cfg.data.source == "generated":
+        return {"source": "generated", "path": cfg.path("inputs"),
+                "generator": cfg.fingerprint("data")}
+    return {"source": "tables", "sales": cfg.data.sales.path, "stores": cfg.data.stores.path}

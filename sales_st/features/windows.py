@@ -1,0 +1,320 @@
+"""Training / scoring examples: one row per (series, forecast origin), cut from day arrays.
+
+For an origin day ``o`` (the last day of history) an example holds
+
+* history (``L`` days ``o-L+1 .. o``): the target divided by ``scale`` -- the mean over the
+  window's observed days with sales, or over the trailing year when the window has fewer than
+  3 such days (a store reopening after a closure), else 1 -- the observed mask,
+  open/promo/price-ratio, calendar flags, the spatial lag
+  and the region aggregates, each an array of ``L``;
+* known future (``H`` days ``o+1 .. o+H``): open, promo, price ratio, holiday/school flags,
+  days to/since a public holiday, weekday and day-of-year, the same-weekday mean of the
+  last weeks of history and the level a year earlier (same weekday, +-1 week) for each
+  horizon day;
+* neighbour context: ``k`` neighbour histories (each scaled by its own window mean),
+  their mask, distance and weight;
+* scalars: lags, rolling means and standard deviations (7/28/91 by default) ending at ``o``,
+  the log scale, the history length; static ids;
+* targets: ``y`` (raw, ``H``), ``y_mask``; for scoring origins they may be all masked.
+
+Everything is a native Spark expression over arrays (``slice``, ``transform``,
+``aggregate``); element access uses 0-based subscripts, which give NULL out of range, so
+early origins need no special casing.  Only days ``<= o`` reach anything but the
+known-future block, which is what the leakage test checks.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from sales_st.config import FeaturesConfig
+from sales_st.errors import DataError
+from sales_st.features import names as N
+from sales_st.features.calendar import NO_HOLIDAY, Axis
+from sales_st.features.splits import OriginRule, origin_candidates
+
+MIN_SALES_DAYS = 3  # fewer days with sales in the window: take the scale from the last year
+SCALE_FALLBACK_DAYS = 364
+
+
+def explode_origins(series: DataFrame, rules: list[OriginRule], cfg: FeaturesConfig) -> DataFrame:
+    """Cross every series with its split origins (``split``, ``o``), honouring min_history.
+
+    One explode of a literal array of (split, origin) pairs, so the (expensive) per-series
+    input is read once whatever the number of splits.
+    """
+    L = cfg.history
+    pairs = []
+    for rule in rules:
+        days = origin_candidates(rule, 0 if rule.name == "score" else cfg.horizon, L - 1)
+        pairs += [F.struct(F.lit(rule.name).alias("split"), F.lit(d).alias("o")) for d in days]
+    if not pairs:
+        raise DataError("no forecast origin fits the configured splits and history length: the data "
+                        "is shorter than features.history plus the split offsets")
+    out = series.select("*", F.explode(F.array(*pairs)).alias("_so")).select(
+        "*", F.col("_so.split").alias("split"), F.col("_so.o").alias("o")
+    ).drop("_so")
+    return out.where(F.expr(f"o >= first_day + {cfg.min_history - 1}"))
+
+
+def select_declared(df: DataFrame, exprs: dict[str, Column], declared: dict[str, str]) -> DataFrame:
+    """``df`` plus one column per entry of ``declared`` (a table of :mod:`.names`), in its
+    order; fails when the expressions built here and the declared names disagree."""
+    if list(exprs) != list(declared):
+        raise RuntimeError(f"feature expressions {list(exprs)} do not match the declared "
+                           f"names {list(declared)} (sales_st/features/names.py)")
+    return df.select("*", *[e.alias(name) for name, e in exprs.items()])
+
+
+# ---- expression helpers ---------------------------------------------------------------
+
+
+def _hist(col: str, L: int) -> str:
+    """SQL for the L-day history slice of array ``col`` ending at o (1-based slice)."""
+    return f"slice({col}, o - {L - 2}, {L})"
+
+
+def _fut(col: str, H: int) -> str:
+    return f"slice({col}, o + 2, {H})"
+
+
+def _masked(values: str, mask: str) -> str:
+    return f"zip_with({values}, {mask}, (a, m) -> IF(m = 1, coalesce(a, 0D), 0D))"
+
+
+def _sum(arr: str, zero: str = "0D") -> str:
+    return f"aggregate({arr}, {zero}, (acc, a) -> acc + a)"
+
+
+def _positive_mean(values: str, mask: str) -> str:
+    """SQL for named_struct(s = sum, n = count) of the observed values above zero."""
+    return (
+        f"aggregate(zip_with({values}, {mask}, (a, m) -> IF(m = 1 AND a > 0, a, 0D)), "
+        "named_struct('s', 0D, 'n', 0), (acc, a) -> "
+        "named_struct('s', acc.s + a, 'n', acc.n + IF(a > 0, 1, 0)))"
+    )
+
+
+def _open_day_means(H: int, day: str, j0: int, j1: int) -> str:
+    """SQL: for each horizon step h = 1..H, the mean of ``y`` over the days ``day`` (an
+    expression of h and j, for j = j0..j1) that were observed and open, divided by ``scale``;
+    0 when there is none.  (A closed day says nothing about an open one's level.)"""
+    return (
+        f"transform(sequence(1, {H}), h -> aggregate(sequence({j0}, {j1}), "
+        "named_struct('s', 0D, 'n', 0), "
+        f"(acc, j) -> IF(has_y[{day}] = 1 AND coalesce(open[{day}], 1) = 1, "
+        f"named_struct('s', acc.s + y[{day}], 'n', acc.n + 1), acc), "
+        "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
+    )
+
+
+def _trail(col: str, w: int) -> str:
+    """Trailing window of w days ending at o, clipped at the start of the axis."""
+    return f"slice({col}, greatest(o - {w - 2}, 1), least({w}, o + 1))"
+
+
+def with_history(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+    L = cfg.history
+    df = df.withColumn("hh", F.expr(_hist("has_y", L))).withColumn(
+        "hym", F.expr(_masked(_hist("y", L), "hh"))
+    )
+    df = df.withColumn("n_obs", F.expr(_sum("hh", "0")))
+    df = df.withColumn("_pos", F.expr(_positive_mean("hym", "hh")))
+    longer = _positive_mean(_masked(_trail("y", SCALE_FALLBACK_DAYS),
+                                    _trail("has_y", SCALE_FALLBACK_DAYS)),
+                            _trail("has_y", SCALE_FALLBACK_DAYS))
+    df = df.withColumn("_long", F.expr(
+        f"IF(_pos.n >= {MIN_SALES_DAYS}, named_struct('s', 0D, 'n', 0), {longer})"))
+    # has_scale = 0: no day with sales in the window nor the year before it (a store closed
+    # for a year); such windows cannot be scaled and are kept out of training and tests.
+    df = df.withColumn("has_scale", F.expr("IF(_pos.n > 0 OR _long.n > 0, 1, 0)"))
+    df = df.withColumn("scale", F.expr(
+        f"CASE WHEN _pos.n >= {MIN_SALES_DAYS} THEN _pos.s / _pos.n "
+        "WHEN _long.n > 0 THEN _long.s / _long.n "
+        "WHEN _pos.n > 0 THEN _pos.s / _pos.n ELSE 1D END"
+    )).drop("_pos", "_long")
+    hist_price = _hist("price", L)
+    mean_price = (
+        f"aggregate(filter({hist_price}, p -> p IS NOT NULL), named_struct('s', 0D, 'n', 0), "
+        "(acc, p) -> named_struct('s', acc.s + p, 'n', acc.n + 1), "
+        "acc -> IF(acc.n > 0, acc.s / acc.n, NULL))"
+    )
+    df = df.withColumn("ref_price", F.expr(mean_price))
+    return select_declared(df, {
+        "hist_y": F.expr("transform(hym, a -> a / scale)"),
+        "hist_observed": F.col("hh"),
+        "hist_open": F.expr(f"transform({_hist('open', L)}, v -> coalesce(v, 0))"),
+        "hist_promo": F.expr(f"transform({_hist('promo', L)}, v -> coalesce(v, 0))"),
+        "hist_price": F.expr(f"transform({hist_price}, p -> coalesce(p / ref_price, 1D))"),
+        "hist_holiday": F.expr(_hist("holiday", L)),
+        "hist_school": F.expr(_hist("school", L)),
+    }, N.OWN_HISTORY)
+
+
+def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
+    H, W = cfg.horizon, cfg.same_weekday_weeks
+    w0 = axis.t0.weekday()
+    fut_price = _fut("price", H)
+    window = float(cfg.holiday_window)
+    # Same weekday as o+h in history: o + h - 7*ceil(h/7), then 7, 14, ... days earlier.
+    sw = _open_day_means(H, "o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j", 0, W - 1)
+    # A year earlier, same weekday: o + h - 364 and the weeks either side.
+    last_year = _open_day_means(H, "o + h - 364 + 7 * j", -1, 1)
+    days_to = f"transform({{col}}, v -> IF(v = {NO_HOLIDAY}, 1D, v / {window}))"
+    df = select_declared(df, {
+        "fut_open": F.expr(f"transform({_fut('open', H)}, v -> coalesce(v, 1))"),
+        "fut_promo": F.expr(f"transform({_fut('promo', H)}, v -> coalesce(v, 0))"),
+        "fut_price": F.expr(f"transform({fut_price}, p -> coalesce(p / ref_price, 1D))"),
+        "fut_holiday": F.expr(_fut("holiday", H)),
+        "fut_school": F.expr(_fut("school", H)),
+        "fut_to_holiday": F.expr(days_to.format(col=_fut("to_holiday", H))),
+        "fut_since_holiday": F.expr(days_to.format(col=_fut("since_holiday", H))),
+        "fut_doy": F.expr(
+            f"transform(sequence(o + 1, o + {H}), d -> "
+            f"dayofyear(date_add(DATE'{axis.t0.isoformat()}', d)) / 366D)"),
+        "fut_sw_mean": F.expr(sw),
+        "fut_last_year": F.expr(last_year),
+    }, N.FUTURE)
+    return df.select(
+        "*",
+        F.expr(f"transform(sequence(o + 1, o + {H}), d -> (d + {w0}) % 7)").alias(N.FUT_DOW),
+        F.expr(_masked(_fut("y", H), _fut("has_y", H))).alias("y_fut"),
+        F.expr(_fut("has_y", H)).alias("y_mask"),
+    )
+
+
+def with_scalars(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+    """Lags and rolling statistics ending at o, scaled by the example's scale."""
+    cols: list[Column] = []
+    for k in cfg.lags:
+        idx = f"o - {k - 1}"
+        cols.append(F.expr(f"IF(has_y[{idx}] = 1, y[{idx}] / scale, 0D)").alias(N.lag(k)))
+    tmp = []
+    for w in cfg.rolling_windows:
+        m, v = f"_m{w}", f"_v{w}"
+        df = df.withColumn(m, F.expr(_trail("has_y", w)))
+        df = df.withColumn(v, F.expr(_masked(_trail("y", w), m)))
+        df = df.withColumn(f"_n{w}", F.expr(f"greatest({_sum(m, '0')}, 1)"))
+        df = df.withColumn(f"_mean{w}", F.expr(f"{_sum(v)} / _n{w}"))
+        var = (
+            f"aggregate(zip_with({v}, {m}, (a, b) -> IF(b = 1, (a - _mean{w}) * (a - _mean{w}), 0D)), "
+            f"0D, (acc, a) -> acc + a) / _n{w}"
+        )
+        cols.append(F.expr(f"_mean{w} / scale").alias(N.rolling_mean(w)))
+        cols.append(F.expr(f"sqrt({var}) / scale").alias(N.rolling_std(w)))
+        tmp += [m, v, f"_n{w}", f"_mean{w}"]
+    cols.append(F.log1p("scale").alias(N.LOG_SCALE))
+    cols.append((F.col("n_obs") / cfg.history).alias(N.OBS_FRAC))
+    cols.append(F.log1p(F.col("o") - F.col("first_day") + 1).alias(N.LOG_AGE))
+    return df.select("*", *cols).drop(*tmp)
+
+
+def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+    """Neighbour histories (k x L, each scaled by its own window mean) and the spatial lag."""
+    L, K = cfg.history, cfg.spatial.k
+    empty = (
+        "named_struct('rank', 0, 'weight', 0D, 'distance_km', 0D, 'neighbour_id', "
+        "CAST(NULL AS STRING), 'y', CAST(NULL AS ARRAY<DOUBLE>), 'has_y', CAST(NULL AS ARRAY<INT>))"
+    )
+    padded = (
+        f"slice(concat(coalesce(nbr, array()), array_repeat({empty}, {K})), 1, {K})"
+    )
+    per = (
+        f"transform({padded}, n -> named_struct("
+        f"'id', n.neighbour_id, 'w', n.weight, 'd', n.distance_km, "
+        f"'m', coalesce({_hist('n.has_y', L)}, array_repeat(0, {L})), "
+        f"'v', coalesce({_hist('n.y', L)}, array_repeat(CAST(NULL AS DOUBLE), {L}))))"
+    )
+    df = df.withColumn("_nb", F.expr(per))
+    scaled = (
+        "transform(_nb, n -> named_struct('id', n.id, 'w', n.w, 'd', n.d, 'm', n.m, "
+        f"'z', {_masked('n.v', 'n.m')}))"
+    )
+    df = df.withColumn("_nb", F.expr(scaled))
+    normed = (
+        "transform(_nb, n -> named_struct('id', n.id, 'w', n.w, 'd', n.d, 'm', n.m, "
+        f"'s', {_sum('n.m', '0')}, 'z', n.z, 't', {_sum('n.z')}))"
+    )
+    df = df.withColumn("_nb", F.expr(normed))
+    df = df.withColumn(
+        "_nb",
+        F.expr(
+            "transform(_nb, n -> named_struct('id', n.id, 'w', n.w, 'd', n.d, 'm', n.m, "
+            "'ok', IF(n.s > 0 AND n.t > 0, 1, 0), "
+            "'z', transform(n.z, a -> IF(n.s > 0 AND n.t > 0, a / (n.t / n.s), 0D))))"
+        ),
+    )
+    lag = (
+        f"transform(sequence(0, {L - 1}), t -> aggregate(_nb, named_struct('num', 0D, 'den', 0D), "
+        "(acc, n) -> IF(n.ok = 1 AND n.m[t] = 1, named_struct('num', acc.num + n.w * n.z[t], "
+        "'den', acc.den + n.w), acc), acc -> IF(acc.den > 0, acc.num / acc.den, 0D)))"
+    )
+    return df.select(
+        "*",
+        F.expr("flatten(transform(_nb, n -> n.z))").alias("nbr_y"),
+        F.expr("transform(_nb, n -> n.ok)").alias("nbr_mask"),
+        F.expr("transform(_nb, n -> n.id)").alias("nbr_ids"),
+        F.expr("transform(_nb, n -> coalesce(n.d, 0D))").alias("nbr_dist"),
+        F.expr("transform(_nb, n -> coalesce(n.w, 0D))").alias("nbr_weight"),
+        F.expr(lag).alias(N.SPATIAL_LAG),
+    ).drop("_nb")
+
+
+def with_aggregates(df: DataFrame, cfg: FeaturesConfig, levels: list[str]) -> DataFrame:
+    """Region aggregates over the history, each scaled by its own window mean."""
+    L = cfg.history
+    for level in levels:
+        m = _hist(f"agg_{level}_has", L)
+        df = df.withColumn("_av", F.expr(_masked(_hist(f"agg_{level}_y", L), m)))
+        df = df.withColumn("_am", F.expr(f"{_sum('_av')} / greatest({_sum(m, '0')}, 1)"))
+        df = df.withColumn(
+            N.aggregate_channel(level), F.expr("transform(_av, a -> IF(_am > 0, a / _am, 0D))")
+        ).drop("_av", "_am")
+    return df
+
+
+def float_arrays(df: DataFrame, names: list[str]) -> DataFrame:
+    """Cast feature arrays to float32 (half the size; what the model consumes)."""
+    out = []
+    for f in df.schema.fields:
+        if f.name in names:
+            if f.dataType.typeName() == "array":
+                out.append(F.col(f.name).cast("array<float>").alias(f.name))
+            else:
+                out.append(F.col(f.name).cast("float").alias(f.name))
+        else:
+            out.append(F.col(f.name))
+    return df.select(*out)
+
+
+def build_examples(
+    wide: DataFrame,
+    rules: list[OriginRule],
+    cfg: FeaturesConfig,
+    axis: Axis,
+    levels: list[str],
+) -> DataFrame:
+    """All examples for ``rules`` from the wide per-series table (arrays + context)."""
+    df = explode_origins(wide, rules, cfg)
+    df = with_history(df, cfg)
+    # weekday of the history (needs the axis' first weekday)
+    df = df.withColumn(
+        N.HIST_DOW,
+        F.expr(f"transform(sequence(o - {cfg.history - 1}, o), d -> (d + {axis.t0.weekday()}) % 7)"),
+    )
+    df = with_future(df, cfg, axis)
+    df = with_scalars(df, cfg)
+    df = with_neighbours(df, cfg)
+    df = with_aggregates(df, cfg, levels)
+    # The per-series day arrays have served; the future target takes the name ``y``.
+    return df.drop("y").withColumnRenamed("y_fut", "y")
+
+
+def needs_target(df: DataFrame, rules: list[OriginRule]) -> DataFrame:
+    """Drop examples of splits that need a target but have no observed one, no history, or
+    no scale (see ``has_scale``)."""
+    need = [r.name for r in rules if r.need_target]
+    has_target = F.expr(_sum("y_mask", "0")) > 0
+    usable = has_target & (F.col("n_obs") > 0) & (F.col("has_scale") == 1)
+    return df.where(~F.col("split").isin(need) | usable)

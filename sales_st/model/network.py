@@ -1,0 +1,294 @@
+"""The fused spatio-temporal forecaster (Keras 2 functional API), built from the feature spec.
+
+    z      = project(own history channels, weekday embedding)          [B, L, d]
+    h_t    = M_seq(z)                     temporal-only representation
+    h_st   = M_seq(M_spa(z))              spatio-temporal representation
+    y      = gamma * h_st + (1 - gamma) * h_t,  gamma = sigmoid(W [h_t, h_st, s])
+
+``M_seq`` (one set of weights, applied twice) is a stacked LSTM with additive temporal
+attention, or a Transformer encoder with attention pooling.  ``M_spa`` attends from the
+target series (query) to its region context -- the k neighbour histories with distance
+encodings, the spatial lag and the hierarchy aggregates -- and adds to every time step of
+``z`` the attention-weighted context sequence plus the pooled context vector.  The decoder
+is direct multi-horizon: for each step h it sees the fused vector, the static encoding, the
+known-future covariates of day o+h and a horizon embedding, and emits quantiles that cannot
+cross (median plus/minus cumulative softplus offsets), as corrections to the same-weekday
+mean of the last weeks (``baseline_skip``).
+
+Layer names carry the encoder they belong to (``temporal_``, ``spatial_``, ``static_``,
+``fusion_``, ``decoder_``) so fine-tuning can freeze encoders by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+from tensorflow import keras
+from tensorflow.keras import layers
+
+from sales_st.config import ModelConfig
+from sales_st.features import names as N
+from sales_st.features.spec import FeatureSpec
+
+ENCODERS = ("temporal", "spatial", "static", "fusion", "decoder")
+
+
+@dataclass(frozen=True)
+class InputDims:
+    history: int
+    horizon: int
+    k: int
+    own: int  # own history channels
+    ctx: int  # context sequences (spatial lag + aggregates)
+    fut: int
+    vocab_sizes: list[int]
+    num: int
+
+
+def input_dims(spec: FeatureSpec) -> InputDims:
+    lay = spec.layout
+    return InputDims(
+        history=lay.history,
+        horizon=lay.horizon,
+        k=lay.k,
+        own=len(lay.own_hist),
+        ctx=len(lay.context_hist),
+        fut=len(lay.fut),
+        vocab_sizes=[spec.vocab_sizes[c] for c in lay.categorical],
+        num=len(lay.numeric),
+    )
+
+
+def model_inputs(d: InputDims) -> dict[str, keras.Input]:
+    return {
+        "hist": keras.Input((d.history, d.own), name="hist"),
+        "hist_dow": keras.Input((d.history,), dtype="int32", name="hist_dow"),
+        "ctx_seq": keras.Input((max(d.ctx, 1), d.history), name="ctx_seq"),
+        "nbr_y": keras.Input((d.k, d.history), name="nbr_y"),
+        "nbr_mask": keras.Input((d.k,), name="nbr_mask"),
+        "nbr_dist": keras.Input((d.k,), name="nbr_dist"),
+        "fut": keras.Input((d.horizon, d.fut), name="fut"),
+        "fut_dow": keras.Input((d.horizon,), dtype="int32", name="fut_dow"),
+        "cat": keras.Input((len(d.vocab_sizes),), dtype="int32", name="cat"),
+        "num": keras.Input((d.num,), name="num"),
+    }
+
+
+class PositionTable(layers.Layer):
+    """A learned vector per position (time step, context slot, horizon step), added to a
+    ``[B, positions, dim]`` input.
+
+    A layer of its own, called on a model tensor, so that its table is one of the model's
+    weights: saved, restored and trained like the others (an ``Embedding`` called on a
+    ``tf.range`` constant is not tracked by the functional model and is re-drawn at load).
+    """
+
+    def __init__(self, positions: int, dim: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.positions, self.dim = positions, dim
+
+    def build(self, input_shape: Any) -> None:
+        self.table = self.add_weight(
+            name="table", shape=(self.positions, self.dim),
+            initializer=keras.initializers.RandomUniform(-0.05, 0.05), trainable=True)
+        super().build(input_shape)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return x + self.table[None]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "positions": self.positions, "dim": self.dim}
+
+
+# ---- encoders ----------------------------------------------------------------------------
+
+
+def temporal_encoder(cfg: ModelConfig, L: int) -> keras.Model:
+    """M_seq: [B, L, d] -> (h [B, d], attention over steps [B, L])."""
+    d = cfg.units
+    x_in = keras.Input((L, d), name="temporal_in")
+    x = x_in
+    if cfg.temporal == "lstm":
+        for i in range(cfg.layers):
+            x = layers.LSTM(d, return_sequences=True, name=f"temporal_lstm_{i}")(x)
+            if cfg.dropout:
+                x = layers.Dropout(cfg.dropout, name=f"temporal_drop_{i}")(x)
+        last = x[:, -1, :]
+        score = layers.Dense(1, name="temporal_att_v")(
+            tf.nn.tanh(layers.Dense(d, name="temporal_att_w")(x)
+                       + layers.Dense(d, use_bias=False, name="temporal_att_u")(last)[:, None, :])
+        )
+    else:
+        x = PositionTable(L, d, name="temporal_pos")(x)
+        for i in range(cfg.layers):
+            att = layers.MultiHeadAttention(cfg.heads, d // cfg.heads, dropout=cfg.dropout,
+                                            name=f"temporal_mha_{i}")(x, x)
+            x = layers.LayerNormalization(name=f"temporal_ln1_{i}")(x + att)
+            ff = layers.Dense(2 * d, activation="gelu", name=f"temporal_ff1_{i}")(x)
+            ff = layers.Dense(d, name=f"temporal_ff2_{i}")(ff)
+            x = layers.LayerNormalization(name=f"temporal_ln2_{i}")(x + ff)
+        last = x[:, -1, :]
+        score = layers.Dense(1, name="temporal_att_v")(
+            tf.nn.tanh(layers.Dense(d, name="temporal_att_w")(x))
+        )
+    alpha = tf.nn.softmax(score[..., 0], axis=-1)
+    context = tf.reduce_sum(alpha[..., None] * x, axis=1)
+    h = layers.Dense(d, activation="relu", name="temporal_out")(
+        layers.Concatenate(name="temporal_cat")([last, context])
+    )
+    return keras.Model(x_in, [h, alpha], name="temporal_encoder")
+
+
+def spatial_encoder(cfg: ModelConfig, dims: InputDims, z: tf.Tensor, s: tf.Tensor,
+                    inp: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+    """M_spa: returns (z enriched with region context [B, L, d], attention [B, k + ctx])."""
+    d = cfg.units
+    L = dims.history
+    seq_proj = layers.Dense(d, name="spatial_seq_proj")  # shared: a history of L -> a token
+    nbr_tok = seq_proj(inp["nbr_y"])  # [B, k, d]
+    dist = layers.Dense(d, name="spatial_dist")(inp["nbr_dist"][..., None] / 100.0)
+    nbr_tok = nbr_tok + dist
+    ctx_tok = seq_proj(inp["ctx_seq"])  # [B, ctx, d]
+    tokens = PositionTable(dims.k + max(dims.ctx, 1), d, name="spatial_slot")(
+        layers.Concatenate(axis=1, name="spatial_tokens")([nbr_tok, ctx_tok]))
+    ctx_mask = tf.ones_like(inp["ctx_seq"][:, :, 0]) if dims.ctx else tf.zeros_like(
+        inp["ctx_seq"][:, :, 0])
+    mask = tf.concat([inp["nbr_mask"], ctx_mask], axis=1)  # [B, k + ctx]
+    query = layers.Dense(d, name="spatial_query")(
+        layers.Concatenate(name="spatial_qcat")([seq_proj(inp["hist"][..., 0]), s])
+    )[:, None, :]
+    # Always keep one slot attendable so that a series with no context gets a zero vector.
+    any_ctx = tf.cast(tf.reduce_sum(mask, axis=1, keepdims=True) > 0, tf.float32)
+    safe_mask = tf.concat([mask[:, :1] + (1 - any_ctx), mask[:, 1:]], axis=1)
+    attended, scores = layers.MultiHeadAttention(
+        cfg.heads, d // cfg.heads, name="spatial_mha"
+    )(query, tokens, attention_mask=tf.cast(safe_mask[:, None, :] > 0, tf.bool),
+      return_attention_scores=True)
+    beta = tf.reduce_mean(scores[:, :, 0, :], axis=1) * any_ctx  # [B, k + ctx]
+    pooled = attended[:, 0, :] * any_ctx  # [B, d]
+    sequences = tf.concat([inp["nbr_y"], inp["ctx_seq"]], axis=1)  # [B, k + ctx, L]
+    ctx_series = tf.einsum("bs,bsl->bl", beta, sequences)[..., None]  # [B, L, 1]
+    per_step = layers.Concatenate(name="spatial_step_cat")(
+        [ctx_series, tf.repeat(pooled[:, None, :], L, axis=1)]
+    )
+    z_spa = z + layers.Dense(d, name="spatial_inject")(per_step)
+    return z_spa, beta
+
+
+# ---- the model ---------------------------------------------------------------------------
+
+
+def build_model(spec: FeatureSpec, cfg: ModelConfig) -> keras.Model:
+    """The full model; outputs ``quantiles`` [B, H, Q] (scaled units) and explanations."""
+    dims = input_dims(spec)
+    d = cfg.units
+    inp = model_inputs(dims)
+    e = cfg.embedding_dim
+
+    # static encoder
+    embs = [
+        layers.Embedding(size, e, name=f"static_emb_{i}")(inp["cat"][:, i])
+        for i, size in enumerate(dims.vocab_sizes)
+    ]
+    s = layers.Dense(d, activation="relu", name="static_dense")(
+        layers.Concatenate(name="static_cat")(embs + [inp["num"]])
+    )
+
+    dow = layers.Embedding(7, 4, name="temporal_dow")
+    z = layers.Dense(d, name="temporal_in_proj")(
+        layers.Concatenate(name="temporal_in_cat")([inp["hist"], dow(inp["hist_dow"])])
+    )
+    m_seq = temporal_encoder(cfg, dims.history)
+    h_t, alpha_t = m_seq(z)
+    if cfg.spatial:
+        z_spa, beta = spatial_encoder(cfg, dims, z, s, inp)
+        h_st, alpha_st = m_seq(z_spa)
+        if cfg.fusion == "gate":
+            gamma = layers.Dense(d, activation="sigmoid", name="fusion_gate")(
+                layers.Concatenate(name="fusion_cat")([h_t, h_st, s])
+            )
+            h = gamma * h_st + (1.0 - gamma) * h_t
+            gate = tf.reduce_mean(gamma, axis=-1)
+        else:
+            h = layers.Dense(d, activation="relu", name="fusion_dense")(
+                layers.Concatenate(name="fusion_cat")([h_t, h_st])
+            )
+            gate = tf.ones_like(h[:, 0])
+        alpha = alpha_st
+    else:
+        h, alpha, gate = h_t, alpha_t, tf.zeros_like(h_t[:, 0])
+        beta = tf.zeros_like(inp["nbr_mask"][:, :0])
+
+    # decoder
+    H = dims.horizon
+    step = PositionTable(H, 8, name="decoder_step")(tf.zeros_like(inp["fut"][..., :8]))
+    dec_in = layers.Concatenate(name="decoder_cat")([
+        inp["fut"],
+        dow(inp["fut_dow"]),
+        step,
+        tf.repeat(h[:, None, :], H, axis=1),
+        tf.repeat(s[:, None, :], H, axis=1),
+    ])
+    x = layers.Dense(cfg.decoder_units, activation="relu", name="decoder_d1")(dec_in)
+    x = layers.Dense(cfg.decoder_units, activation="relu", name="decoder_d2")(x)
+    raw = layers.Dense(len(cfg.quantiles), name="decoder_q")(x)
+    quantiles = monotone_quantiles(raw, cfg.quantiles)
+    fut_names = spec.layout.fut
+    if cfg.baseline_skip and N.SW_MEAN in fut_names:
+        i = fut_names.index(N.SW_MEAN)
+        quantiles = quantiles + inp["fut"][..., i:i + 1]
+    outputs = {"quantiles": quantiles, "temporal_attention": alpha, "spatial_attention": beta,
+               "gate": gate}
+    return keras.Model(inp, outputs, name="st_forecaster")
+
+
+def monotone_quantiles(raw: tf.Tensor, quantiles: list[float]) -> tf.Tensor:
+    """Median from its own unit; lower/upper quantiles at cumulative softplus distances."""
+    qs = sorted(quantiles)
+    mid = qs.index(0.5)
+    median = raw[..., mid:mid + 1]
+    below = tf.nn.softplus(raw[..., :mid])
+    above = tf.nn.softplus(raw[..., mid + 1:])
+    lower = median - tf.reverse(tf.cumsum(tf.reverse(below, [-1]), axis=-1), [-1])
+    upper = median + tf.cumsum(above, axis=-1)
+    return tf.concat([lower, median, upper], axis=-1)
+
+
+def pinball_loss(quantiles: list[float]):
+    """Masked pinball loss; ``y_true`` is [B, H, 2] = (scaled target, mask)."""
+    q = tf.constant(sorted(quantiles), dtype=tf.float32)
+
+    def loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        y, mask = y_true[..., :1], y_true[..., 1]
+        err = y - y_pred  # [B, H, Q]
+        pin = tf.reduce_mean(tf.maximum(q * err, (q - 1.0) * err), axis=-1)
+        return tf.reduce_sum(pin * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+
+    loss.__name__ = "pinball"
+    return loss
+
+
+def set_trainable(model: keras.Model, frozen: list[str]) -> list[str]:
+    """Freeze the layers of the named encoders; returns the names of frozen layers."""
+    names = []
+    for layer in _all_layers(model):
+        group = layer.name.split("_", 1)[0]
+        if group in ENCODERS:
+            layer.trainable = group not in frozen
+            if group in frozen:
+                names.append(layer.name)
+    return names
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def encoder_weights(model: keras.Model, group: str) -> list[tf.Variable]:
+    return [w for layer in _all_layers(model) if layer.name.startswith(group + "_")
+            for w in layer.trainable_weights]

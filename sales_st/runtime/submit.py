@@ -1,0 +1,45 @@
+"""Arguments for spark-submit derived from the configuration (used by ./spark-submit.sh).
+
+    python -m sales_st.runtime.submit --env cluster      # prints one argument per line
+
+Prints ``--master`` (``SPARK_MASTER`` from the environment wins over ``spark.master``) and a
+``--conf key=value`` pair for every Spark property of the config, so that the driver, the
+executors and the catalog see the same settings as a job started with ``python jobs/x.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sales_st.config import ConfigError, load_config
+from sales_st.runtime.jobs import DEFAULT_CONF
+from sales_st.runtime.session import spark_properties
+
+
+def submit_args(conf: str, env: str, overrides: list[str]) -> list[str]:
+    cfg = load_config(conf, env, overrides)
+    master = os.environ.get("SPARK_MASTER") or cfg.spark.master
+    args = ["--master", master, "--name", cfg.spark.app_name]
+    for key, value in spark_properties(cfg).items():
+        args += ["--conf", f"{key}={value}"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--conf", default=DEFAULT_CONF)
+    p.add_argument("--env", default="local")
+    p.add_argument("overrides", nargs="*")
+    a, _ = p.parse_known_args(argv)
+    try:
+        print("\n".join(submit_args(a.conf, a.env, [o for o in a.overrides if "=" in o])))
+    except ConfigError as exc:
+        print(f"spark-submit.sh: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Scoring example windows with a stored model in Spark (``mapInPandas``): the Keras model
+is loaded once per Python worker and fed Arrow batches; the output has the forecasts
+table's columns -- one row per (series, target date) with quantile columns, region keys,
+the model id and, when enabled, explanations (most-attended history days, spatial
+attention over neighbours and region aggregates, the fusion gate).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+
+from sales_st.data.contract import SERIES_KEY
+from sales_st.features.spec import FeatureSpec
+from sales_st.training import store as model_store
+
+log = logging.getLogger(__name__)
+
+FAIL_WRITE_ENV = "SALES_ST_FAIL_FORECAST_AFTER_ROWS"  # fault injection for the write test
+_MODELS: dict[str, Any] = {}  # one model per Python worker process
+
+
+def quantile_columns(quantiles: list[float]) -> list[str]:
+    return [f"p{round(q * 100):02d}" for q in sorted(quantiles)]
+
+
+def forecast_ddl(quantiles: list[float], region_columns: list[str]) -> str:
+    qcols = ", ".join(f"{c} DOUBLE" for c in quantile_columns(quantiles))
+    keys = ", ".join(f"{c} STRING" for c in SERIES_KEY + list(region_columns))
+    return (
+        keys + ", target_date DATE, horizon INT, " + qcols + ", "
+        "model_id STRING, created_at TIMESTAMP, gate DOUBLE, "
+        "top_history_dates ARRAY<DATE>, top_history_weights ARRAY<DOUBLE>, "
+        "spatial_sources ARRAY<STRING>, spatial_weights ARRAY<DOUBLE>, run_date DATE"
+    )
+
+
+def _load_cached(root: str, mid: str):
+    key = f"{root}/{mid}"
+    if key not in _MODELS:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        threads = int(os.environ.get("SALES_ST_SCORING_THREADS", "1"))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TF already initialised in this worker
+            pass
+        full, spec, meta = model_store.load_model(root, mid)
+        _MODELS[key] = (full, spec, meta)
+    return _MODELS[key]
+
+
+def predict_batch(full: Any, spec: FeatureSpec, pdf: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Model outputs for a pandas batch of examples, quantiles back in target units.
+
+    Days known to be closed (``fut_open = 0``, from plans or holidays) are forecast as 0.
+    """
+    from sales_st.model.tensors import columns_from_pandas, model_inputs_from_columns
+
+    cols = columns_from_pandas(pdf, spec.layout.input_columns())
+    out = full(model_inputs_from_columns(cols, spec), training=False)
+    scale = pdf["scale"].to_numpy(dtype=np.float64)
+    q = out["quantiles"].numpy().astype(np.float64) * scale[:, None, None]
+    q *= cols["fut_open"].astype(np.float64)[:, :, None]
+    return {
+        "quantiles": np.maximum(q, 0.0),
+        "temporal_attention": out["temporal_attention"].numpy(),
+        "spatial_attention": out["spatial_attention"].numpy(),
+        "gate": out["gate"].numpy(),
+    }
+
+
+def long_rows(pdf: pd.DataFrame, pred: dict[str, np.ndarray], spec: FeatureSpec,
+              qcols: list[str], region_columns: list[str], model_id: str,
+              created_at: dt.datetime, run_date: dt.date, explain: bool,
+              top_steps: int) -> pd.DataFrame:
+    """One row per (example, horizon step)."""
+    n, H, L = len(pdf), spec.horizon, spec.history
+    origin = pd.to_datetime(pdf["origin"]).to_numpy()
+    rep = np.repeat(np.arange(n), H)
+    steps = np.tile(np.arange(1, H + 1), n)
+    out = pd.DataFrame({c: _opt(pdf, c)[rep] for c in SERIES_KEY + list(region_columns)})
+    out["target_date"] = (origin[rep] + steps.astype("timedelta64[D]")).astype("datetime64[D]")
+    out["horizon"] = steps.astype(np.int32)
+    q = pred["quantiles"].reshape(n * H, -1)
+    for i, c in enumerate(qcols):
+        out[c] = q[:, i]
+    out["model_id"] = model_id
+    out["created_at"] = pd.Timestamp(created_at)
+    ctx_names = [c.replace("hist_", "") for c in spec.layout.context_hist]
+    if explain:
+        alpha = pred["temporal_attention"]
+        top = np.argsort(-alpha, axis=1)[:, :top_steps]
+        days = [
+            [(pd.Timestamp(origin[i]) - pd.Timedelta(days=int(L - 1 - j))).date() for j in row]
+            for i, row in enumerate(top)
+        ]
+        weights = [[float(alpha[i, j]) for j in row] for i, row in enumerate(top)]
+        beta = pred["spatial_attention"]
+        sources, sweights = [], []
+        nbr_ids = pdf["nbr_ids"].to_numpy() if "nbr_ids" in pdf else [None] * n
+        for i in range(n):
+            names = [x if x is not None else "" for x in (list(nbr_ids[i]) if nbr_ids[i] is not None else [])]
+            names = (names + [""] * spec.k)[: spec.k] + ctx_names
+            pairs = sorted(((float(w), s) for w, s in zip(beta[i], names) if w > 1e-4 and s),
+                           reverse=True)
+            sources.append([s for _, s in pairs])
+            sweights.append([w for w, _ in pairs])
+        out["gate"] = pred["gate"].astype(np.float64)[rep]
+        out["top_history_dates"] = [days[i] for i in rep]
+        out["top_history_weights"] = [weights[i] for i in rep]
+        out["spatial_sources"] = [sources[i] for i in rep]
+        out["spatial_weights"] = [sweights[i] for i in rep]
+    else:
+        out["gate"] = np.nan
+        for c in ("top_history_dates", "top_history_weights", "spatial_sources", "spatial_weights"):
+            out[c] = None
+    out["run_date"] = run_date
+    return out
+
+
+def _opt(pdf: pd.DataFrame, col: str) -> np.ndarray:
+    return pdf[col].to_numpy() if col in pdf else np.full(len(pdf), None, dtype=object)
+
+
+def scorer(root: str, mid: str, qcols: list[str], region_columns: list[str],
+           created_at: dt.datetime, run_date: dt.date, explain: bool,
+           top_steps: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    fail_after = int(os.environ.get(FAIL_WRITE_ENV, "0") or 0)
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        full, spec, meta = _load_cached(root, mid)
+        done = 0
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            pred = predict_batch(full, spec, pdf)
+            rows = long_rows(pdf, pred, spec, qcols, region_columns, mid, created_at, run_date,
+                             explain, top_steps)
+            done += len(rows)
+            yield rows
+            if fail_after and done >= fail_after:
+                raise RuntimeError(f"injected failure after writing {done} forecast rows")
+
+    return score
+
+
+def score_examples(examples: DataFrame, root: str, mid: str, quantiles: list[float],
+                   region_columns: list[str], run_date: dt.date, explain: bool,
+                   top_steps: int) -> DataFrame:
+    """Forecast rows (the forecasts table's columns) for every example row."""
+    qcols = quantile_columns(quantiles)
+    created_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    fn = scorer(root, mid, qcols, region_columns, created_at, run_date, explain, top_steps)
+    return examples.mapInPandas(fn, forecast_ddl(quantiles, region_columns))

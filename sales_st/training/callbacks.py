@@ -1,0 +1,67 @@
+"""Keras callbacks of the Horovod worker: checkpointing with resume state, epoch timing, and
+fault injection for the resume test.
+
+Import this module inside the worker only: it loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from tensorflow import keras
+
+from sales_st.storage.files import write_json
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_STATE = "state.json"
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Rank 0: save weights + optimizer state after every epoch, then the resume state."""
+
+    def __init__(self, ckpt: Any, directory: str, history: dict[str, list[float]],
+                 initial_val_loss: float | None):
+        super().__init__()
+        self.ckpt, self.directory = ckpt, directory
+        self.history = {k: list(v) for k, v in history.items()}
+        self.initial_val_loss = initial_val_loss
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(float(v))
+        path = self.ckpt.write(f"{self.directory}/epoch-{epoch + 1:04d}")
+        write_json(f"{self.directory}/{CHECKPOINT_STATE}",
+                   {"epoch": epoch + 1, "path": path, "history": self.history,
+                    "initial_val_loss": self.initial_val_loss})
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch's training steps (validation excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_test_begin(self, logs: dict[str, float] | None = None) -> None:
+        if self._t0:
+            self.seconds.append(time.perf_counter() - self._t0)
+            self._t0 = 0.0
+
+
+class FailAfter(keras.callbacks.Callback):
+    """Raise after the given epoch has been checkpointed (the resume test's injected fault)."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if epoch + 1 >= self.epoch:
+            raise RuntimeError(f"injected failure after epoch {epoch + 1}")

@@ -1,0 +1,249 @@
+"""The training job's driver side: choose data, write the plan, run Horovod on Spark.
+
+``run_training`` pre-trains on every series (``mode="pretrain"``) or fine-tunes a stored
+model on a segment chosen by a SQL predicate (``mode="finetune"``), freezing the encoders the
+config names.  The ranks run on Spark executors through ``horovod.spark.run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sales_st.config import Config, to_dict
+from sales_st.errors import ConfigError, DataError
+from sales_st.features.spec import FeatureSpec, SplitInfo, read_spec, write_spec
+from sales_st.storage.catalog import RunSummary
+from sales_st.storage.files import write_json, write_parquet_atomic
+from sales_st.training import store as model_store
+from sales_st.training.worker import TrainPlan, read_state
+
+log = logging.getLogger(__name__)
+
+EXECUTOR_PYTHON_ENV = "SALES_ST_EXECUTOR_PYTHON"
+
+
+def parquet_stats(url: str) -> tuple[int, int]:
+    """(rows, row groups) of a Parquet directory, from the footers only."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    rows = groups = 0
+    for f in fs.find(path):
+        if f.endswith(".parquet"):
+            with fs.open(f, "rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+            rows += meta.num_rows
+            groups += meta.num_row_groups
+    return rows, groups
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _url(path: str) -> str:
+    return path if "://" in path else f"file://{path}"
+
+
+def rank_entry():
+    """The function Horovod runs in each rank: puts the shipped package on the path, then
+    calls :func:`sales_st.training.worker.train_worker`.
+
+    The ranks are fresh Python processes started next to the executors; Spark's --py-files
+    are on the executors' Python workers' path but not on theirs.  This function is created
+    here, nested, so that cloudpickle ships it by value and unpickling it imports nothing.
+    """
+
+    def entry(plan_json: str):
+        import glob
+        import os
+        import sys
+
+        here = os.environ.get("HOROVOD_SPARK_WORK_DIR", os.getcwd())
+        for pkg in sorted(glob.glob(os.path.join(here, "sales_st*.zip"))):
+            if pkg not in sys.path:
+                sys.path.insert(0, pkg)
+        from sales_st.training.worker import train_worker as worker
+
+        return worker(plan_json)
+
+    return entry
+
+
+def segment_examples(spark: SparkSession, spec: FeatureSpec, predicate: str, out_dir: str,
+                     partitions: int) -> FeatureSpec:
+    """Write the train/val examples matching ``predicate`` under ``out_dir``; the spec of
+    the segment."""
+    splits = dict(spec.splits)
+    for split in ("train", "val"):
+        df = spark.read.parquet(spec.split_path(split)).where(F.expr(predicate))
+        dst = f"{out_dir}/{split}"
+        write_parquet_atomic(df.repartition(partitions), dst)
+        splits[split] = SplitInfo(dst, parquet_stats(dst)[0])
+    return spec.replace(splits=splits)
+
+
+@dataclass
+class TrainResult:
+    model_id: str
+    model_dir: str
+    skipped: bool
+    results: list[dict[str, Any]] = field(default_factory=list)  # one per rank
+    history: dict[str, list[float]] = field(default_factory=dict)
+    summary: RunSummary = field(default_factory=RunSummary)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What a training run starts from: mode, parent, the spec, settings and learning rate."""
+
+    mode: str
+    parent_id: str | None
+    spec: FeatureSpec
+    model_cfg: dict[str, Any]
+    freeze: list[str]
+    learning_rate: float
+    init_weights: str
+
+
+def _setup(cfg: Config, spec: FeatureSpec, mode: str, parent: str | None) -> _Setup:
+    root, tcfg = cfg.path("models"), cfg.train
+    if mode == "pretrain":
+        return _Setup(mode, None, spec, to_dict(cfg.model), [], tcfg.learning_rate, "")
+    if mode != "finetune":
+        raise ConfigError(f"--mode must be pretrain or finetune, found {mode!r}")
+    if not parent:
+        raise ConfigError("--mode finetune needs --from MODEL_ID (or an alias)")
+    parent_id = model_store.resolve(root, parent)
+    parent_spec = model_store.load_spec(root, parent_id)
+    if parent_spec.vocab_sizes != spec.vocab_sizes or parent_spec.layout != spec.layout:
+        raise DataError(
+            f"model {parent_id} was trained on features with other vocabularies or shapes; "
+            "rebuild the features with the same configuration or pre-train again"
+        )
+    return _Setup(
+        mode, parent_id, spec.replace(scalers=parent_spec.scalers),
+        model_store.load_meta(root, parent_id)["model_config"], list(tcfg.finetune.freeze),
+        tcfg.learning_rate * tcfg.finetune.learning_rate_factor,
+        f"{model_store.model_dir(root, parent_id)}/weights.h5",
+    )
+
+
+def run_training(
+    spark: SparkSession,
+    cfg: Config,
+    mode: str = "pretrain",
+    parent: str | None = None,
+    force: bool = False,
+    aliases: list[str] | None = None,
+) -> TrainResult:
+    """Pre-train on every series, or fine-tune ``parent`` on ``train.finetune.segment``."""
+    root, tcfg = cfg.path("models"), cfg.train
+    setup = _setup(cfg, read_spec(cfg.path("features")), mode, parent)
+    spec = setup.spec
+    segment = tcfg.finetune.segment if mode == "finetune" else None
+    train_cfg = to_dict(tcfg)
+    mid = model_store.model_id(mode, spec.run_date.isoformat(), {
+        "features": spec.features_id, "model": setup.model_cfg, "train": train_cfg,
+        "parent": setup.parent_id, "segment": segment,
+    })
+    mdir = model_store.model_dir(root, mid)
+    names = aliases or ["latest", "pretrained" if mode == "pretrain" else "finetuned"]
+    summary = RunSummary(run_date=spec.run_date, model_id=mid)
+    if model_store.is_complete(root, mid) and not force:
+        log.info("model %s is already trained with these inputs and settings: skipping", mid)
+        model_store.set_aliases(root, mid, names)
+        return TrainResult(mid, mdir, skipped=True, summary=summary)
+
+    if segment is not None:
+        spec = segment_examples(spark, spec, segment, f"{mdir}/segment",
+                                max(2, tcfg.ranks * 2))
+    train_rows, train_groups = parquet_stats(spec.split_path("train"))
+    val_rows, val_groups = parquet_stats(spec.split_path("val"))
+    if train_rows == 0 or val_rows == 0:
+        raise DataError(f"no training ({train_rows}) or validation ({val_rows}) examples"
+                        + (f" in segment '{segment}'" if segment else ""))
+    plan = TrainPlan(
+        spec=spec.to_dict(), model=setup.model_cfg, train=train_cfg,
+        train_url=_url(spec.split_path("train")), val_url=_url(spec.split_path("val")),
+        train_rows=train_rows, val_rows=val_rows, train_row_groups=train_groups,
+        val_row_groups=val_groups, model_dir=mdir, learning_rate=setup.learning_rate,
+        init_weights=setup.init_weights, freeze=setup.freeze,
+    )
+    meta = {
+        "model_id": mid, "mode": mode, "parent": setup.parent_id, "status": "training",
+        "run_date": spec.run_date.isoformat(), "model_config": setup.model_cfg,
+        "train_config": train_cfg, "segment": segment, "freeze": setup.freeze,
+    }
+    write_json(f"{mdir}/model.json", meta)
+    write_spec(mdir, spec)
+    write_json(f"{mdir}/lineage.json", {
+        "run_date": spec.run_date, "features_dir": cfg.path("features"),
+        "train": {"path": spec.split_path("train"), "rows": train_rows},
+        "val": {"path": spec.split_path("val"), "rows": val_rows},
+        "features_config": spec.features_config, "parent": setup.parent_id,
+        "config_sources": cfg.sources,
+    })
+    resumed = read_state(plan.checkpoint_dir)
+    log.info("training %s (%s) on %d ranks: %d train / %d val examples%s", mid, mode,
+             tcfg.ranks, train_rows, val_rows,
+             f", resuming after epoch {resumed['epoch']}" if resumed else "")
+    results = run_ranks(plan, tcfg.ranks)
+    history = results[0].get("history", {})
+    meta.update(status="complete", ranks=[{k: v for k, v in r.items() if k != "history"}
+                                         for r in results],
+                epochs_trained=len(history.get("loss", [])),
+                best_val_loss=min(history.get("val_loss", [float("nan")])),
+                initial_val_loss=results[0].get("initial_val_loss"),
+                finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    write_json(f"{mdir}/model.json", meta)
+    model_store.set_aliases(root, mid, names)
+    log.info("model %s trained: %d epochs, val loss %s -> best %.4f; aliases %s", mid,
+             meta["epochs_trained"], _fmt(meta["initial_val_loss"]), meta["best_val_loss"], names)
+    summary.rows_in = train_rows + val_rows
+    summary.details = {"mode": mode, "ranks": meta["ranks"], "epochs": meta["epochs_trained"],
+                       "initial_val_loss": meta["initial_val_loss"],
+                       "best_val_loss": meta["best_val_loss"]}
+    return TrainResult(mid, mdir, skipped=False, results=results, history=history,
+                       summary=summary)
+
+
+def run_ranks(plan: TrainPlan, ranks: int) -> list[dict[str, Any]]:
+    """Run the worker on ``ranks`` Horovod processes on the Spark executors; their results
+    sorted by rank, after checking that every rank ended with the same weights."""
+    import horovod.spark
+
+    executable = os.environ.get(EXECUTOR_PYTHON_ENV) or sys.executable
+    # The ranks run with the executors' environment plus our own switches (not the driver's
+    # whole environment, whose paths may not exist on the workers).
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("SALES_ST_") or k in ("TF_CPP_MIN_LOG_LEVEL",)}
+    results = horovod.spark.run(
+        rank_entry(), args=(plan.to_json(),), num_proc=ranks, use_gloo=True,
+        executable=executable, env=env, verbose=1, stdout=sys.stderr, stderr=sys.stderr,
+        start_timeout=600,
+    )
+    results = sorted(results, key=lambda r: r["rank"])
+    if len({r["digest"] for r in results}) != 1:
+        raise RuntimeError(f"ranks ended with different weights: {results}")
+    return results
+
+
+def run_pretraining(spark: SparkSession, cfg: Config, force: bool = False) -> list[TrainResult]:
+    """Pre-train the configured model and, with ``train.ablation``, its temporal-only twin."""
+    results = [run_training(spark, cfg, "pretrain", force=force)]
+    if cfg.train.ablation and cfg.model.spatial:
+        twin = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, spatial=False))
+        results.append(run_training(spark, twin, "pretrain", force=force,
+                                    aliases=["temporal_only"]))
+    return results

@@ -1,0 +1,320 @@
+"""Distributed training: the Horovod worker function and the plan it runs.
+
+The driver (``jobs/train.py``) writes a :class:`TrainPlan` -- plain JSON-able data -- and
+starts ``train_worker`` on Spark executors with ``horovod.spark.run``; the same function runs
+under ``horovodrun`` via ``python -m sales_st.training.worker PLAN.json``.  Each rank:
+
+* pins one GPU per local rank when there are GPUs, else limits its CPU threads;
+* reads its shard of the example Parquet with Petastorm ``make_batch_reader`` into
+  ``tf.data`` (shuffled row groups, shuffle buffer, prefetch);
+* trains with ``hvd.DistributedOptimizer``, the learning rate scaled by the number of ranks
+  with warm-up, broadcast and metric-average callbacks first, early stopping on the
+  (rank-averaged) validation loss;
+* rank 0 checkpoints every epoch (weights and optimizer state) and writes TensorBoard logs;
+  a re-run of a failed run resumes after the last checkpointed epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import resource
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from sales_st.config import ModelConfig, TrainConfig
+from sales_st.config.loader import from_dict
+from sales_st.features.spec import FeatureSpec
+
+log = logging.getLogger(__name__)
+
+# Fault injection for the resume test: fail after this epoch has been checkpointed.
+FAIL_AFTER_EPOCH_ENV = "SALES_ST_FAIL_AFTER_EPOCH"
+
+
+@dataclass
+class TrainPlan:
+    """Everything a rank needs, as plain JSON-able data (the driver writes it, ranks read it)."""
+
+    spec: dict[str, Any]  # FeatureSpec.to_dict()
+    model: dict[str, Any]  # ModelConfig
+    train: dict[str, Any]  # TrainConfig
+    train_url: str
+    val_url: str
+    train_rows: int
+    val_rows: int
+    train_row_groups: int
+    val_row_groups: int
+    model_dir: str
+    learning_rate: float  # per rank, before scaling by the number of ranks
+    init_weights: str = ""  # fine-tuning: the parent model's weights
+    freeze: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return f"{self.model_dir}/checkpoints"
+
+    def feature_spec(self) -> FeatureSpec:
+        return FeatureSpec.from_dict(self.spec)
+
+    def model_config(self) -> ModelConfig:
+        return from_dict(ModelConfig, self.model)
+
+    def train_config(self) -> TrainConfig:
+        return from_dict(TrainConfig, self.train)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainPlan:
+        return cls(**json.loads(text))
+
+
+def steps(rows: int, ranks: int, batch: int, cap: int = 0) -> int:
+    n = max(1, rows // max(1, ranks * batch))
+    return min(n, cap) if cap else n
+
+
+def weights_digest(model) -> str:
+    """A hash of every weight: equal on all ranks after synchronous training."""
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(w.tobytes())
+    return h.hexdigest()
+
+
+def _dataset(url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: int,
+             row_groups: int, shuffle: bool):
+    import tensorflow as tf
+    from petastorm import make_batch_reader
+    from petastorm.tf_utils import make_petastorm_dataset
+
+    from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
+
+    # Shard by row group when every rank gets at least one; tiny splits are read whole.
+    shard = dict(cur_shard=rank, shard_count=size) if row_groups >= size else {}
+    reader = make_batch_reader(
+        url, schema_fields=spec.layout.all_columns(), num_epochs=None, shuffle_row_groups=shuffle,
+        seed=tcfg.seed + rank, reader_pool_type=tcfg.reader_pool, workers_count=2, **shard,
+    )
+
+    def to_xy(batch):
+        cols = batch._asdict()
+        return model_inputs_from_columns(cols, spec), targets_from_columns(cols)
+
+    ds = make_petastorm_dataset(reader).map(to_xy).unbatch()
+    if shuffle:
+        ds = ds.shuffle(tcfg.shuffle_buffer, seed=tcfg.seed + rank)
+    ds = ds.batch(tcfg.batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    return reader, ds
+
+
+def _memory_dataset(url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: int,
+                    shuffle: bool):
+    """The rank's share of the files, loaded into tensors (the in-memory reference input)."""
+    import fsspec
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from sales_st.model.tensors import (
+        columns_from_pandas,
+        model_inputs_from_columns,
+        targets_from_columns,
+    )
+
+    fs, path = fsspec.core.url_to_fs(url)
+    files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+    mine = files[rank::size] if len(files) >= size else files
+    columns = spec.layout.all_columns()
+    table = pq.ParquetDataset(mine, filesystem=fs).read(columns=columns)
+    cols = columns_from_pandas(table.to_pandas(), columns)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (model_inputs_from_columns(cols, spec), targets_from_columns(cols))).repeat()
+    if shuffle:
+        ds = ds.shuffle(tcfg.shuffle_buffer, seed=tcfg.seed + rank)
+    return ds.batch(tcfg.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def read_state(checkpoint_dir: str) -> dict[str, Any] | None:
+    from sales_st.storage.files import json_exists, read_json
+    from sales_st.training.callbacks import CHECKPOINT_STATE
+
+    path = f"{checkpoint_dir}/{CHECKPOINT_STATE}"
+    return read_json(path) if json_exists(path) else None
+
+
+def _init_rank(hvd: Any) -> str:
+    """Logging, device and thread settings for this rank; returns the device name."""
+    import tensorflow as tf
+
+    rank, size = hvd.rank(), hvd.size()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # petastorm on pyarrow 14
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
+                        format=f"%(asctime)s rank{rank}/{size} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sales_st").setLevel(logging.INFO)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpu, "GPU")
+    else:
+        threads = max(1, (os.cpu_count() or 1) // max(1, hvd.local_size()))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+    device = gpus[hvd.local_rank() % len(gpus)].name if gpus else "CPU"
+    log.info("rank %d of %d on host %s, pid %d, device %s, executor dir %s, python %s", rank,
+             size, os.uname().nodename, os.getpid(), device,
+             os.environ.get("HOROVOD_SPARK_WORK_DIR", os.getcwd()), sys.executable)
+    return device
+
+
+def _datasets(plan: TrainPlan, spec: FeatureSpec, tcfg: TrainConfig, rank: int,
+              size: int) -> tuple[Any, Any, Any, Any]:
+    """(train reader, train dataset, val reader, val dataset); readers are context managers."""
+    if tcfg.input == "memory":
+        train_ds = _memory_dataset(plan.train_url, spec, tcfg, rank, size, shuffle=True)
+        val_ds = _memory_dataset(plan.val_url, spec, tcfg, rank, size, shuffle=False)
+        return contextlib.nullcontext(), train_ds, contextlib.nullcontext(), val_ds
+    train_reader, train_ds = _dataset(plan.train_url, spec, tcfg, rank, size,
+                                      plan.train_row_groups, shuffle=True)
+    val_reader, val_ds = _dataset(plan.val_url, spec, tcfg, rank, size, plan.val_row_groups,
+                                  shuffle=False)
+    return train_reader, train_ds, val_reader, val_ds
+
+
+def _callbacks(hvd: Any, tcfg: TrainConfig, lr: float, steps_per_epoch: int, timer: Any,
+               checkpointer: Any, model_dir: str) -> list[Any]:
+    """Horovod's broadcast and metric averaging first, then warm-up, early stopping, LR decay;
+    rank 0 adds the checkpointer and TensorBoard; the injected failure comes last."""
+    from tensorflow import keras
+
+    from sales_st.training import callbacks as cb
+
+    callbacks = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        hvd.callbacks.MetricAverageCallback(),
+        hvd.callbacks.LearningRateWarmupCallback(
+            initial_lr=lr, warmup_epochs=tcfg.warmup_epochs, steps_per_epoch=steps_per_epoch,
+            verbose=0,
+        ),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=tcfg.patience,
+                                      restore_best_weights=True),
+        timer,
+    ]
+    if tcfg.lr_decay_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=tcfg.lr_decay_patience, min_lr=lr / 32))
+    if checkpointer is not None:
+        callbacks += [
+            checkpointer,
+            keras.callbacks.TensorBoard(log_dir=f"{model_dir}/tensorboard", histogram_freq=0,
+                                        profile_batch=0, write_graph=False),
+        ]
+    fail_after = int(os.environ.get(FAIL_AFTER_EPOCH_ENV, "0") or 0)
+    if fail_after:
+        callbacks.append(cb.FailAfter(fail_after))
+    return callbacks
+
+
+def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
+    """One Horovod rank.  Returns its final weights digest and, on rank 0, the history."""
+    if isinstance(plan, str):
+        plan = TrainPlan.from_json(plan)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+    from tensorflow import keras
+
+    from sales_st.model.network import build_model, pinball_loss, set_trainable
+    from sales_st.storage.files import write_json
+    from sales_st.training import callbacks as cb
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    device = _init_rank(hvd)
+    spec, mcfg, tcfg = plan.feature_spec(), plan.model_config(), plan.train_config()
+    keras.utils.set_random_seed(tcfg.seed)  # python, numpy and TF: same init on every rank
+
+    full = build_model(spec, mcfg)
+    model = keras.Model(full.input, full.output["quantiles"])
+    if plan.init_weights:
+        full.load_weights(plan.init_weights)
+        log.info("initialised from %s", plan.init_weights)
+    initial_digest = weights_digest(full)  # fine-tuning: must equal the parent's weights
+    frozen = set_trainable(full, plan.freeze)
+    if frozen:
+        log.info("frozen encoders %s (%d layers)", plan.freeze, len(frozen))
+
+    lr = plan.learning_rate * size
+    opt = hvd.DistributedOptimizer(keras.optimizers.legacy.Adam(learning_rate=lr))
+    model.compile(optimizer=opt, loss=pinball_loss(mcfg.quantiles))
+
+    ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
+    state = read_state(plan.checkpoint_dir)
+    initial_epoch = 0
+    history: dict[str, list[float]] = {}
+    if state:
+        ckpt.restore(state["path"]).expect_partial()
+        initial_epoch = int(state["epoch"])
+        history = state.get("history", {})
+        log.info("resuming after epoch %d from %s", initial_epoch, state["path"])
+
+    steps_per_epoch = steps(plan.train_rows, size, tcfg.batch_size, tcfg.max_steps_per_epoch)
+    val_steps = steps(plan.val_rows, size, tcfg.batch_size, tcfg.max_steps_per_epoch)
+    train_reader, train_ds, val_reader, val_ds = _datasets(plan, spec, tcfg, rank, size)
+    with train_reader, val_reader:
+        if state:
+            initial_val_loss = state.get("initial_val_loss")
+        else:
+            # The loss of the starting weights (random, or the parent's when fine-tuning):
+            # the reference every epoch's val_loss is read against.
+            before = model.evaluate(val_ds, steps=val_steps, verbose=0)
+            initial_val_loss = float(hvd.allreduce(tf.constant(before, tf.float32),
+                                                   op=hvd.Average, name="initial_val_loss"))
+            log.info("val loss before training: %.4f", initial_val_loss)
+        timer = cb.EpochTimer()
+        checkpointer = (cb.Checkpointer(ckpt, plan.checkpoint_dir, history, initial_val_loss)
+                        if rank == 0 else None)
+        callbacks = _callbacks(hvd, tcfg, lr, steps_per_epoch, timer, checkpointer,
+                               plan.model_dir)
+        fit = model.fit(
+            train_ds, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+            validation_steps=val_steps, epochs=tcfg.epochs, initial_epoch=initial_epoch,
+            callbacks=callbacks, verbose=2 if rank == 0 else 0,
+        )
+    if checkpointer is not None:
+        history = checkpointer.history
+    result = {"rank": rank, "size": size, "digest": weights_digest(full),
+              "initial_digest": initial_digest, "initial_epoch": initial_epoch,
+              "initial_val_loss": initial_val_loss,
+              "epochs_run": len(fit.history.get("loss", [])), "host": os.uname().nodename,
+              "device": device, "epoch_seconds": timer.seconds, "steps_per_epoch": steps_per_epoch,
+              "batch_size": tcfg.batch_size,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if rank == 0:
+        from sales_st.training.store import save_weights
+
+        save_weights(full, spec, plan.model_dir)
+        write_json(f"{plan.model_dir}/history.json", history)
+        result["history"] = history
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``horovodrun -np 2 --gloo python -m sales_st.training.worker PLAN.json``"""
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0]) as fh:
+        result = train_worker(TrainPlan.from_json(fh.read()))
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
