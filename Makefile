@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench clean-data
+.PHONY: setup run test test-fast lint config-reference clean-data
 setup:
 	@scripts/setup.sh
 
@@ -15,6 +15,14 @@ test: setup           ## the whole test suite (real Spark, Horovod, Parquet, cat
 
 test-fast: setup      ## everything but the multi-process / cluster tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup           ## ruff (lint + format) and mypy on the code
+	.venv/bin/ruff check sales_st jobs tests bench
+	.venv/bin/ruff format --check sales_st jobs tests bench
+	.venv/bin/mypy
+
+config-reference: setup  ## regenerate conf/README.md from the config dataclasses
+	$(PY) -m sales_st.config.reference > conf/README.md
 
 clean-data:
 	rm -rf data

@@ -41,16 +41,20 @@ SIZES = {
 FEATURES = ["features.stride=28"]
 
 
-def duckdb_features(inputs: str, out: str, run_date, L=56, H=14, stride=28, k=6,
-                    bandwidth=50.0) -> dict:
+def duckdb_features(
+    inputs: str, out: str, run_date, L=56, H=14, stride=28, k=6, bandwidth=50.0
+) -> dict:
     con = duckdb.connect()
     con.execute("PRAGMA threads=2")
-    con.execute(f"CREATE VIEW s AS SELECT date, store_id, item_id, target, promo, open "
-                f"FROM read_parquet('{inputs}/sales/*/*.parquet')")
+    con.execute(
+        f"CREATE VIEW s AS SELECT date, store_id, item_id, target, promo, open "
+        f"FROM read_parquet('{inputs}/sales/*/*.parquet')"
+    )
     con.execute(f"CREATE VIEW st AS SELECT * FROM read_parquet('{inputs}/stores/*.parquet')")
     counts = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE target < 0), "
-        "count(*) - count(DISTINCT (store_id, item_id, date)) FROM s").fetchone()
+        "count(*) - count(DISTINCT (store_id, item_id, date)) FROM s"
+    ).fetchone()
     rd = f"DATE '{run_date}'"
     con.execute(f"""
         CREATE TABLE d AS
@@ -99,8 +103,8 @@ def duckdb_features(inputs: str, out: str, run_date, L=56, H=14, stride=28, k=6,
                    avg(CASE WHEN has_y = 1 THEN ym END) OVER {hist} AS scale,
                    list(ym) OVER {fut} AS y, list(promo) OVER {fut} AS fut_promo,
                    list(open) OVER {fut} AS fut_open,
-                   {', '.join(f'CASE WHEN lag(has_y, {q - 1}) OVER ({win}) = 1 THEN lag(ym, {q - 1}) OVER ({win}) END AS lag{q}' for q in (1, 7, 14, 28))},
-                   {', '.join(roll)},
+                   {", ".join(f"CASE WHEN lag(has_y, {q - 1}) OVER ({win}) = 1 THEN lag(ym, {q - 1}) OVER ({win}) END AS lag{q}" for q in (1, 7, 14, 28))},
+                   {", ".join(roll)},
                    row_number() OVER ({win}) AS age
             FROM d LEFT JOIN lagsp l USING (store_id, item_id, date))
           SELECT * FROM f
@@ -122,8 +126,10 @@ def compare(spark_examples: str, duck_out: str) -> float:
         USING SAMPLE 20000 ROWS""").fetchnumpy()
     if not len(rows["a"]):
         return float("nan")
-    rel = [np.abs(rows["a"] - np.nan_to_num(rows["b"])) / np.maximum(1, np.abs(rows["a"])),
-           np.abs(rows["c"] - rows["e"]) / np.maximum(1, np.abs(rows["c"]))]
+    rel = [
+        np.abs(rows["a"] - np.nan_to_num(rows["b"])) / np.maximum(1, np.abs(rows["a"])),
+        np.abs(rows["c"] - rows["e"]) / np.maximum(1, np.abs(rows["c"])),
+    ]
     return float(max(r.max() for r in rel))
 
 
@@ -138,12 +144,23 @@ def main() -> None:
         sizes = [x for x in args.sizes.split(",") if x]  # --sizes "" : Rossmann only
         for size in sizes:
             ns, cps, spc, items = SIZES[size]
-            gen = ["data.generator.preset=custom", "data.generator.days=1000",
-                   f"data.generator.n_states={ns}", f"data.generator.cities_per_state={cps}",
-                   f"data.generator.stores_per_city={spc}", f"data.generator.n_items={items}",
-                   "data.generator.plan_days=28", "data.generator.partitions=8"]
-            cfg = config(tmp, *gen, *FEATURES, f"paths.inputs=inputs/{size}",
-                         f"paths.features=features/{size}")
+            gen = [
+                "data.generator.preset=custom",
+                "data.generator.days=1000",
+                f"data.generator.n_states={ns}",
+                f"data.generator.cities_per_state={cps}",
+                f"data.generator.stores_per_city={spc}",
+                f"data.generator.n_items={items}",
+                "data.generator.plan_days=28",
+                "data.generator.partitions=8",
+            ]
+            cfg = config(
+                tmp,
+                *gen,
+                *FEATURES,
+                f"paths.inputs=inputs/{size}",
+                f"paths.features=features/{size}",
+            )
             n = write_generated(spark, cfg.data.generator, cfg.path("inputs"))["sales"]
             t0 = time.perf_counter()
             with PeakMemory() as mem:
@@ -157,11 +174,20 @@ def main() -> None:
             duck_s = time.perf_counter() - t0
             diff = compare(f"{cfg.path('features')}/examples", duck_out)
             ex = sum(v for k, v in out.counts.items() if k.startswith("examples_"))
-            results.append({"size": size, "input rows": n, "examples": ex,
-                            "spark s": spark_s, "spark rows/s": n / spark_s,
-                            "duckdb s": duck_s, "duckdb rows/s": n / duck_s,
-                            "duckdb/spark time": duck_s / spark_s,
-                            "max rel diff (sample)": diff, "duckdb examples": duck["examples"]})
+            results.append(
+                {
+                    "size": size,
+                    "input rows": n,
+                    "examples": ex,
+                    "spark s": spark_s,
+                    "spark rows/s": n / spark_s,
+                    "duckdb s": duck_s,
+                    "duckdb rows/s": n / duck_s,
+                    "duckdb/spark time": duck_s / spark_s,
+                    "max rel diff (sample)": diff,
+                    "duckdb examples": duck["examples"],
+                }
+            )
             print(table(results[-1:], f"size {size}"), flush=True)
         if len(results) > 1:
             x = np.log([r["input rows"] for r in results])
@@ -170,9 +196,16 @@ def main() -> None:
                 slope = float(np.polyfit(x, y, 1)[0])
                 print(f"cost-growth exponent ({engine}): time ~ rows^{slope:.2f}")
         if results:
-            print(table(results, "Feature job: Spark (local[*], 2 cores) vs DuckDB reference (2 threads)"))
-            print(f"peak memory at the largest size with the default settings "
-                  f"(spark.driver.memory {cfg.spark.conf.get('spark.driver.memory')}): {mem_report}")
+            print(
+                table(
+                    results,
+                    "Feature job: Spark (local[*], 2 cores) vs DuckDB reference (2 threads)",
+                )
+            )
+            print(
+                f"peak memory at the largest size with the default settings "
+                f"(spark.driver.memory {cfg.spark.conf.get('spark.driver.memory')}): {mem_report}"
+            )
         if args.rossmann and (ROSSMANN / "train_clean.parquet").exists():
             rcfg = config(tmp, env="local,rossmann")
             for k, v in rcfg.spark.conf.items():  # the overlay's SQL settings (Parquet nanos)
@@ -184,8 +217,10 @@ def main() -> None:
                 out = run_features(spark, rcfg, None)
             secs = time.perf_counter() - t0
             ex = sum(v for k, v in out.counts.items() if k.startswith("examples_"))
-            print(f"Rossmann full feature build: {out.counts['input']:,} rows -> {ex:,} "
-                  f"examples in {secs:.1f} s ({mem.report()})")
+            print(
+                f"Rossmann full feature build: {out.counts['input']:,} rows -> {ex:,} "
+                f"examples in {secs:.1f} s ({mem.report()})"
+            )
         spark.stop()
 
 

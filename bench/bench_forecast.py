@@ -43,8 +43,9 @@ def main() -> None:
         # warm the Python workers' model cache, then time
         score_examples(examples.limit(100), root, mid, q, regions, feats.run_date, True, 3).count()
         t0 = time.perf_counter()
-        score_examples(examples, root, mid, q, regions, feats.run_date, True, 3) \
-            .write.mode("overwrite").parquet(f"{tmp}/scored")
+        score_examples(examples, root, mid, q, regions, feats.run_date, True, 3).write.mode(
+            "overwrite"
+        ).parquet(f"{tmp}/scored")
         spark_s = time.perf_counter() - t0
 
         full, _, _ = model_store.load_model(root, mid)
@@ -59,16 +60,35 @@ def main() -> None:
         job = run_forecast(spark, cfg, None)
         job_s = time.perf_counter() - t0
         rows = [
-            {"path": "Spark mapInPandas (+explanations, Parquet)", "windows": n,
-             "seconds": spark_s, "windows/s": n / spark_s, "forecasts/s": n * H / spark_s},
-            {"path": "model.predict, in-memory tensors", "windows": n, "seconds": predict_s,
-             "windows/s": n / predict_s, "forecasts/s": n * H / predict_s},
-            {"path": "whole forecast job (features + score + table)", "windows": job.series,
-             "seconds": job_s, "windows/s": job.series / job_s,
-             "forecasts/s": job.rows / job_s},
+            {
+                "path": "Spark mapInPandas (+explanations, Parquet)",
+                "windows": n,
+                "seconds": spark_s,
+                "windows/s": n / spark_s,
+                "forecasts/s": n * H / spark_s,
+            },
+            {
+                "path": "model.predict, in-memory tensors",
+                "windows": n,
+                "seconds": predict_s,
+                "windows/s": n / predict_s,
+                "forecasts/s": n * H / predict_s,
+            },
+            {
+                "path": "whole forecast job (features + score + table)",
+                "windows": job.series,
+                "seconds": job_s,
+                "windows/s": job.series / job_s,
+                "forecasts/s": job.rows / job_s,
+            },
         ]
-        print(table(rows, f"Scoring throughput (demo model, horizon {H}, "
-                          f"{spark.sparkContext.defaultParallelism} cores)"))
+        print(
+            table(
+                rows,
+                f"Scoring throughput (demo model, horizon {H}, "
+                f"{spark.sparkContext.defaultParallelism} cores)",
+            )
+        )
         print(f"Spark path / model.predict time ratio: {spark_s / predict_s:.2f}")
         spark.stop()
 

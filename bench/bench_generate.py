@@ -34,10 +34,23 @@ def main() -> None:
                 counts = write_generated(spark, c.data.generator, c.path("inputs"))
             secs = time.perf_counter() - t0
             tasks, busy = task_time(spark, t_ms)
-            rows.append({"preset": preset, "sales rows": counts["sales"], "seconds": secs,
-                         "rows/s": counts["sales"] / secs, "tasks": tasks,
-                         "task-s / wall-s": busy / secs, "peak RSS GiB": mem.peak_total / 2**30})
-        print(table(rows, f"Generator throughput (local[*], {spark.sparkContext.defaultParallelism} cores)"))
+            rows.append(
+                {
+                    "preset": preset,
+                    "sales rows": counts["sales"],
+                    "seconds": secs,
+                    "rows/s": counts["sales"] / secs,
+                    "tasks": tasks,
+                    "task-s / wall-s": busy / secs,
+                    "peak RSS GiB": mem.peak_total / 2**30,
+                }
+            )
+        print(
+            table(
+                rows,
+                f"Generator throughput (local[*], {spark.sparkContext.defaultParallelism} cores)",
+            )
+        )
         spark.stop()
 
 

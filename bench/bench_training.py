@@ -29,9 +29,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base = config(tmp, "train.ablation=false", f"train.epochs={args.epochs}",
-                      f"train.max_steps_per_epoch={args.steps}", f"train.batch_size={args.batch}",
-                      "train.patience=100")
+        base = config(
+            tmp,
+            "train.ablation=false",
+            f"train.epochs={args.epochs}",
+            f"train.max_steps_per_epoch={args.steps}",
+            f"train.batch_size={args.batch}",
+            "train.patience=100",
+        )
         spark = session(base, "bench.training")
         write_generated(spark, base.data.generator, base.path("inputs"))
         run_features(spark, base, None)
@@ -39,23 +44,38 @@ def main() -> None:
         for ranks in (1, 2):
             for mode in ("petastorm", "memory"):
                 cfg = dataclasses.replace(
-                    base, train=dataclasses.replace(base.train, ranks=ranks, input=mode),
-                    paths=dataclasses.replace(base.paths, models=f"models/{mode}-{ranks}"))
+                    base,
+                    train=dataclasses.replace(base.train, ranks=ranks, input=mode),
+                    paths=dataclasses.replace(base.paths, models=f"models/{mode}-{ranks}"),
+                )
                 out = run_training(spark, cfg, "pretrain", force=True)
                 res = out.results
                 epoch_s = statistics.median(
-                    statistics.median(r["epoch_seconds"][1:] or r["epoch_seconds"]) for r in res)
+                    statistics.median(r["epoch_seconds"][1:] or r["epoch_seconds"]) for r in res
+                )
                 steps, batch = res[0]["steps_per_epoch"], res[0]["batch_size"]
-                rows.append({"input": mode, "ranks": ranks, "device": res[0]["device"],
-                             "steps/epoch": steps, "samples/s": steps * batch * ranks / epoch_s,
-                             "peak RSS MB/rank": max(r["peak_rss_mb"] for r in res)})
+                rows.append(
+                    {
+                        "input": mode,
+                        "ranks": ranks,
+                        "device": res[0]["device"],
+                        "steps/epoch": steps,
+                        "samples/s": steps * batch * ranks / epoch_s,
+                        "peak RSS MB/rank": max(r["peak_rss_mb"] for r in res),
+                    }
+                )
         ref = {r["ranks"]: r["samples/s"] for r in rows if r["input"] == "memory"}
         one = {r["input"]: r["samples/s"] for r in rows if r["ranks"] == 1}
         for r in rows:
             r["vs memory"] = r["samples/s"] / ref[r["ranks"]]
             r["vs 1 rank"] = r["samples/s"] / one[r["input"]]
-        print(table(rows, f"Training throughput (demo panel, batch {args.batch}, "
-                          f"{spark.sparkContext.defaultParallelism} CPU cores)"))
+        print(
+            table(
+                rows,
+                f"Training throughput (demo panel, batch {args.batch}, "
+                f"{spark.sparkContext.defaultParallelism} CPU cores)",
+            )
+        )
         spark.stop()
 
 

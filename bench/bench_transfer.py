@@ -39,9 +39,13 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config(
-            tmp, "data.generator.preset=demo", "data.generator.new_store_fraction=0.25",
-            "data.generator.new_store_history_days=300", "features.new_series_days=300",
-            "train.ablation=false", f"train.epochs={args.epochs}",
+            tmp,
+            "data.generator.preset=demo",
+            "data.generator.new_store_fraction=0.25",
+            "data.generator.new_store_history_days=300",
+            "features.new_series_days=300",
+            "train.ablation=false",
+            f"train.epochs={args.epochs}",
             f'train.finetune.segment="{SEGMENT}"',
         )
         spark = session(cfg, "bench.transfer")
@@ -53,11 +57,18 @@ def main() -> None:
         # from scratch: train on the segment's windows only, same epochs and batch
         seg_dir = f"{model_store.model_dir(cfg.path('models'), fine)}/segment"
         scratch_cfg = dataclasses.replace(
-            cfg, paths=dataclasses.replace(cfg.paths, features="features/segment",
-                                           models="models/scratch"))
-        seg_spec = spec.replace(splits={
-            **spec.splits, "train": SplitInfo(f"{seg_dir}/train", spec.splits["train"].rows),
-            "val": SplitInfo(f"{seg_dir}/val", spec.splits["val"].rows)})
+            cfg,
+            paths=dataclasses.replace(
+                cfg.paths, features="features/segment", models="models/scratch"
+            ),
+        )
+        seg_spec = spec.replace(
+            splits={
+                **spec.splits,
+                "train": SplitInfo(f"{seg_dir}/train", spec.splits["train"].rows),
+                "val": SplitInfo(f"{seg_dir}/val", spec.splits["val"].rows),
+            }
+        )
         write_spec(scratch_cfg.path("features"), seg_spec)
         scratch = run_training(spark, scratch_cfg, "pretrain").model_id
 
@@ -66,26 +77,52 @@ def main() -> None:
         truth = truth_rows(test, spec.history, cfg.data.region_columns)
         q = [0.1, 0.5, 0.9]
         parts = []
-        for name, root, mid in (("zero-shot (pretrained)", cfg.path("models"), pre),
-                                ("fine-tuned", cfg.path("models"), fine),
-                                ("from scratch (segment only)", scratch_cfg.path("models"), scratch)):
-            s = score_examples(test, root, mid, q, cfg.data.region_columns, feats.run_date, False, 0)
-            parts.append(s.select(F.lit(name).alias("method"), "store_id", "item_id",
-                                  F.expr("date_sub(target_date, horizon)").alias("origin"),
-                                  "horizon", F.col("p50").alias("point"),
-                                  F.col("p10").alias("p_lo"), F.col("p90").alias("p_hi"),
-                                  "p10", "p90"))
+        for name, root, mid in (
+            ("zero-shot (pretrained)", cfg.path("models"), pre),
+            ("fine-tuned", cfg.path("models"), fine),
+            ("from scratch (segment only)", scratch_cfg.path("models"), scratch),
+        ):
+            s = score_examples(
+                test, root, mid, q, cfg.data.region_columns, feats.run_date, False, 0
+            )
+            parts.append(
+                s.select(
+                    F.lit(name).alias("method"),
+                    "store_id",
+                    "item_id",
+                    F.expr("date_sub(target_date, horizon)").alias("origin"),
+                    "horizon",
+                    F.col("p50").alias("point"),
+                    F.col("p10").alias("p_lo"),
+                    F.col("p90").alias("p_hi"),
+                    "p10",
+                    "p90",
+                )
+            )
         preds = parts[0].unionByName(parts[1]).unionByName(parts[2])
         rows = truth.join(preds, KEYS + ["horizon"]).where("observed = 1 AND open = 1")
         m = compute_metrics(rows, {"overall": []}, {"p10": 0.1, "p90": 0.9}).toPandas()
         seg_train = spark.read.parquet(f"{seg_dir}/train").count()
         all_train = spec.splits["train"].rows
-        out = [{"model": r.method, "WAPE": r.wape, "MAE": r.mae, "RMSE": r.rmse,
-                "pinball": r.pinball, "coverage p10-p90": r.coverage}
-               for r in m.sort_values("wape").itertuples()]
-        print(table(out, f"Short-history stores: {n_windows} test windows; fine-tune and scratch "
-                         f"trained on {seg_train} segment windows ({all_train} in the full "
-                         f"training split), {args.epochs} epochs each"))
+        out = [
+            {
+                "model": r.method,
+                "WAPE": r.wape,
+                "MAE": r.mae,
+                "RMSE": r.rmse,
+                "pinball": r.pinball,
+                "coverage p10-p90": r.coverage,
+            }
+            for r in m.sort_values("wape").itertuples()
+        ]
+        print(
+            table(
+                out,
+                f"Short-history stores: {n_windows} test windows; fine-tune and scratch "
+                f"trained on {seg_train} segment windows ({all_train} in the full "
+                f"training split), {args.epochs} epochs each",
+            )
+        )
         spark.stop()
 
 

@@ -61,9 +61,17 @@ class PeakMemory:
                     # a JVM child between fork and exec of a helper (chmod, ...) still maps
                     # the JVM's pages (and carries the forking thread's name): not counted
                     continue
-                kind = "jvm (driver + executors)" if "java" in name else (
-                    "driver python" if p.pid == me.pid else
-                    "python workers" if "python" in name else "other")
+                kind = (
+                    "jvm (driver + executors)"
+                    if "java" in name
+                    else (
+                        "driver python"
+                        if p.pid == me.pid
+                        else "python workers"
+                        if "python" in name
+                        else "other"
+                    )
+                )
                 kinds[kind] = kinds.get(kind, 0) + rss
                 total += rss
             self.peak_total = max(self.peak_total, total)
@@ -71,7 +79,7 @@ class PeakMemory:
                 self.peak_by_kind[k] = max(self.peak_by_kind.get(k, 0), v)
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -106,7 +114,9 @@ def task_time(spark, since_ms: float) -> tuple[int, float]:
 def _epoch_ms(text: str) -> float:
     from datetime import datetime
 
-    return datetime.strptime(text.replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000
+    return (
+        datetime.strptime(text.replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000
+    )
 
 
 def table(rows: list[dict[str, Any]], title: str) -> str:

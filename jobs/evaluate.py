@@ -17,9 +17,12 @@ from sales_st.runtime import jobs as cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run_job("evaluate", __doc__.splitlines()[0],
-                       lambda spark, job, run: run_evaluate(spark, job.cfg, job.run_date).summary,
-                       argv)
+    return cli.run_job(
+        "evaluate",
+        __doc__.splitlines()[0],
+        lambda spark, job, run: run_evaluate(spark, job.cfg, job.run_date).summary,
+        argv,
+    )
 
 
 if __name__ == "__main__":

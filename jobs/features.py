@@ -19,9 +19,11 @@ from sales_st.runtime import jobs as cli
 
 def main(argv: list[str] | None = None) -> int:
     return cli.run_job(
-        "features", __doc__.splitlines()[0],
+        "features",
+        __doc__.splitlines()[0],
         lambda spark, job, run: run_features(spark, job.cfg, job.run_date, run.run_id).summary,
-        argv)
+        argv,
+    )
 
 
 if __name__ == "__main__":

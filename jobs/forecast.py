@@ -16,9 +16,12 @@ from sales_st.serving.job import run_forecast
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run_job("forecast", __doc__.splitlines()[0],
-                       lambda spark, job, run: run_forecast(spark, job.cfg, job.run_date).summary,
-                       argv)
+    return cli.run_job(
+        "forecast",
+        __doc__.splitlines()[0],
+        lambda spark, job, run: run_forecast(spark, job.cfg, job.run_date).summary,
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Generate synthetic contract tables with Spark (parallel on executors, deterministic by seed).
 
-    python jobs/generate.py --env local data.generator.preset=demo
-    ./spark-submit.sh generate --env cluster data.generator.preset=bench
+python jobs/generate.py --env local data.generator.preset=demo
+./spark-submit.sh generate --env cluster data.generator.preset=bench
 """
 
 from __future__ import annotations
@@ -24,9 +24,14 @@ def body(spark: SparkSession, job: cli.JobArgs, run: RunRecord) -> RunSummary:
     t0 = time.perf_counter()
     counts = write_generated(spark, cfg.data.generator, cfg.path("inputs"))
     secs = time.perf_counter() - t0
-    log.info("generated %d sales rows (<= %d planned) in %.1fs: %.0f rows/s on %d task slots",
-             counts["sales"], expected_rows(cfg.data.generator), secs, counts["sales"] / secs,
-             spark.sparkContext.defaultParallelism)
+    log.info(
+        "generated %d sales rows (<= %d planned) in %.1fs: %.0f rows/s on %d task slots",
+        counts["sales"],
+        expected_rows(cfg.data.generator),
+        secs,
+        counts["sales"] / secs,
+        spark.sparkContext.defaultParallelism,
+    )
     return RunSummary(rows_out=counts["sales"], details=counts)
 
 

@@ -25,8 +25,9 @@ from sales_st.storage.catalog import RunRecord
 
 
 def arguments(p) -> None:
-    p.add_argument("--stages", default=",".join(STAGES),
-                   help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument(
+        "--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}"
+    )
     p.add_argument("--force", action="store_true", help="run stages even if unchanged")
 
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         cli.setup_logging()
         logging.getLogger("sales_st.jobs.pipeline").error(
-            "unknown stage(s) %s; stages are %s", unknown, ", ".join(STAGES))
+            "unknown stage(s) %s; stages are %s", unknown, ", ".join(STAGES)
+        )
         return 2
     # every stage records itself in the run manifest; the pipeline adds no row of its own
     return cli.run_job("pipeline", __doc__.splitlines()[0], body, argv, arguments, record=False)

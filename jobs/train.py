@@ -1,7 +1,8 @@
 """Training job: Horovod on Spark, fed from the example Parquet by Petastorm.
 
     python jobs/train.py --env local [--mode pretrain]
-    python jobs/train.py --env local --mode finetune --from pretrained train.finetune.freeze='[temporal]'
+    python jobs/train.py --env local --mode finetune --from pretrained \
+        train.finetune.freeze='[temporal]'
     ./spark-submit.sh train --env cluster
 
 Writes a versioned model directory under <models>/ and moves the aliases (latest,

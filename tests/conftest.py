@@ -54,12 +54,16 @@ TINY = [
 
 
 def make_config(data_dir: Path | str, *overrides: str, env: str = "local") -> Config:
-    return load_config(CONF, env, [
-        f"paths.data_dir={data_dir}",
-        'spark.conf={"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "3g", '
-        '"spark.ui.enabled": "false"}',
-        *overrides,
-    ])
+    return load_config(
+        CONF,
+        env,
+        [
+            f"paths.data_dir={data_dir}",
+            'spark.conf={"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "3g", '
+            '"spark.ui.enabled": "false"}',
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -78,9 +82,14 @@ def spark(data_root):
 
 @pytest.fixture(scope="session")
 def tiny_cfg(data_root) -> Config:
-    return make_config(data_root, *TINY, "paths.inputs=inputs/tiny",
-                       "paths.features=features/tiny", "paths.models=models/tiny",
-                       "paths.reports=reports/tiny")
+    return make_config(
+        data_root,
+        *TINY,
+        "paths.inputs=inputs/tiny",
+        "paths.features=features/tiny",
+        "paths.models=models/tiny",
+        "paths.reports=reports/tiny",
+    )
 
 
 @pytest.fixture(scope="session")

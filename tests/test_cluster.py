@@ -25,8 +25,12 @@ pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
 import pyspark  # noqa: E402
 
-ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "localhost",
-       "SPARK_HOME": os.path.dirname(pyspark.__file__)}
+ENV = {
+    **os.environ,
+    "SPARK_LOCAL_IP": "127.0.0.1",
+    "SPARK_LOCAL_HOSTNAME": "localhost",
+    "SPARK_HOME": os.path.dirname(pyspark.__file__),
+}
 
 
 def free_port() -> int:
@@ -50,8 +54,14 @@ def port_open(port: int) -> bool:
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=ENV,
-                            cwd=ROOT, start_new_session=True)
+    return subprocess.Popen(
+        args,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+        cwd=ROOT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -69,16 +79,45 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     port, ui = free_port(), free_port()
     spark_class = str(VENV_BIN / "spark-class")
-    procs = [start([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                    "--port", str(port), "--webui-port", str(ui)], tmp / "master.log")]
+    procs = [
+        start(
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+            tmp / "master.log",
+        )
+    ]
     try:
         wait_for(lambda: port_open(port), 90, "the Spark master")
         url = f"spark://127.0.0.1:{port}"
         for i in range(2):
-            procs.append(start([spark_class, "org.apache.spark.deploy.worker.Worker", url,
-                                "--host", "127.0.0.1", "--cores", "1", "--memory", "4g",
-                                "--webui-port", str(free_port()), "--work-dir", str(tmp / f"work{i}")],
-                               tmp / f"worker{i}.log"))
+            procs.append(
+                start(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.worker.Worker",
+                        url,
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        "4g",
+                        "--webui-port",
+                        str(free_port()),
+                        "--work-dir",
+                        str(tmp / f"work{i}"),
+                    ],
+                    tmp / f"worker{i}.log",
+                )
+            )
 
         def alive() -> bool:
             try:
@@ -97,12 +136,26 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipeline_run(cluster):
     data = cluster["dir"] / "data"
-    args = ["./spark-submit.sh", "pipeline", "--env", "cluster", f"paths.data_dir={data}",
-            "train.epochs=2", "train.ablation=false", "evaluate.lightgbm_rounds=50",
-            'spark.conf={"spark.executor.memory": "2g", "spark.cores.max": "2"}']
+    args = [
+        "./spark-submit.sh",
+        "pipeline",
+        "--env",
+        "cluster",
+        f"paths.data_dir={data}",
+        "train.epochs=2",
+        "train.ablation=false",
+        "evaluate.lightgbm_rounds=50",
+        'spark.conf={"spark.executor.memory": "2g", "spark.cores.max": "2"}',
+    ]
     t0 = time.time()
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800,
-                          env={**ENV, "SPARK_MASTER": cluster["url"]})
+    proc = subprocess.run(
+        args,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**ENV, "SPARK_MASTER": cluster["url"]},
+    )
     (cluster["dir"] / "pipeline.log").write_text(proc.stderr)
     (cluster["dir"] / "pipeline.out").write_text(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -113,7 +166,11 @@ def test_pipeline_runs_on_the_standalone_cluster(cluster, pipeline_run):
     err = pipeline_run["stderr"]
     both = pipeline_run["stdout"] + err
     # submitted to the cluster with the package and the environment shipped
-    line = next(l for l in err.splitlines() if l.startswith("spark-submit.sh: ") and " --master " in l)
+    line = next(
+        line
+        for line in err.splitlines()
+        if line.startswith("spark-submit.sh: ") and " --master " in line
+    )
     assert f"--master {cluster['url']}" in line and "--py-files" in line
     assert "#environment" in line and "spark.pyspark.python=./environment/bin/python" in line
     # two Horovod ranks, one in each executor's directory, running the shipped interpreter
@@ -126,8 +183,10 @@ def test_pipeline_runs_on_the_standalone_cluster(cluster, pipeline_run):
     assert "sales_st pipeline finished." in out and "-> table sales_st.forecasts" in out
     n_rows = int(re.search(r"forecasts : (\d+) rows", out).group(1))
     table = pipeline_run["data"] / "warehouse" / "sales_st.db" / "forecasts"
-    q = (f"import duckdb; print(duckdb.connect().execute(\"SELECT count(*), "
-         f"min(p10 <= p50 AND p50 <= p90) FROM read_parquet('{table}/*/*.parquet')\").fetchone())")
+    q = (
+        f'import duckdb; print(duckdb.connect().execute("SELECT count(*), '
+        f"min(p10 <= p50 AND p50 <= p90) FROM read_parquet('{table}/*/*.parquet')\").fetchone())"
+    )
     res = subprocess.run([sys.executable, "-c", q], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     count, ordered = ast.literal_eval(res.stdout.strip())
@@ -138,19 +197,33 @@ def test_thrift_server_serves_the_forecasts_to_beeline(pipeline_run):
     data = pipeline_run["data"]
     port = free_port()
     env = ENV
-    start_cmd = ["scripts/thrift-server.sh", "start", "--env", "cluster", "--port", str(port),
-                 f"paths.data_dir={data}"]
+    start_cmd = [
+        "scripts/thrift-server.sh",
+        "start",
+        "--env",
+        "cluster",
+        "--port",
+        str(port),
+        f"paths.data_dir={data}",
+    ]
     proc = subprocess.run(start_cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     try:
         assert proc.returncode == 0, proc.stderr + proc.stdout
-        beeline = [str(VENV_BIN / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}",
-                   "--silent=true", "--outputformat=csv2", "-e",
-                   "SELECT run_date, count(*) AS n FROM sales_st.forecasts GROUP BY run_date"]
+        beeline = [
+            str(VENV_BIN / "beeline"),
+            "-u",
+            f"jdbc:hive2://127.0.0.1:{port}",
+            "--silent=true",
+            "--outputformat=csv2",
+            "-e",
+            "SELECT run_date, count(*) AS n FROM sales_st.forecasts GROUP BY run_date",
+        ]
         res = subprocess.run(beeline, capture_output=True, text=True, timeout=300, env=ENV)
         assert res.returncode == 0, res.stderr[-3000:]
-        lines = [l for l in res.stdout.splitlines() if re.match(r"\d{4}-\d\d-\d\d,\d+", l)]
+        lines = [x for x in res.stdout.splitlines() if re.match(r"\d{4}-\d\d-\d\d,\d+", x)]
         n_rows = int(re.search(r"forecasts : (\d+) rows", pipeline_run["stdout"]).group(1))
         assert len(lines) == 1 and int(lines[0].split(",")[1]) == n_rows
     finally:
-        subprocess.run(["scripts/thrift-server.sh", "stop", "--port", str(port)], cwd=ROOT,
-                       env=env, timeout=60)
+        subprocess.run(
+            ["scripts/thrift-server.sh", "stop", "--port", str(port)], cwd=ROOT, env=env, timeout=60
+        )

@@ -78,7 +78,9 @@ def test_semantic_checks(tmp_path):
 
 
 def test_split_boundaries_accept_dates_and_offsets(tmp_path):
-    write(tmp_path, "base.yaml", "features:\n  splits:\n    train_end: 2015-05-08\n    val_end: 0\n")
+    write(
+        tmp_path, "base.yaml", "features:\n  splits:\n    train_end: 2015-05-08\n    val_end: 0\n"
+    )
     cfg = load_config(tmp_path)
     assert cfg.features.splits.train_end == "2015-05-08"
     assert cfg.features.splits.val_end == 0
@@ -104,3 +106,48 @@ def test_fingerprint_tracks_sections(tmp_path):
     b = load_config(tmp_path, None, ["train.epochs=1"])
     assert a.fingerprint("features") == b.fingerprint("features")
     assert a.fingerprint("train") != b.fingerprint("train")
+
+
+def test_reference_in_conf_readme_is_current():
+    """conf/README.md is generated from the dataclasses: the one source of defaults."""
+    from sales_st.config.reference import render
+
+    assert (CONF / "README.md").read_text() == render(), (
+        "conf/README.md is stale: run python -m sales_st.config.reference > conf/README.md"
+    )
+
+
+def test_base_yaml_only_holds_what_differs_from_the_defaults():
+    import yaml
+
+    from sales_st.config import Config, to_dict
+
+    defaults = to_dict(Config())
+
+    def same(node, ref, key=""):
+        for k, v in node.items():
+            if isinstance(v, dict) and isinstance(ref.get(k), dict) and k != "conf":
+                yield from same(v, ref[k], f"{key}{k}.")
+            elif ref.get(k) == v:
+                yield f"{key}{k}"
+
+    base = yaml.safe_load((CONF / "base.yaml").read_text()) or {}
+    assert list(same(base, defaults)) == []
+
+
+def test_code_fingerprint_covers_modules_in_subpackages(tmp_path, monkeypatch):
+    """Moving code into a subpackage must still invalidate stage outputs."""
+    import importlib.resources as resources
+
+    from sales_st.features import spec
+
+    before = spec.code_fingerprint()
+    root = tmp_path / "sales_st"
+    import shutil
+
+    shutil.copytree(resources.files("sales_st"), root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "features" / "windows.py").write_text(
+        (root / "features" / "windows.py").read_text() + "\n# changed\n"
+    )
+    monkeypatch.setattr(resources, "files", lambda name: root)
+    assert spec.code_fingerprint() != before

@@ -21,8 +21,10 @@ def test_conform_casts_compatible_types_and_adds_optional_columns(spark):
     out = conform(df, SALES)
     assert out.schema == SALES.spark_schema
     expected = spark.createDataFrame(
-        [(dt.date(2024, 1, 1), "7", "a", 3.0, None, None, None, None),
-         (dt.date(2024, 1, 2), "7", "a", None, None, None, None, None)],
+        [
+            (dt.date(2024, 1, 1), "7", "a", 3.0, None, None, None, None),
+            (dt.date(2024, 1, 2), "7", "a", None, None, None, None, None),
+        ],
         SALES.spark_schema,
     )
     assertDataFrameEqual(out, expected)
@@ -40,8 +42,9 @@ def test_conform_reports_every_problem_at_once(spark):
 
 
 def test_conform_keeps_dataset_specific_static_columns(spark):
-    df = spark.createDataFrame([(1, "BY", 3, "x")],
-                               "store_id int, state string, static_num_a int, static_cat_b string")
+    df = spark.createDataFrame(
+        [(1, "BY", 3, "x")], "store_id int, state string, static_num_a int, static_cat_b string"
+    )
     out = conform(df, STORES)
     assert out.columns[-2:] == ["static_num_a", "static_cat_b"]
     assert dict(out.dtypes)["static_num_a"] == "double"
@@ -51,16 +54,23 @@ def test_generic_loader_maps_csv_with_constants_values_and_join(spark, tmp_path)
     sales = tmp_path / "s.csv"
     sales.write_text("Day,Shop,Units,Flag\n2024-01-01,1,5,yes\n2024-01-02,2,0,no\n")
     src = TableSource(
-        path=str(sales), format="csv",
-        columns={"date": "CAST(Day AS DATE)", "store_id": "Shop", "target": "Units",
-                 "promo": "Flag"},
+        path=str(sales),
+        format="csv",
+        columns={
+            "date": "CAST(Day AS DATE)",
+            "store_id": "Shop",
+            "target": "Units",
+            "promo": "Flag",
+        },
         constants={"item_id": "all"},
         values={"promo": {"yes": 1, "no": 0}},
     )
     out = map_table(spark, src, "sales", base_dir=str(tmp_path))
     expected = spark.createDataFrame(
-        [(dt.date(2024, 1, 1), "1", "all", 5.0, None, 1, None, None),
-         (dt.date(2024, 1, 2), "2", "all", 0.0, None, 0, None, None)],
+        [
+            (dt.date(2024, 1, 1), "1", "all", 5.0, None, 1, None, None),
+            (dt.date(2024, 1, 2), "2", "all", 0.0, None, 0, None, None),
+        ],
         SALES.spark_schema,
     )
     assertDataFrameEqual(out, expected)
@@ -72,19 +82,29 @@ def test_generic_loader_melts_event_flags(spark, tmp_path):
     regions = tmp_path / "r.csv"
     regions.write_text("S,Region\n1,BY\n2,BW\n")
     src = TableSource(
-        path=str(facts), format="csv", join_path=str(regions), join_on=["S"],
+        path=str(facts),
+        format="csv",
+        join_path=str(regions),
+        join_on=["S"],
         columns={"date": "CAST(D AS DATE)", "scope": "Region"},
         constants={"scope_level": "state"},
         events_from_flags={"public_holiday": "Hol", "school_holiday": "School"},
     )
     out = map_table(spark, src, "events", base_dir=str(tmp_path))
     expected = spark.createDataFrame(
-        [(dt.date(2024, 1, 1), "BY", "state", "public_holiday"),
-         (dt.date(2024, 1, 1), "BY", "state", "school_holiday"),
-         (dt.date(2024, 1, 1), "BW", "state", "school_holiday")],
-        T.StructType([T.StructField("date", T.DateType()), T.StructField("scope", T.StringType()),
-                      T.StructField("scope_level", T.StringType()),
-                      T.StructField("event_type", T.StringType())]),
+        [
+            (dt.date(2024, 1, 1), "BY", "state", "public_holiday"),
+            (dt.date(2024, 1, 1), "BY", "state", "school_holiday"),
+            (dt.date(2024, 1, 1), "BW", "state", "school_holiday"),
+        ],
+        T.StructType(
+            [
+                T.StructField("date", T.DateType()),
+                T.StructField("scope", T.StringType()),
+                T.StructField("scope_level", T.StringType()),
+                T.StructField("event_type", T.StringType()),
+            ]
+        ),
     )
     assertDataFrameEqual(out, expected)
 
@@ -93,7 +113,9 @@ def test_generic_loader_names_missing_source_columns(spark, tmp_path):
     f = tmp_path / "x.csv"
     f.write_text("a,b\n1,2\n")
     src = TableSource(path=str(f), format="csv", columns={"store_id": "Store"})
-    with pytest.raises(ContractError, match=r"source columns \['Store'\] not found .*columns there: a, b"):
+    with pytest.raises(
+        ContractError, match=r"source columns \['Store'\] not found .*columns there: a, b"
+    ):
         map_table(spark, src, "stores", base_dir=str(tmp_path))
 
 

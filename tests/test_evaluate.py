@@ -14,27 +14,33 @@ from pyspark.sql import functions as F
 from sales_st.evaluation.baselines import simple_baselines, truth_rows
 from sales_st.evaluation.metrics import bottom_up, compute_metrics
 
-O = dt.date(2024, 3, 1)
+ORIGIN = dt.date(2024, 3, 1)
 
 
 def two_series(spark):
     # series A: actual 10, 20 ; point 12, 18 ; p10/p90 8..14, 15..25 ; MASE scale 4
     # series B: actual 0, 5  ; point 1, 5   ; p10/p90 0..2, 6..9   ; MASE scale 2
     rows = [
-        ("m", "A", "x", "S1", O, 1, 10.0, 12.0, 8.0, 14.0, 4.0),
-        ("m", "A", "x", "S1", O, 2, 20.0, 18.0, 15.0, 25.0, 4.0),
-        ("m", "B", "x", "S1", O, 1, 0.0, 1.0, 0.0, 2.0, 2.0),
-        ("m", "B", "x", "S1", O, 2, 5.0, 5.0, 6.0, 9.0, 2.0),
+        ("m", "A", "x", "S1", ORIGIN, 1, 10.0, 12.0, 8.0, 14.0, 4.0),
+        ("m", "A", "x", "S1", ORIGIN, 2, 20.0, 18.0, 15.0, 25.0, 4.0),
+        ("m", "B", "x", "S1", ORIGIN, 1, 0.0, 1.0, 0.0, 2.0, 2.0),
+        ("m", "B", "x", "S1", ORIGIN, 2, 5.0, 5.0, 6.0, 9.0, 2.0),
     ]
-    return spark.createDataFrame(
-        rows, "method string, store_id string, item_id string, state string, origin date, "
-              "horizon int, actual double, point double, p10 double, p90 double, mase_scale double",
-    ).withColumn("p_lo", F.col("p10")).withColumn("p_hi", F.col("p90"))
+    return (
+        spark.createDataFrame(
+            rows,
+            "method string, store_id string, item_id string, state string, origin date, "
+            "horizon int, actual double, point double, p10 double, p90 double, mase_scale double",
+        )
+        .withColumn("p_lo", F.col("p10"))
+        .withColumn("p_hi", F.col("p90"))
+    )
 
 
 def test_metrics_by_hand(spark):
-    m = compute_metrics(two_series(spark), {"overall": [], "series": ["store_id"]},
-                        {"p10": 0.1, "p90": 0.9}).toPandas()
+    m = compute_metrics(
+        two_series(spark), {"overall": [], "series": ["store_id"]}, {"p10": 0.1, "p90": 0.9}
+    ).toPandas()
     o = m[m.level == "overall"].iloc[0]
     e = np.array([10 - 12, 20 - 18, 0 - 1, 5 - 5], float)
     y = np.array([10, 20, 0, 5], float)
@@ -45,11 +51,15 @@ def test_metrics_by_hand(spark):
     assert o.mae == pytest.approx(5 / 4)
     assert o.wape == pytest.approx(5 / 35)
     assert o.smape == pytest.approx(np.mean(2 * np.abs(e) / (np.abs(y) + np.abs(p))))
-    assert o.rmspe == pytest.approx(math.sqrt(((2 / 10) ** 2 + (2 / 20) ** 2 + 0) / 3))  # y=0 skipped
+    assert o.rmspe == pytest.approx(
+        math.sqrt(((2 / 10) ** 2 + (2 / 20) ** 2 + 0) / 3)
+    )  # y=0 skipped
     assert o.mase == pytest.approx(np.mean([2 / 4, 2 / 4, 1 / 2, 0 / 2]))
     lo = np.array([8, 15, 0, 6], float)
     hi = np.array([14, 25, 2, 9], float)
-    pin = (np.maximum(0.1 * (y - lo), -0.9 * (y - lo)) + np.maximum(0.9 * (y - hi), -0.1 * (y - hi))) / 2
+    pin = (
+        np.maximum(0.1 * (y - lo), -0.9 * (y - lo)) + np.maximum(0.9 * (y - hi), -0.1 * (y - hi))
+    ) / 2
     assert o.pinball == pytest.approx(pin.mean())
     assert o.coverage == pytest.approx(3 / 4)  # B at h=2: 5 < 6
     b = m[(m.level == "series") & (m.group_key == "B")].iloc[0]
@@ -59,7 +69,9 @@ def test_metrics_by_hand(spark):
 def test_bottom_up_sums_series_to_regions(spark):
     agg = bottom_up(two_series(spark), "state").orderBy("horizon").toPandas()
     assert agg.actual.tolist() == [10.0, 25.0] and agg.point.tolist() == [13.0, 23.0]
-    m = compute_metrics(bottom_up(two_series(spark), "state"), {"state_total": ["state"]}, {}).first()
+    m = compute_metrics(
+        bottom_up(two_series(spark), "state"), {"state_total": ["state"]}, {}
+    ).first()
     assert m["mae"] == pytest.approx((3 + 2) / 2) and m["mase"] is None and m["pinball"] is None
 
 
@@ -70,7 +82,7 @@ def test_baselines_by_hand(spark):
     fut_open = [1, 1, 1, 0, 1, 1, 1, 1, 1]
     sw = [0.5] * H
     ex = spark.createDataFrame(
-        [("s", "i", O, hist, obs, 2.0, sw, fut_open, [3.0] * H, [1] * H)],
+        [("s", "i", ORIGIN, hist, obs, 2.0, sw, fut_open, [3.0] * H, [1] * H)],
         "store_id string, item_id string, origin date, hist_y array<double>, "
         "hist_observed array<int>, scale double, fut_sw_mean array<double>, "
         "fut_open array<int>, y array<double>, y_mask array<int>",
@@ -86,7 +98,7 @@ def test_baselines_by_hand(spark):
     assert t.actual.tolist() == [3.0] * H and t.open.tolist() == fut_open
     # MASE scale: mean |y_t - y_{t-7}| over the history = 7 (scaled) x scale 2
     assert t.mase_scale.iloc[0] == pytest.approx(14.0)
-    assert t.target_date.tolist() == [O + dt.timedelta(days=h) for h in range(1, H + 1)]
+    assert t.target_date.tolist() == [ORIGIN + dt.timedelta(days=h) for h in range(1, H + 1)]
 
 
 @pytest.mark.slow
@@ -98,7 +110,9 @@ def test_evaluation_job_on_the_tiny_panel(spark, tiny_cfg, tiny_model):
     assert {"fused", "seasonal_naive", "weekday_average", "lightgbm"} <= set(overall.index)
     n = overall["n"]
     assert n.nunique() == 1 and n.iloc[0] > 0  # every method scored on the same rows
-    assert overall.loc["fused", "coverage"] > 0 and math.isnan(overall.loc["seasonal_naive", "pinball"])
+    assert overall.loc["fused", "coverage"] > 0 and math.isnan(
+        overall.loc["seasonal_naive", "pinball"]
+    )
     levels = set(spark.table(out.metrics_table).select("level").distinct().toPandas().level)
     assert {"overall", "horizon", "origin", "series", "state", "city", "state_total"} <= levels
     html = open(out.report).read()
@@ -125,12 +139,15 @@ def test_lightgbm_scores_on_the_executors_as_the_boosters_do(spark, tiny_cfg, ti
     # the same rows scored here, by the boosters themselves
     feats, cats = lgbm_features(spec)
     rows = horizon_rows(test, spec).toPandas()
-    X = rows[feats].astype({c: "int32" for c in cats})
+    X = rows[feats].astype(dict.fromkeys(cats, "int32"))
     raw = np.stack([models[q].predict(X) for q in qs], axis=1) * rows.scale.to_numpy()[:, None]
     want = np.maximum(np.sort(raw, axis=1), 0) * rows.fut_open.to_numpy()[:, None]
     keys = ["store_id", "item_id", "origin", "horizon"]
-    merged = rows[keys].assign(w10=want[:, 0], w50=want[:, 1], w90=want[:, 2]).merge(
-        got, on=keys, how="outer", validate="1:1", indicator=True)
+    merged = (
+        rows[keys]
+        .assign(w10=want[:, 0], w50=want[:, 1], w90=want[:, 2])
+        .merge(got, on=keys, how="outer", validate="1:1", indicator=True)
+    )
     assert len(got) == len(rows) > 0 and (merged._merge == "both").all()
     assert (got.method == "lightgbm").all()
     for w, g in (("w10", "p10"), ("w50", "p50"), ("w90", "p90")):

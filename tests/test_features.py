@@ -19,8 +19,11 @@ from tests.conftest import make_config
 T0 = dt.date(2024, 1, 1)  # a Monday
 N_DAYS = 70
 L, H = 14, 7
-STORES = [("s1", "C1", "S1", 48.10, 11.50), ("s2", "C1", "S1", 48.20, 11.60),
-          ("s3", "C2", "S1", 48.60, 11.10)]
+STORES = [
+    ("s1", "C1", "S1", 48.10, 11.50),
+    ("s2", "C1", "S1", 48.20, 11.60),
+    ("s3", "C2", "S1", 48.60, 11.10),
+]
 
 
 def base_target(store: str, day: int) -> float:
@@ -36,16 +39,25 @@ def write_inputs(spark, root, target=base_target, extra_sales=()):
             rows.append((date, s, "i1", float(target(s, d)), 2.0 + 0.01 * d, promo, 1))
     rows += list(extra_sales)
     sales = spark.createDataFrame(
-        rows, "date date, store_id string, item_id string, target double, price double, "
-              "promo int, open int")
+        rows,
+        "date date, store_id string, item_id string, target double, price double, "
+        "promo int, open int",
+    )
     stores = spark.createDataFrame(
         [(s, c, st, "C0", lat, lon) for s, c, st, lat, lon in STORES],
-        "store_id string, city string, state string, country string, latitude double, longitude double")
+        "store_id string, city string, state string, country string, latitude double, "
+        "longitude double",
+    )
     events = spark.createDataFrame(
-        [(T0 + dt.timedelta(days=20), "global", None, "public_holiday"),
-         (T0 + dt.timedelta(days=30), "S1", "state", "school_holiday")],
-        "date date, scope string, scope_level string, event_type string")
-    items = spark.createDataFrame([("i1", "food", 2.0)], "item_id string, category string, base_price double")
+        [
+            (T0 + dt.timedelta(days=20), "global", None, "public_holiday"),
+            (T0 + dt.timedelta(days=30), "S1", "state", "school_holiday"),
+        ],
+        "date date, scope string, scope_level string, event_type string",
+    )
+    items = spark.createDataFrame(
+        [("i1", "food", 2.0)], "item_id string, category string, base_price double"
+    )
     for name, df in (("sales", sales), ("stores", stores), ("events", events), ("items", items)):
         df.write.mode("overwrite").parquet(f"{root}/{name}")
 
@@ -53,12 +65,21 @@ def write_inputs(spark, root, target=base_target, extra_sales=()):
 def small_cfg(data_root, tag, *extra):
     return make_config(
         data_root,
-        f"paths.inputs=inputs/{tag}", f"paths.features=features/{tag}",
-        f"features.history={L}", f"features.horizon={H}", "features.stride=7",
-        "features.min_history=7", "features.rolling_windows=[7]", "features.lags=[1,7]",
-        "features.same_weekday_weeks=2", "features.spatial.k=2", "features.spatial.method=knn",
-        "features.spatial.bandwidth_km=50", "features.splits.train_end=-21",
-        "features.splits.val_end=-14", "features.rows_per_file=100",
+        f"paths.inputs=inputs/{tag}",
+        f"paths.features=features/{tag}",
+        f"features.history={L}",
+        f"features.horizon={H}",
+        "features.stride=7",
+        "features.min_history=7",
+        "features.rolling_windows=[7]",
+        "features.lags=[1,7]",
+        "features.same_weekday_weeks=2",
+        "features.spatial.k=2",
+        "features.spatial.method=knn",
+        "features.spatial.bandwidth_km=50",
+        "features.splits.train_end=-21",
+        "features.splits.val_end=-14",
+        "features.rows_per_file=100",
         "features.spatial.aggregate_levels=[city,state]",
         *extra,
     )
@@ -95,14 +116,28 @@ def test_window_values_at_known_offsets(built):
     assert r.roll_mean_7 == pytest.approx(roll.mean() / scale, rel=1e-6)
     assert r.roll_std_7 == pytest.approx(roll.std() / scale, rel=1e-5)
     # known future: promo every 10th day, the weekday of o+1.., prices relative to history
-    np.testing.assert_array_equal(r.fut_promo, [1.0 if d % 10 == 0 else 0.0 for d in range(o + 1, o + H + 1)])
-    np.testing.assert_array_equal(r.hist_promo, [1.0 if d % 10 == 0 else 0.0 for d in range(o - L + 1, o + 1)])
+    np.testing.assert_array_equal(
+        r.fut_promo, [1.0 if d % 10 == 0 else 0.0 for d in range(o + 1, o + H + 1)]
+    )
+    np.testing.assert_array_equal(
+        r.hist_promo, [1.0 if d % 10 == 0 else 0.0 for d in range(o - L + 1, o + 1)]
+    )
     assert list(r.fut_dow) == [(d % 7) for d in range(o + 1, o + H + 1)]  # T0 is a Monday
     ref_price = np.mean([2.0 + 0.01 * d for d in range(o - L + 1, o + 1)])
-    np.testing.assert_allclose(r.fut_price, [(2.0 + 0.01 * d) / ref_price for d in range(o + 1, o + H + 1)], rtol=1e-5)
+    np.testing.assert_allclose(
+        r.fut_price, [(2.0 + 0.01 * d) / ref_price for d in range(o + 1, o + H + 1)], rtol=1e-5
+    )
     # same weekday as o+h in the last 2 weeks of history
-    sw = [np.mean([base_target("s1", d) for d in (o + h - 7 * int(np.ceil(h / 7)) - 7 * j for j in range(2))]) / scale
-          for h in range(1, H + 1)]
+    sw = [
+        np.mean(
+            [
+                base_target("s1", d)
+                for d in (o + h - 7 * int(np.ceil(h / 7)) - 7 * j for j in range(2))
+            ]
+        )
+        / scale
+        for h in range(1, H + 1)
+    ]
     np.testing.assert_allclose(r.fut_sw_mean, sw, rtol=1e-5)
 
 
@@ -124,9 +159,16 @@ def test_spatial_lag_hand_computed_for_three_stores(built, spark):
     o = 41
     coords = {s: (lat, lon) for s, _, _, lat, lon in STORES}
     rows = [(a, b, *coords[a], *coords[b]) for a in coords for b in coords if a != b]
-    dist = spark.createDataFrame(rows, "a string, b string, la double, oa double, lb double, ob double") \
-        .select("a", "b", haversine_km(F.col("la"), F.col("oa"), F.col("lb"), F.col("ob")).alias("km")) \
-        .toPandas().set_index(["a", "b"])["km"]
+    dist = (
+        spark.createDataFrame(
+            rows, "a string, b string, la double, oa double, lb double, ob double"
+        )
+        .select(
+            "a", "b", haversine_km(F.col("la"), F.col("oa"), F.col("lb"), F.col("ob")).alias("km")
+        )
+        .toPandas()
+        .set_index(["a", "b"])["km"]
+    )
     r = ex[(ex.store_id == "s1") & (ex.origin == origin)].iloc[0]
     neighbours = ["s2", "s3"]  # by distance from s1
     raw = np.array([1.0 / (1.0 + dist[("s1", n)] / 50.0) for n in neighbours])
@@ -142,9 +184,13 @@ def test_spatial_lag_hand_computed_for_three_stores(built, spark):
     np.testing.assert_allclose(r.hist_spatial_lag, lag, rtol=1e-5)
     assert list(r.nbr_ids) == neighbours
     # hierarchy aggregates: the city C1 mean is over s1 and s2, scaled by its window mean
-    c1 = np.array([(base_target("s1", d) + base_target("s2", d)) / 2 for d in range(o - L + 1, o + 1)])
+    c1 = np.array(
+        [(base_target("s1", d) + base_target("s2", d)) / 2 for d in range(o - L + 1, o + 1)]
+    )
     np.testing.assert_allclose(r.hist_agg_city, c1 / c1.mean(), rtol=1e-5)
-    st = np.array([np.mean([base_target(s, d) for s in ("s1", "s2", "s3")]) for d in range(o - L + 1, o + 1)])
+    st = np.array(
+        [np.mean([base_target(s, d) for s in ("s1", "s2", "s3")]) for d in range(o - L + 1, o + 1)]
+    )
     np.testing.assert_allclose(r.hist_agg_state, st / st.mean(), rtol=1e-5)
     nb = prep.wide.neighbours.toPandas().sort_values(["store_id", "rank"])
     assert list(nb[nb.store_id == "s1"].neighbour_id) == neighbours
@@ -195,17 +241,26 @@ def test_splits_respect_boundaries(built):
 
 def test_feature_job_accounts_for_every_row(spark, data_root):
     cfg = small_cfg(data_root, "accounting")
-    bad = [(T0, "s1", "i1", 5.0, 2.0, 0, 1),             # duplicate of an existing key
-           (T0, "ghost", "i1", 1.0, 2.0, 0, 1),          # unknown store
-           (T0 + dt.timedelta(days=3), "s2", "i1", -4.0, 2.0, 0, 1)]  # negative (+ duplicate)
+    bad = [
+        (T0, "s1", "i1", 5.0, 2.0, 0, 1),  # duplicate of an existing key
+        (T0, "ghost", "i1", 1.0, 2.0, 0, 1),  # unknown store
+        (T0 + dt.timedelta(days=3), "s2", "i1", -4.0, 2.0, 0, 1),
+    ]  # negative (+ duplicate)
     write_inputs(spark, cfg.path("inputs"), extra_sales=bad)
     out = run_features(spark, cfg, None)
     c = out.counts
     assert c["input"] == 3 * N_DAYS + 3
     assert c["input"] == c["accepted_written"] + c["quarantined_written"]
     assert c["duplicate_key"] == 3 and c["unknown_store"] == 1 and c["negative_target"] == 1
-    q = spark.table("sales_st.quarantine").where(F.col("run_date") == F.lit(out.run_date)) \
-        .groupBy("rule").count().toPandas().set_index("rule")["count"].to_dict()
+    q = (
+        spark.table("sales_st.quarantine")
+        .where(F.col("run_date") == F.lit(out.run_date))
+        .groupBy("rule")
+        .count()
+        .toPandas()
+        .set_index("rule")["count"]
+        .to_dict()
+    )
     assert q == {"duplicate_key": 3, "unknown_store": 1, "negative_target": 1}
     manifest = json.load(open(f"{cfg.path('runs')}/features/{out.run_date}/manifest.json"))
     assert manifest["counts"]["input"] == c["input"]
@@ -228,17 +283,22 @@ def test_scale_falls_back_to_the_last_year_after_a_closure(spark):
     y = [10.0 if d < 100 else 0.0 for d in range(n)]  # closed for the last 20 days
     y[o - 1] = 30.0  # one day with sales in the window: fewer than 3
     row = (o, y, [1] * n, [1] * n, [0] * n, [None] * n, [0] * n, [0] * n)
-    df = spark.createDataFrame([row], "o int, y array<double>, has_y array<int>, open array<int>, "
-                                      "promo array<int>, price array<double>, holiday array<int>, "
-                                      "school array<int>")
+    df = spark.createDataFrame(
+        [row],
+        "o int, y array<double>, has_y array<int>, open array<int>, "
+        "promo array<int>, price array<double>, holiday array<int>, "
+        "school array<int>",
+    )
     r = with_history(df, FeaturesConfig(history=L, min_history=7)).first()
-    positive = [v for v in y[o - 363:o + 1] if v > 0]
+    positive = [v for v in y[o - 363 : o + 1] if v > 0]
     assert r["scale"] == pytest.approx(np.mean(positive))
     assert r["n_obs"] == L
     # enough sales days in the window: their mean, zeros (closed days) left out
     y2 = [0.0 if d % 2 else 8.0 for d in range(n)]
-    r2 = with_history(df.withColumn("y", F.array(*[F.lit(v) for v in y2])),
-                      FeaturesConfig(history=L, min_history=7)).first()
+    r2 = with_history(
+        df.withColumn("y", F.array(*[F.lit(v) for v in y2])),
+        FeaturesConfig(history=L, min_history=7),
+    ).first()
     assert r2["scale"] == pytest.approx(8.0)
 
 
@@ -248,9 +308,12 @@ def test_windows_without_any_sales_in_a_year_have_no_scale(spark):
 
     n = 60
     row = (59, [0.0] * n, [1] * n, [0] * n, [0] * n, [None] * n, [0] * n, [0] * n)
-    df = spark.createDataFrame([row], "o int, y array<double>, has_y array<int>, open array<int>, "
-                                      "promo array<int>, price array<double>, holiday array<int>, "
-                                      "school array<int>")
+    df = spark.createDataFrame(
+        [row],
+        "o int, y array<double>, has_y array<int>, open array<int>, "
+        "promo array<int>, price array<double>, holiday array<int>, "
+        "school array<int>",
+    )
     r = with_history(df, FeaturesConfig(history=14, min_history=7)).first()
     assert (r["has_scale"], r["scale"]) == (0, 1.0)
 
@@ -266,10 +329,13 @@ def test_last_year_level_per_horizon_day(spark):
     opn[400 + 1 - 364] = 0  # a closed day a year before o+1: left out of the mean
     zeros = [0] * n
     row = (o, 2.0, 1.0, y, [1] * n, opn, zeros, [None] * n, zeros, zeros, [999] * n, [999] * n)
-    df = spark.createDataFrame([row], "o int, scale double, ref_price double, y array<double>, "
-                                      "has_y array<int>, open array<int>, promo array<int>, "
-                                      "price array<double>, holiday array<int>, school array<int>, "
-                                      "to_holiday array<int>, since_holiday array<int>")
+    df = spark.createDataFrame(
+        [row],
+        "o int, scale double, ref_price double, y array<double>, "
+        "has_y array<int>, open array<int>, promo array<int>, "
+        "price array<double>, holiday array<int>, school array<int>, "
+        "to_holiday array<int>, since_holiday array<int>",
+    )
     cfg = FeaturesConfig(history=14, horizon=H, min_history=7, same_weekday_weeks=2)
     r = with_future(df, cfg, Axis(T0, n)).first()
     expected = []

@@ -31,7 +31,9 @@ def first(spark, tiny_cfg, tiny_model):
 
 
 def test_forecasts_table_schema_and_content(spark, tiny_cfg, tiny_features, first):
-    expected = spark.createDataFrame([], forecast_ddl([0.1, 0.5, 0.9], tiny_cfg.data.region_columns)).schema
+    expected = spark.createDataFrame(
+        [], forecast_ddl([0.1, 0.5, 0.9], tiny_cfg.data.region_columns)
+    ).schema
     got = spark.table(TABLE).schema
     assert [(f.name, f.dataType) for f in got] == [(f.name, f.dataType) for f in expected]
     run = first.run_date
@@ -51,7 +53,7 @@ def test_forecasts_table_schema_and_content(spark, tiny_cfg, tiny_features, firs
         assert all(run - dt.timedelta(days=L - 1) <= x <= run for x in d)
     assert ((df.gate > 0) & (df.gate < 1)).all()
     assert all(abs(sum(w) - 1) < 1e-3 for w in df.spatial_weights if len(w))
-    sources = set(s for ss in df.spatial_sources for s in ss)
+    sources = {s for ss in df.spatial_sources for s in ss}
     assert sources & {"spatial_lag", "agg_city", "agg_state"}
     assert any(s.startswith("st") for s in sources)  # neighbour store ids
 
@@ -72,8 +74,9 @@ def test_rerun_replaces_only_its_partition(spark, tiny_cfg, first):
     assert set(total.run_date) == {run, earlier}
 
 
-def test_failure_during_the_write_leaves_the_previous_partition(spark, tiny_cfg, first,
-                                                                monkeypatch):
+def test_failure_during_the_write_leaves_the_previous_partition(
+    spark, tiny_cfg, first, monkeypatch
+):
     run = first.run_date
     before = partition(spark, run).persist()
     n = before.count()
@@ -93,7 +96,7 @@ def test_table_is_readable_with_sql_from_another_process(spark, tiny_cfg, first)
     table_dir = f"{tiny_cfg.path('warehouse')}/sales_st.db/forecasts"
     query = (
         "import duckdb, sys; con = duckdb.connect(); "
-        f"print(con.execute(\"SELECT count(*), count(DISTINCT store_id || item_id), min(p50) >= 0 "
+        f'print(con.execute("SELECT count(*), count(DISTINCT store_id || item_id), min(p50) >= 0 '
         f"FROM read_parquet('{table_dir}/*/*.parquet', hive_partitioning=1) "
         f"WHERE run_date = '{first.run_date}'\").fetchone())"
     )

@@ -15,8 +15,17 @@ from sales_st.data.geo import haversine_km
 from sales_st.data.synthetic import expected_rows, generate, resolve
 
 CFG = GeneratorConfig(
-    preset="custom", seed=3, days=730, n_states=3, cities_per_state=2, stores_per_city=4,
-    n_items=5, plan_days=14, partitions=3, slow_item_fraction=0.2, new_store_fraction=0.15,
+    preset="custom",
+    seed=3,
+    days=730,
+    n_states=3,
+    cities_per_state=2,
+    stores_per_city=4,
+    n_items=5,
+    plan_days=14,
+    partitions=3,
+    slow_item_fraction=0.2,
+    new_store_fraction=0.15,
 )
 
 
@@ -48,7 +57,8 @@ def test_row_counts_and_plan_rows(tables):
     # every store has rows exactly from its open date (or the start) to the last plan day
     span = sales.groupBy("store_id").agg(F.min("date").alias("lo"), F.max("date").alias("hi"))
     check = span.join(stores, "store_id").where(
-        F.col("lo") != F.coalesce("open_date", F.lit(CFG.start_date).cast("date")))
+        F.col("lo") != F.coalesce("open_date", F.lit(CFG.start_date).cast("date"))
+    )
     assert check.count() == 0
     plans = sales.where(F.col("target").isNull())
     assert plans.count() == 24 * 5 * 14
@@ -57,8 +67,12 @@ def test_row_counts_and_plan_rows(tables):
 
 
 def test_weekday_profile_matches_config(fast_open):
-    wd = fast_open.groupBy(((F.dayofweek("date") + 5) % 7).alias("wd")).agg(
-        F.avg("target").alias("m")).orderBy("wd").toPandas()
+    wd = (
+        fast_open.groupBy(((F.dayofweek("date") + 5) % 7).alias("wd"))
+        .agg(F.avg("target").alias("m"))
+        .orderBy("wd")
+        .toPandas()
+    )
     measured = wd["m"].to_numpy() / wd["m"].mean()
     profile = np.array(CFG.weekday_profile)
     expected = profile / profile.mean()
@@ -68,14 +82,25 @@ def test_weekday_profile_matches_config(fast_open):
 def test_promo_lift_and_post_promo_dip(fast_open):
     df = fast_open
     by_week = df.groupBy("store_id", "item_id", "week").agg(F.max("promo").alias("wpromo"))
-    prev = by_week.select("store_id", "item_id", (F.col("week") + 1).alias("week"),
-                          F.col("wpromo").alias("prev_promo"))
+    prev = by_week.select(
+        "store_id",
+        "item_id",
+        (F.col("week") + 1).alias("week"),
+        F.col("wpromo").alias("prev_promo"),
+    )
     df = df.join(prev, ["store_id", "item_id", "week"], "left").fillna(0, ["prev_promo"])
-    kind = (F.when(F.col("promo") == 1, "promo")
-            .when(F.col("prev_promo") == 1, "dip").otherwise("normal"))
+    kind = (
+        F.when(F.col("promo") == 1, "promo")
+        .when(F.col("prev_promo") == 1, "dip")
+        .otherwise("normal")
+    )
     # ratios within each series (levels differ by series), then the median over series
-    means = df.withColumn("k", kind).groupBy("store_id", "item_id").pivot(
-        "k", ["promo", "dip", "normal"]).agg(F.avg("target"))
+    means = (
+        df.withColumn("k", kind)
+        .groupBy("store_id", "item_id")
+        .pivot("k", ["promo", "dip", "normal"])
+        .agg(F.avg("target"))
+    )
     pdf = means.dropna().toPandas()
     lift = np.median(pdf["promo"] / pdf["normal"])
     dip = np.median(pdf["dip"] / pdf["normal"])
@@ -87,19 +112,32 @@ def test_shock_correlation_decays_with_distance(tables):
     sales = tables["sales"].where(F.col("target").isNotNull() & (F.col("open") == 1))
     stores = tables["stores"].where(F.col("open_date").isNull())
     # store-day log totals, minus the store-weekday mean and the day's mean over all stores
-    daily = sales.join(stores.select("store_id"), "store_id").groupBy("store_id", "date").agg(
-        F.log1p(F.sum("target")).alias("v"))
+    daily = (
+        sales.join(stores.select("store_id"), "store_id")
+        .groupBy("store_id", "date")
+        .agg(F.log1p(F.sum("target")).alias("v"))
+    )
     daily = daily.withColumn("wd", F.dayofweek("date"))
-    daily = daily.withColumn("r", F.col("v") - F.avg("v").over(Window.partitionBy("store_id", "wd")))
+    daily = daily.withColumn(
+        "r", F.col("v") - F.avg("v").over(Window.partitionBy("store_id", "wd"))
+    )
     daily = daily.withColumn("r", F.col("r") - F.avg("r").over(Window.partitionBy("date")))
     a = daily.select(F.col("store_id").alias("a"), "date", F.col("r").alias("ra"))
     b = daily.select(F.col("store_id").alias("b"), "date", F.col("r").alias("rb"))
     corr = a.join(b, "date").where("a < b").groupBy("a", "b").agg(F.corr("ra", "rb").alias("c"))
     geo = stores.select("store_id", "latitude", "longitude")
-    ga = geo.select(F.col("store_id").alias("a"), F.col("latitude").alias("la"), F.col("longitude").alias("oa"))
-    gb = geo.select(F.col("store_id").alias("b"), F.col("latitude").alias("lb"), F.col("longitude").alias("ob"))
-    pdf = corr.join(ga, "a").join(gb, "b").withColumn(
-        "km", haversine_km(F.col("la"), F.col("oa"), F.col("lb"), F.col("ob"))).toPandas()
+    ga = geo.select(
+        F.col("store_id").alias("a"), F.col("latitude").alias("la"), F.col("longitude").alias("oa")
+    )
+    gb = geo.select(
+        F.col("store_id").alias("b"), F.col("latitude").alias("lb"), F.col("longitude").alias("ob")
+    )
+    pdf = (
+        corr.join(ga, "a")
+        .join(gb, "b")
+        .withColumn("km", haversine_km(F.col("la"), F.col("oa"), F.col("lb"), F.col("ob")))
+        .toPandas()
+    )
     near = pdf[pdf.km < 40].c.mean()
     mid = pdf[(pdf.km >= 40) & (pdf.km < 150)].c.mean()
     far = pdf[pdf.km >= 250].c.mean()
@@ -120,8 +158,9 @@ def test_deterministic_by_seed_whatever_the_partitioning(spark):
 
 def test_intermittent_items_have_many_zero_days(tables):
     sales = tables["sales"].where(F.col("target").isNotNull() & (F.col("open") == 1))
-    z = sales.groupBy("item_id").agg(F.avg("target").alias("m"),
-                                     F.avg((F.col("target") == 0).cast("double")).alias("zero"))
+    z = sales.groupBy("item_id").agg(
+        F.avg("target").alias("m"), F.avg((F.col("target") == 0).cast("double")).alias("zero")
+    )
     pdf = z.toPandas()
     slow = pdf[pdf.m < 3]
     assert len(slow) >= 1 and (slow.zero > 0.2).all()

@@ -17,15 +17,35 @@ L, H, K, B = 14, 7, 3, 5
 
 
 def fake_spec() -> FeatureSpec:
-    layout = make_layout(L, H, K, lags=[1], rolling_windows=[], agg_levels=["state"],
-                         vocab_names=["store_id", "item_id"], static_numeric=["size"])
+    layout = make_layout(
+        L,
+        H,
+        K,
+        lags=[1],
+        rolling_windows=[],
+        agg_levels=["state"],
+        vocab_names=["store_id", "item_id"],
+        static_numeric=["size"],
+    )
     return FeatureSpec(
-        layout=layout, dataset="fake", run_date=dt.date(2024, 1, 31), t0=dt.date(2023, 1, 1),
-        n_days=400, aggregate_levels=["state"],
+        layout=layout,
+        dataset="fake",
+        run_date=dt.date(2024, 1, 31),
+        t0=dt.date(2023, 1, 1),
+        n_days=400,
+        aggregate_levels=["state"],
         vocab={"store_id": list("abcde"), "item_id": list("xy")},
-        scalers={"lag_1": [1.0, 0.5], "log_scale": [2.0, 1.0], "obs_frac": [0.0, 1.0],
-                 "log_age": [0.0, 1.0], "size": [1.0, 0.2]},
-        splits={}, neighbours="", features_config="f", features_id="f",
+        scalers={
+            "lag_1": [1.0, 0.5],
+            "log_scale": [2.0, 1.0],
+            "obs_frac": [0.0, 1.0],
+            "log_age": [0.0, 1.0],
+            "size": [1.0, 0.2],
+        },
+        splits={},
+        neighbours="",
+        features_config="f",
+        features_id="f",
     )
 
 
@@ -57,8 +77,14 @@ def inputs(seed=0, n=B):
 @pytest.mark.parametrize("temporal", ["lstm", "transformer"])
 @pytest.mark.parametrize("fusion", ["gate", "concat"])
 def test_output_shapes_and_non_crossing_quantiles(temporal, fusion):
-    cfg = ModelConfig(temporal=temporal, fusion=fusion, units=16, heads=2, decoder_units=16,
-                      quantiles=[0.1, 0.5, 0.9])
+    cfg = ModelConfig(
+        temporal=temporal,
+        fusion=fusion,
+        units=16,
+        heads=2,
+        decoder_units=16,
+        quantiles=[0.1, 0.5, 0.9],
+    )
     model = build_model(fake_spec(), cfg)
     out = model(inputs(), training=False)
     assert out["quantiles"].shape == (B, H, 3)
@@ -113,8 +139,12 @@ def test_ablation_switch_removes_the_spatial_path():
     assert temporal.count_params() < fused.count_params()
     # the temporal-only model ignores every region input; the fused one does not
     cols = fake_columns()
-    other = dict(cols, nbr_y=cols["nbr_y"] * 7 + 1, hist_spatial_lag=cols["hist_spatial_lag"] + 3,
-                 hist_agg_state=cols["hist_agg_state"] * 0)
+    other = dict(
+        cols,
+        nbr_y=cols["nbr_y"] * 7 + 1,
+        hist_spatial_lag=cols["hist_spatial_lag"] + 3,
+        hist_agg_state=cols["hist_agg_state"] * 0,
+    )
     a = model_inputs_from_columns(cols, spec)
     b = model_inputs_from_columns(other, spec)
     np.testing.assert_allclose(temporal(a)["quantiles"], temporal(b)["quantiles"])

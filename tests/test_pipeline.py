@@ -12,14 +12,27 @@ def run(spark, cfg, caplog, stages):
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="sales_st.runtime.pipeline"):
         Pipeline(spark, cfg, None).run(stages)
-    return {s: ("skipped" if any(f"{s}: inputs and config unchanged" in m for m in caplog.messages)
-                else "ran" if any(f"{s} done" in m for m in caplog.messages) else "-")
-            for s in stages}
+    return {
+        s: (
+            "skipped"
+            if any(f"{s}: inputs and config unchanged" in m for m in caplog.messages)
+            else "ran"
+            if any(f"{s} done" in m for m in caplog.messages)
+            else "-"
+        )
+        for s in stages
+    }
 
 
 def test_unchanged_stages_are_skipped_and_changes_rerun_downstream(spark, data_root, caplog):
-    base = [*TINY, "paths.inputs=inputs/pipe", "paths.features=features/pipe",
-            "paths.runs=runs/pipe", "data.generator.days=120", "data.generator.n_items=1"]
+    base = [
+        *TINY,
+        "paths.inputs=inputs/pipe",
+        "paths.features=features/pipe",
+        "paths.runs=runs/pipe",
+        "data.generator.days=120",
+        "data.generator.n_items=1",
+    ]
     cfg = make_config(data_root, *base)
     stages = ["generate", "features"]
     assert run(spark, cfg, caplog, stages) == {"generate": "ran", "features": "ran"}

@@ -26,9 +26,13 @@ def ross(spark, data_root):
 def test_counts_match_the_data_readme(ross):
     _, t = ross
     sales = t["sales"]
-    agg = sales.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("store_id").alias("stores"),
-                    F.min("date").alias("lo"), F.max("date").alias("hi"),
-                    F.sum((F.col("open") == 0).cast("int")).alias("closed")).first()
+    agg = sales.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.countDistinct("store_id").alias("stores"),
+        F.min("date").alias("lo"),
+        F.max("date").alias("hi"),
+        F.sum((F.col("open") == 0).cast("int")).alias("closed"),
+    ).first()
     assert agg["rows"] == 1_017_209 and agg["stores"] == 1_115
     assert (agg["lo"], agg["hi"]) == (dt.date(2013, 1, 1), dt.date(2015, 7, 31))
     assert agg["closed"] == 172_817
@@ -70,7 +74,9 @@ def test_standard_split(ross):
     # validation (weekly origins whose 42-day horizon ends by the run date)
     assert resolve_boundary(cfg.features.splits.train_end, run) == dt.date(2015, 4, 17)
     axis = Axis(t0=dt.date(2013, 1, 1), n_days=942)
-    rules = {r.name: r for r in origin_rules(cfg.features, axis, run, axis.day(dt.date(2015, 7, 31)))}
+    rules = {
+        r.name: r for r in origin_rules(cfg.features, axis, run, axis.day(dt.date(2015, 7, 31)))
+    }
     test = rules["test"]
     assert [axis.date(d) for d in origin_candidates(test, 42, 83)] == [run]
     train = origin_candidates(rules["train"], 42, 83)

@@ -58,13 +58,16 @@ def test_two_ranks_lower_the_loss_and_end_identical(pretrained, tiny_cfg):
 def test_rerun_of_a_finished_model_is_skipped(spark, tiny_cfg, pretrained):
     again = run_training(spark, tiny_cfg, "pretrain")
     assert (again.model_id, again.skipped, again.model_dir) == (
-        pretrained.model_id, True, pretrained.model_dir)
+        pretrained.model_id,
+        True,
+        pretrained.model_dir,
+    )
 
 
 def test_failed_run_resumes_after_its_last_checkpoint(spark, tiny_cfg, tiny_features, monkeypatch):
     cfg = with_paths(tiny_cfg, models="models/tiny-resume")
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "2")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - Horovod re-raises the rank's error as its own
         run_training(spark, cfg, "pretrain")
     monkeypatch.delenv(FAIL_AFTER_EPOCH_ENV)
     root = cfg.path("models")
@@ -84,9 +87,16 @@ def test_failed_run_resumes_after_its_last_checkpoint(spark, tiny_cfg, tiny_feat
 
 
 def test_finetune_starts_from_the_pretrained_weights(spark, tiny_cfg, pretrained):
-    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(
-        tiny_cfg.train, epochs=1, finetune=dataclasses.replace(
-            tiny_cfg.train.finetune, segment="state = 'S01'", freeze=["temporal"])))
+    cfg = dataclasses.replace(
+        tiny_cfg,
+        train=dataclasses.replace(
+            tiny_cfg.train,
+            epochs=1,
+            finetune=dataclasses.replace(
+                tiny_cfg.train.finetune, segment="state = 'S01'", freeze=["temporal"]
+            ),
+        ),
+    )
     out = run_training(spark, cfg, "finetune", parent="pretrained")
     root = cfg.path("models")
     parent_digest = pretrained.results[0]["digest"]
@@ -104,27 +114,55 @@ def test_same_worker_runs_under_horovodrun(tmp_path, tiny_cfg, tiny_features):
     spec = read_spec(tiny_cfg.path("features"))
     rows, groups = parquet_stats(spec.split_path("train"))
     vrows, vgroups = parquet_stats(spec.split_path("val"))
-    train = dataclasses.replace(tiny_cfg.train, epochs=1, batch_size=32, warmup_epochs=0,
-                                patience=2, seed=1, shuffle_buffer=64, max_steps_per_epoch=3)
+    train = dataclasses.replace(
+        tiny_cfg.train,
+        epochs=1,
+        batch_size=32,
+        warmup_epochs=0,
+        patience=2,
+        seed=1,
+        shuffle_buffer=64,
+        max_steps_per_epoch=3,
+    )
     plan = TrainPlan(
-        spec=spec.to_dict(), model=to_dict(tiny_cfg.model), train=to_dict(train),
+        spec=spec.to_dict(),
+        model=to_dict(tiny_cfg.model),
+        train=to_dict(train),
         train_url="file://" + spec.split_path("train"),
         val_url="file://" + spec.split_path("val"),
-        train_rows=rows, val_rows=vrows, train_row_groups=groups, val_row_groups=vgroups,
-        model_dir=str(tmp_path / "m"), learning_rate=0.002,
+        train_rows=rows,
+        val_rows=vrows,
+        train_row_groups=groups,
+        val_row_groups=vgroups,
+        model_dir=str(tmp_path / "m"),
+        learning_rate=0.002,
     )
     path = tmp_path / "plan.json"
     path.write_text(plan.to_json())
     venv_bin = os.path.dirname(sys.executable)
     proc = subprocess.run(
-        [f"{venv_bin}/horovodrun", "-np", "2", "--gloo", "-H", "localhost:2",
-         sys.executable, "-m", "sales_st.training.worker", str(path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            f"{venv_bin}/horovodrun",
+            "-np",
+            "2",
+            "--gloo",
+            "-H",
+            "localhost:2",
+            sys.executable,
+            "-m",
+            "sales_st.training.worker",
+            str(path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line.split(":", 1)[1]) for line in proc.stdout.splitlines()
-               if '"digest"' in line]
+    results = [
+        json.loads(line.split(":", 1)[1]) for line in proc.stdout.splitlines() if '"digest"' in line
+    ]
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert len({r["digest"] for r in results}) == 1
     assert (tmp_path / "m" / "weights.h5").exists()

@@ -18,20 +18,28 @@ from sales_st.data.validation import RULE_ORDER, ValidationError, validate_sales
 D = dt.date
 RUN = D(2024, 1, 10)
 QUARANTINE_ALL = ValidationConfig(
-    start_date="2024-01-01", end_date="2024-02-01",
-    rules={r: "quarantine" for r in RULE_ORDER},
+    start_date="2024-01-01",
+    end_date="2024-02-01",
+    rules=dict.fromkeys(RULE_ORDER, "quarantine"),
 )
 
 
 def sales_df(spark, rows):
-    df = spark.createDataFrame(rows, "date date, store_id string, item_id string, target double, "
-                                     "price double, promo int, open int, customers double")
+    df = spark.createDataFrame(
+        rows,
+        "date date, store_id string, item_id string, target double, "
+        "price double, promo int, open int, customers double",
+    )
     return conform(df, SALES)
 
 
 def dims(spark):
-    stores = conform(spark.createDataFrame([("s1", "BY"), ("s2", "BW")], "store_id string, state string"), STORES)
-    items = spark.createDataFrame([("i1", None, None)], "item_id string, category string, base_price double")
+    stores = conform(
+        spark.createDataFrame([("s1", "BY"), ("s2", "BW")], "store_id string, state string"), STORES
+    )
+    items = spark.createDataFrame(
+        [("i1", None, None)], "item_id string, category string, base_price double"
+    )
     return stores, items
 
 
@@ -42,34 +50,47 @@ def row(date, store="s1", item="i1", target=1.0, promo=0):
 def test_each_rule_quarantines_its_rows(spark):
     stores, items = dims(spark)
     rows = [
-        row(D(2024, 1, 1)),                               # ok
-        row(None),                                        # null_key
-        row(D(2023, 12, 1)),                              # date_out_of_range
-        row(D(2024, 1, 2), store="s9"),                   # unknown_store
-        row(D(2024, 1, 2), item="i9"),                    # unknown_item
-        row(D(2024, 1, 3), target=float("nan")),          # non_finite_target
-        row(D(2024, 1, 4), target=float("inf")),          # non_finite_target
-        row(D(2024, 1, 5), target=-2.0),                  # negative_target
-        row(D(2024, 1, 6), target=None),                  # null_target (before the run date)
-        row(D(2024, 1, 20), target=None, promo=1),        # ok: a plan row after the run date
-        row(D(2024, 1, 7), target=5.0),                   # duplicate_key: conflicting pair
+        row(D(2024, 1, 1)),  # ok
+        row(None),  # null_key
+        row(D(2023, 12, 1)),  # date_out_of_range
+        row(D(2024, 1, 2), store="s9"),  # unknown_store
+        row(D(2024, 1, 2), item="i9"),  # unknown_item
+        row(D(2024, 1, 3), target=float("nan")),  # non_finite_target
+        row(D(2024, 1, 4), target=float("inf")),  # non_finite_target
+        row(D(2024, 1, 5), target=-2.0),  # negative_target
+        row(D(2024, 1, 6), target=None),  # null_target (before the run date)
+        row(D(2024, 1, 20), target=None, promo=1),  # ok: a plan row after the run date
+        row(D(2024, 1, 7), target=5.0),  # duplicate_key: conflicting pair
         row(D(2024, 1, 7), target=6.0),
-        row(D(2024, 1, 8), target=2.0),                   # exact copies: the first one is kept
+        row(D(2024, 1, 8), target=2.0),  # exact copies: the first one is kept
         row(D(2024, 1, 8), target=2.0),
-        row(None, store="s9", target=-1.0),               # several rules: charged to null_key
+        row(None, store="s9", target=-1.0),  # several rules: charged to null_key
     ]
     res = validate_sales(sales_df(spark, rows), stores, items, QUARANTINE_ALL, RUN)
     assert res.counts["input"] == 15
     assert res.counts["accepted"] == 3
-    expected_counts = {"null_key": 2, "date_out_of_range": 1, "unknown_store": 1,
-                       "unknown_item": 1, "non_finite_target": 2, "negative_target": 1,
-                       "null_target": 1, "duplicate_key": 3}
+    expected_counts = {
+        "null_key": 2,
+        "date_out_of_range": 1,
+        "unknown_store": 1,
+        "unknown_item": 1,
+        "non_finite_target": 2,
+        "negative_target": 1,
+        "null_target": 1,
+        "duplicate_key": 3,
+    }
     assert {k: res.counts.get(k, 0) for k in RULE_ORDER} == expected_counts
     assert res.counts["input"] == res.counts["accepted"] + res.quarantined_total
     assertDataFrameEqual(
         res.accepted,
-        sales_df(spark, [row(D(2024, 1, 1)), row(D(2024, 1, 20), target=None, promo=1),
-                         row(D(2024, 1, 8), target=2.0)]),
+        sales_df(
+            spark,
+            [
+                row(D(2024, 1, 1)),
+                row(D(2024, 1, 20), target=None, promo=1),
+                row(D(2024, 1, 8), target=2.0),
+            ],
+        ),
     )
     q = res.quarantined.select("rule", "detail").toPandas()
     details = dict(zip(q["rule"], q["detail"]))
@@ -94,30 +115,43 @@ def test_fail_rule_raises_with_counts_and_examples(spark):
     assert "validation.rules.<rule>: quarantine" in msg
 
 
-def test_rules_default_to_fail(spark):
+def test_rules_not_listed_fail(spark):
     stores, items = dims(spark)
     with pytest.raises(ValidationError, match="unknown_store"):
-        validate_sales(sales_df(spark, [row(D(2024, 1, 1), store="zz")]), stores, items,
-                       ValidationConfig(), RUN)
+        validate_sales(
+            sales_df(spark, [row(D(2024, 1, 1), store="zz")]),
+            stores,
+            items,
+            ValidationConfig(rules={}),
+            RUN,
+        )
 
 
 def test_items_derived_from_sales_when_no_item_table(spark):
     stores, _ = dims(spark)
     empty = spark.createDataFrame([], "item_id string, category string, base_price double")
-    res = validate_sales(sales_df(spark, [row(D(2024, 1, 1), item="anything")]), stores, empty,
-                         QUARANTINE_ALL, RUN)
+    res = validate_sales(
+        sales_df(spark, [row(D(2024, 1, 1), item="anything")]), stores, empty, QUARANTINE_ALL, RUN
+    )
     assert res.counts == {"accepted": 1, "input": 1}
 
 
 # ---- property test ----------------------------------------------------------------------
 
-targets = st.one_of(st.none(), st.just(float("nan")), st.just(float("inf")),
-                    st.floats(-5, 50, allow_nan=False))
+targets = st.one_of(
+    st.none(), st.just(float("nan")), st.just(float("inf")), st.floats(-5, 50, allow_nan=False)
+)
 dates = st.one_of(st.none(), st.dates(D(2023, 12, 25), D(2024, 2, 5)))
 rows_strategy = st.lists(
-    st.tuples(dates, st.sampled_from(["s1", "s2", "s3", None]), st.sampled_from(["i1", "i2"]),
-              targets, st.sampled_from([0, 1])),
-    min_size=1, max_size=25,
+    st.tuples(
+        dates,
+        st.sampled_from(["s1", "s2", "s3", None]),
+        st.sampled_from(["i1", "i2"]),
+        targets,
+        st.sampled_from([0, 1]),
+    ),
+    min_size=1,
+    max_size=25,
 )
 actions = st.fixed_dictionaries({r: st.sampled_from(["fail", "quarantine"]) for r in RULE_ORDER})
 
@@ -138,8 +172,10 @@ def _norm(date, store, item, target):
 @given(rows=rows_strategy, rules=actions)
 def test_random_bad_input_fails_clearly_or_loses_nothing(spark, rows, rules):
     stores, items = dims(spark)
-    items = spark.createDataFrame([("i1", None, None), ("i2", None, None)],
-                                  "item_id string, category string, base_price double")
+    items = spark.createDataFrame(
+        [("i1", None, None), ("i2", None, None)],
+        "item_id string, category string, base_price double",
+    )
     full = [(d, s, i, t, None, p, 1, None) for d, s, i, t, p in rows]
     cfg = ValidationConfig(start_date="2024-01-01", end_date="2024-02-01", rules=rules)
     try:
@@ -159,8 +195,10 @@ def test_random_bad_input_fails_clearly_or_loses_nothing(spark, rows, rules):
     assert observed.notna().all() and (observed >= 0).all() and observed.map(math.isfinite).all()
     assert not acc.duplicated(["store_id", "item_id", "date"]).any()
     # every input row is accepted or quarantined: compare the multisets
-    got = [_norm(r.date, r.store_id, r.item_id, None if math.isnan(r.target) else r.target)
-           for r in acc.itertuples()]
+    got = [
+        _norm(r.date, r.store_id, r.item_id, None if math.isnan(r.target) else r.target)
+        for r in acc.itertuples()
+    ]
     for j in q["row_json"]:
         o = json.loads(j)
         t = o.get("target")

@@ -29,8 +29,24 @@ from sales_st.config.sections import (
 from sales_st.errors import ConfigError
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig",
-    "ForecastConfig", "GeneratorConfig", "ModelConfig", "PathsConfig", "RegionLevel",
-    "SpatialConfig", "SparkConfig", "SplitsConfig", "TableSource", "TrainConfig",
-    "ValidationConfig", "load_config", "resolve_path", "to_dict",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvaluateConfig",
+    "FeaturesConfig",
+    "FinetuneConfig",
+    "ForecastConfig",
+    "GeneratorConfig",
+    "ModelConfig",
+    "PathsConfig",
+    "RegionLevel",
+    "SpatialConfig",
+    "SparkConfig",
+    "SplitsConfig",
+    "TableSource",
+    "TrainConfig",
+    "ValidationConfig",
+    "load_config",
+    "resolve_path",
+    "to_dict",
 ]

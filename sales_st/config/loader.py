@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from sales_st.config.sections import Config
+from sales_st.config.sections import RULES, Config
 from sales_st.errors import ConfigError
 
 T = TypeVar("T")
@@ -48,7 +48,9 @@ def load_config(
     for file in [base] + [conf_dir / f"{e}.yaml" for e in envs or []]:
         if not file.is_file():
             available = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
-            raise ConfigError(f"config overlay not found: {file} (available: {', '.join(available)})")
+            raise ConfigError(
+                f"config overlay not found: {file} (available: {', '.join(available)})"
+            )
         raw = _read_yaml(file)
         _merge(merged, raw, origin, str(file), "")
         sources.append(str(file))
@@ -136,7 +138,7 @@ def _coerce(tp: Any, value: Any, key: str, origin: dict) -> Any:
 
     o = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".", origin)
     if o in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -192,26 +194,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-KNOWN_RULES = (
-    "schema",
-    "null_key",
-    "null_target",
-    "negative_target",
-    "non_finite_target",
-    "duplicate_key",
-    "date_out_of_range",
-    "unknown_store",
-    "unknown_item",
-)
-
-
 def _check_semantics(cfg: Config, origin: dict) -> None:
     for rule in cfg.validation.rules:
-        if rule not in KNOWN_RULES:
+        if rule not in RULES:
             key = f"validation.rules.{rule}"
             raise ConfigError(
                 f"unknown validation rule '{rule}' in {_where(origin, key)} "
-                f"(known: {', '.join(KNOWN_RULES)})"
+                f"(known: {', '.join(RULES)})"
             )
     f = cfg.features
     checks = [

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -21,27 +21,45 @@ class PathsConfig:
     """Where things live.  Relative paths are resolved against ``data_dir``, which itself
     is resolved against the repository root (the parent of ``conf/``) when relative."""
 
+    # Base directory (local path or URI) of the entries below; relative: to the repository root.
     data_dir: str = "data"
+    # Input tables in contract form (generated Parquet, one folder per table).
     inputs: str = "inputs/demo"
-    features: str = "features"
+    # Feature spec (feature_spec.json) and the example tables of each split.
+    features: str = "features/demo"
+    # Model store: one folder per model id, plus aliases.json.
     models: str = "models"
-    reports: str = "reports"
+    # Backtest reports, one folder per run date.
+    reports: str = "reports/demo"
+    # Spark SQL warehouse directory (spark.sql.warehouse.dir) of the managed tables.
     warehouse: str = "warehouse"
+    # Embedded Derby metastore database directory.
     metastore: str = "metastore_db"
+    # Pipeline state and per-run manifests.
     runs: str = "runs"
 
 
 @dataclass(frozen=True)
 class SparkConfig:
+    # Spark master URL; a master given to spark-submit (or SPARK_MASTER) wins.
     master: str = "local[*]"
+    # Spark application name.
     app_name: str = "sales_st"
-    # Extra Spark properties, passed through verbatim (values as strings).
-    conf: dict[str, str] = field(default_factory=dict)
+    # Extra Spark properties, passed through verbatim (values as strings); an overlay's
+    # entries merge into these.
+    conf: dict[str, str] = field(
+        default_factory=lambda: {
+            "spark.sql.shuffle.partitions": "8",
+            "spark.driver.memory": "4g",
+        }
+    )
+    # Spark log level (ALL, DEBUG, INFO, WARN, ERROR, OFF).
     log_level: str = "WARN"
 
 
 @dataclass(frozen=True)
 class RegionLevel:
+    # Name of the level (a label; tables and features use its column).
     name: str
     # Column of the stores table that holds this level's id.
     column: str
@@ -51,40 +69,71 @@ class RegionLevel:
 class GeneratorConfig:
     """Synthetic data (``jobs/generate.py``).  ``preset`` fills sizes; explicit sizes win."""
 
+    # Size preset: tiny (~0.2M rows), demo, bench (~12M rows), or custom (give every size).
     preset: Literal["demo", "bench", "tiny", "custom"] = "demo"
+    # Seed of every random draw; same seed, same data whatever the partitioning.
     seed: int = 7
+    # First day of the generated history (YYYY-MM-DD).
     start_date: str = "2022-01-01"
+    # Days of history with observed targets (0 = from the preset).
     days: int = 0
+    # Number of states (0 = from the preset).
     n_states: int = 0
+    # Cities in each state (0 = from the preset).
     cities_per_state: int = 0
+    # Stores in each city (0 = from the preset).
     stores_per_city: int = 0
+    # Number of items, each sold in every store (0 = from the preset).
     n_items: int = 0
     # Days of future "plan" rows (known promo/open/price, no target) after the last day.
     plan_days: int = 0
+    # Spark partitions of the generated sales table (0 = from the preset).
     partitions: int = 0
     # Structure of the demand (what the model should learn).
+
+    # Demand multipliers by weekday, Monday first (7 values).
     weekday_profile: list[float] = field(
         default_factory=lambda: [0.9, 0.95, 1.0, 1.05, 1.2, 1.4, 0.5]
     )
+    # Relative amplitude of the yearly seasonality (item-specific phase).
     yearly_amplitude: float = 0.15
+    # Standard deviation of the per-item linear trend (relative change per year).
     trend_sd: float = 0.15
+    # Probability that a store-item is on promotion in a given week.
     promo_probability: float = 0.08
+    # Demand multiplier during a promotion week.
     promo_lift: float = 1.6
+    # Demand multiplier in the week after a promotion.
     promo_dip: float = 0.85
+    # Probability that a store-item's price changes in a 4-week period.
     price_change_probability: float = 0.25
+    # Standard deviation of the log price multiplier of a price change.
     price_change_sd: float = 0.1
+    # Mean price elasticity of demand (per item: 0.5x to 1.5x this).
     elasticity_mean: float = 1.5
+    # Relative demand lift on the day before a public holiday (half of it on school holidays).
     holiday_lift: float = 0.3
+    # Expected regional public holidays per state and year.
     regional_holidays_per_year: int = 6
+    # Fraction of items with intermittent (slow-moving) demand.
     slow_item_fraction: float = 0.25
+    # Fraction of stores closed on Sundays.
     sunday_closed_fraction: float = 0.3
+    # Probability per store and 30-day block of a two-week refurbishment closure.
     refurbishment_probability: float = 0.02
+    # Fraction of stores opened shortly before the last day (short history).
     new_store_fraction: float = 0.1
+    # Longest history of a new store, in days (each gets between half and all of it).
     new_store_history_days: int = 120
+    # Expected spatially correlated demand shocks per state and year.
     shocks_per_state_per_year: float = 6.0
+    # Typical log-effect of a shock at its centre (random sign, scaled by 0.5-1.5).
     shock_amplitude: float = 0.6
+    # Distance (km) over which a shock's effect decays by 1/e; none beyond 4 radii.
     shock_radius_km: float = 60.0
+    # Duration of a shock, in days.
     shock_days: int = 10
+    # Coefficient of variation of the log-normal noise on fast items' demand.
     noise_cv: float = 0.12
 
 
@@ -96,15 +145,23 @@ class TableSource:
     that the source lacks; ``values`` recodes source values per contract column.
     """
 
+    # File or directory of the source table; relative: to the repository root.
     path: str = ""
+    # File format of path (CSV: with a header, types inferred).
     format: Literal["parquet", "csv"] = "parquet"
+    # Contract column -> source column name or Spark SQL expression over source columns.
     columns: dict[str, str] = field(default_factory=dict)
+    # Contract column -> constant value, for columns the source lacks.
     constants: dict[str, Any] = field(default_factory=dict)
+    # Contract column -> {source value: contract value} recoding; unlisted values pass.
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Extra Spark reader options for path (e.g. sep for CSV).
     options: dict[str, str] = field(default_factory=dict)
     # Optional second table joined on a shared key (e.g. Rossmann store -> state).
     join_path: str = ""
+    # File format of join_path.
     join_format: Literal["parquet", "csv"] = "csv"
+    # Columns the two tables are (left) joined on.
     join_on: list[str] = field(default_factory=list)
     # A SQL boolean expression over contract columns; rows where it is false are dropped
     # with an accounting line (e.g. "event_type <> 'none'" for calendar encodings).
@@ -115,15 +172,23 @@ class TableSource:
 
 @dataclass(frozen=True)
 class DataConfig:
+    # generated: synthetic tables under paths.inputs; tables: external files mapped by the
+    # sections data.sales, data.stores, data.items and data.events.
     source: Literal["generated", "tables"] = "generated"
+    # Dataset name, shown in logs, the feature spec and reports.
     name: str = "demo"
     # Run date used when the command line gives none (e.g. a standard evaluation origin);
     # otherwise the last day with an observed target.
-    run_date: Optional[str] = None
+    run_date: str | None = None
+    # Synthetic data settings (data.source = generated).
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    # Sales facts (required for data.source = tables).
     sales: TableSource = field(default_factory=TableSource)
+    # Stores with their region columns (required for data.source = tables).
     stores: TableSource = field(default_factory=TableSource)
+    # Calendar events (holidays); optional, empty when no path.
     events: TableSource = field(default_factory=TableSource)
+    # Item attributes; optional, derived from the sales when no path.
     items: TableSource = field(default_factory=TableSource)
     # Region hierarchy, bottom (finest) level first; the store itself is implicit.
     hierarchy: list[RegionLevel] = field(
@@ -135,6 +200,7 @@ class DataConfig:
     )
     # Region -> (latitude, longitude) centroids used when stores carry no coordinates.
     centroids: dict[str, list[float]] = field(default_factory=dict)
+    # Hierarchy column whose values key data.centroids (e.g. state).
     centroid_level: str = ""
 
     @property
@@ -144,49 +210,85 @@ class DataConfig:
 
 
 RuleAction = Literal["fail", "quarantine"]
+# Validation rules of the sales table, in order of precedence (a row is charged to the first
+# rule it breaks).
+RULES = (
+    "null_key",
+    "date_out_of_range",
+    "unknown_store",
+    "unknown_item",
+    "non_finite_target",
+    "negative_target",
+    "null_target",
+    "duplicate_key",
+)
 
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    start_date: Optional[str] = None
-    end_date: Optional[str] = None
+    # Earliest valid sales date (YYYY-MM-DD); earlier rows break date_out_of_range (null: none).
+    start_date: str | None = None
+    # Latest valid sales date (YYYY-MM-DD); later rows break date_out_of_range (null: none).
+    end_date: str | None = None
+    # Rows shown in the error of a rule that fails the job.
     max_examples: int = 5
-    rules: dict[str, RuleAction] = field(default_factory=dict)
+    # Per rule: quarantine the offending rows (counted, kept in the quarantine table) or fail
+    # the job.  A rule missing from the mapping fails.
+    rules: dict[str, RuleAction] = field(default_factory=lambda: dict.fromkeys(RULES, "quarantine"))
 
 
 @dataclass(frozen=True)
 class SplitsConfig:
     """Origin-date boundaries.  An int is an offset in days from the run date."""
 
+    # Last day of training targets (training origins end a horizon earlier).
     train_end: int | str = -70
+    # Last day of validation targets; validation origins lie after train_end.
     val_end: int | str = -42
+    # Days between backtest (test) origins, from val_end up to the run date.
     test_stride: int = 7
 
 
 @dataclass(frozen=True)
 class SpatialConfig:
+    # Neighbours: knn (k nearest, 1 / (1 + d / bandwidth)), kernel (Gaussian weights) or
+    # hierarchy (same finest region, equal weights; used anyway when coordinates are missing).
     method: Literal["knn", "kernel", "hierarchy"] = "knn"
+    # Neighbours per store (neighbour histories per example).
     k: int = 6
+    # Distance scale (km) of the knn and kernel neighbour weights.
     bandwidth_km: float = 50.0
+    # Stores farther than this (km) are never neighbours (knn, kernel).
     max_distance_km: float = 500.0
-    # Hierarchy levels whose same-item totals become context sequences.
+    # Hierarchy columns whose same-item means (over the region's stores) become context
+    # sequences; levels the stores lack are skipped.
     aggregate_levels: list[str] = field(default_factory=lambda: ["city", "state"])
 
 
 @dataclass(frozen=True)
 class FeaturesConfig:
+    # Days of history in each example window (at least 7).
     history: int = 56
+    # Days forecast after each origin.
     horizon: int = 14
+    # Days between consecutive training and validation origins.
     stride: int = 7
+    # Least days since a series' first row for an origin to be used (1..history).
     min_history: int = 28
+    # Trailing windows (days) of the rolling mean and standard deviation features.
     rolling_windows: list[int] = field(default_factory=lambda: [7, 28, 91])
+    # Lag features: the target this many days before the origin (1 = the origin day).
     lags: list[int] = field(default_factory=lambda: [1, 7, 14, 28])
+    # Weeks of history averaged into the same-weekday mean (fut_sw_mean, weekday_average).
     same_weekday_weeks: int = 4
+    # Days to/since a public holiday are counted up to this many days (and scaled by it).
     holiday_window: int = 14
     # Series whose first row is within this many days of the run date are "new"
     # (the default fine-tuning segment).
     new_series_days: int = 180
+    # Split boundaries of the origins.
     splits: SplitsConfig = field(default_factory=SplitsConfig)
+    # Neighbours and region aggregates (the spatial context).
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     # Rows per Parquet file of the example tables (Petastorm shards by row group).
     rows_per_file: int = 4096
@@ -194,15 +296,25 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # Sequence encoder: stacked LSTM with attention, or Transformer encoder.
     temporal: Literal["lstm", "transformer"] = "lstm"
+    # Width of the hidden representations (d).
     units: int = 48
+    # Stacked LSTM or Transformer layers in the temporal encoder.
     layers: int = 1
+    # Attention heads (spatial attention, Transformer); must divide units.
     heads: int = 4
+    # Dropout rate in the temporal encoder (0 = none).
     dropout: float = 0.1
+    # Use the spatial encoder (neighbour and region context); false: temporal-only model.
     spatial: bool = True
+    # How temporal and spatio-temporal representations combine: sigmoid gate or dense layer.
     fusion: Literal["gate", "concat"] = "gate"
+    # Size of each static categorical embedding.
     embedding_dim: int = 8
+    # Predicted quantile levels, each in (0, 1); must include 0.5.
     quantiles: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
+    # Width of the two dense layers of the decoder.
     decoder_units: int = 64
     # The decoder predicts corrections to the same-weekday mean of recent weeks (a skip
     # connection from the fut_sw_mean input), not levels from scratch.
@@ -214,30 +326,42 @@ class FinetuneConfig:
     # SQL predicate over example columns choosing the target segment,
     # e.g. "is_new_series = 1" or "state = 'BY'".
     segment: str = "is_new_series = 1"
+    # Encoders whose weights stay fixed while fine-tuning.
     freeze: list[Literal["temporal", "spatial", "static", "fusion", "decoder"]] = field(
         default_factory=list
     )
+    # Fine-tuning learning rate = train.learning_rate times this.
     learning_rate_factor: float = 0.3
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # Horovod ranks (parallel training processes).
     ranks: int = 2
+    # Most epochs to train (early stopping may end sooner).
     epochs: int = 8
+    # Examples per batch on each rank.
     batch_size: int = 128
+    # Adam learning rate per rank (multiplied by the number of ranks).
     learning_rate: float = 0.002
+    # Epochs of linear learning-rate warm-up (Horovod).
     warmup_epochs: int = 1
+    # Early stopping: epochs without validation-loss improvement; best weights restored.
     patience: int = 3
     # halve the learning rate when the validation loss has not improved for this many epochs
     # (0 = never)
     lr_decay_patience: int = 1
+    # Seed of weight initialisation and shuffling (shuffling adds the rank).
     seed: int = 11
+    # Examples in each rank's shuffle buffer.
     shuffle_buffer: int = 2048
     # Cap on steps per epoch (0 = one pass over the rank's shard).
     max_steps_per_epoch: int = 0
+    # Fine-tuning (--mode finetune) settings.
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     # Also train a temporal-only twin (model.spatial = false), alias "temporal_only".
     ablation: bool = True
+    # Petastorm reader pool: thread (worker threads) or dummy (in the main thread).
     reader_pool: Literal["thread", "dummy"] = "thread"
     # petastorm: stream row groups from Parquet; memory: load each rank's files into tensors
     input: Literal["petastorm", "memory"] = "petastorm"
@@ -245,15 +369,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ForecastConfig:
+    # Model id or alias (latest, pretrained, finetuned, ...) to score with.
     model: str = "latest"
+    # Rows per Arrow batch fed to the model when scoring (forecast and backtest).
     batch_size: int = 512
+    # Add explanations: fusion gate, most-attended history days, spatial sources.
     explain: bool = True
+    # Most-attended history days reported per forecast.
     top_steps: int = 3
+    # Table (in the database) the forecasts are written to.
     table: str = "forecasts"
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    # Baseline forecasters backtested alongside the models.
     baselines: list[Literal["seasonal_naive", "weekday_average", "lightgbm"]] = field(
         default_factory=lambda: ["seasonal_naive", "weekday_average", "lightgbm"]
     )
@@ -263,26 +393,42 @@ class EvaluateConfig:
     models: dict[str, str] = field(
         default_factory=lambda: {"fused": "latest", "temporal_only": "temporal_only"}
     )
+    # Boosting rounds of each LightGBM quantile model.
     lightgbm_rounds: int = 300
+    # Leaves per tree (num_leaves) of the LightGBM models.
     lightgbm_leaves: int = 63
+    # Most training rows for LightGBM; larger training splits are sampled down.
     lightgbm_max_rows: int = 1_000_000
+    # Series plotted in the report.
     sample_series: int = 6
 
 
 @dataclass(frozen=True)
 class Config:
+    # Where things live.
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # The Spark session.
     spark: SparkConfig = field(default_factory=SparkConfig)
+    # The input dataset.
     data: DataConfig = field(default_factory=DataConfig)
+    # Validation of the sales table.
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    # Examples and features.
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    # The network.
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Distributed training.
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Scoring.
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    # The backtest.
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # Spark SQL (Hive) database of every table (forecasts, metrics, run manifest).
     database: str = "sales_st"
     # Where the config came from; filled by the loader, not by YAML.
+    # Repository root (the parent of conf/).
     root: str = ""
+    # The YAML files merged, in order; filled by the loader, not by YAML.
     sources: list[str] = field(default_factory=list)
 
     # ---- derived paths -------------------------------------------------------------

@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -32,6 +33,7 @@ from pyspark.sql.window import Window
 from sales_st.config import GeneratorConfig
 from sales_st.data.geo import haversine_km
 from sales_st.data.contract import GLOBAL_SCOPE, PUBLIC_HOLIDAY, SCHOOL_HOLIDAY
+from sales_st.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +50,16 @@ PRESETS: dict[str, dict[str, int]] = {
 
 # Fixed-date public holidays for every region (month, day).
 GLOBAL_HOLIDAYS = ((1, 1), (5, 1), (10, 3), (12, 25), (12, 26))
-WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def resolve(cfg: GeneratorConfig) -> GeneratorConfig:
     """Fill sizes left at 0 from the preset (``custom``: every size must be given)."""
     preset = PRESETS.get(cfg.preset, {})
-    updates = {k: v for k, v in preset.items() if getattr(cfg, k) == 0}
+    updates: dict[str, Any] = {k: v for k, v in preset.items() if getattr(cfg, k) == 0}
     missing = [k for k in PRESETS["demo"]
                if getattr(cfg, k) == 0 and k not in updates and k != "plan_days"]
     if missing:
-        raise ValueError(f"generator preset 'custom' needs explicit {', '.join(missing)}")
+        raise ConfigError(f"generator preset 'custom' needs explicit {', '.join(missing)}")
     return dataclasses.replace(cfg, **updates)
 
 

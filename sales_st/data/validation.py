@@ -17,24 +17,15 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from sales_st.config import ValidationConfig
+from sales_st.config.sections import RULES
 from sales_st.data.contract import SALES
 from sales_st.errors import DataError
+from sales_st.frames import one_row
 
 log = logging.getLogger(__name__)
 
-# Order of precedence: a row is charged to the first rule it breaks.
-RULE_ORDER = (
-    "null_key",
-    "date_out_of_range",
-    "unknown_store",
-    "unknown_item",
-    "non_finite_target",
-    "negative_target",
-    "null_target",
-    "duplicate_key",
-)
+RULE_ORDER = RULES  # a row is charged to the first rule it breaks
 KEY = list(SALES.key)
-QUARANTINE_COLUMNS = ["table_name", "rule", "detail", "row_json"]
 
 
 class ValidationError(DataError):
@@ -204,7 +195,7 @@ def validate_stores(stores: DataFrame) -> None:
 
 def default_run_date(sales: DataFrame) -> dt.date:
     """The last day with an observed (non-null) target."""
-    value = sales.where(F.col("target").isNotNull()).agg(F.max("date")).first()[0]
+    value = one_row(sales.where(F.col("target").isNotNull()).agg(F.max("date")))[0]
     if value is None:
         raise ValidationError("sales table has no row with a target: cannot infer the run date")
     return value

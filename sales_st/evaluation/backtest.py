@@ -30,8 +30,9 @@ from sales_st.training import store as model_store
 log = logging.getLogger(__name__)
 
 
-def model_predictions(test: DataFrame, spec: FeatureSpec, cfg: Config, run_date: dt.date,
-                      quantiles: list[float]) -> tuple[list[DataFrame], dict[str, str]]:
+def model_predictions(
+    test: DataFrame, spec: FeatureSpec, cfg: Config, run_date: dt.date, quantiles: list[float]
+) -> tuple[list[DataFrame], dict[str, str]]:
     """Scored test windows for every configured model that exists."""
     root = cfg.path("models")
     qcols = quantile_columns(quantiles)
@@ -43,36 +44,61 @@ def model_predictions(test: DataFrame, spec: FeatureSpec, cfg: Config, run_date:
             log.warning("evaluate: model '%s' (%s) not found: skipped", name, ref)
             continue
         if model_store.load_spec(root, mid).features_config != spec.features_config:
-            raise DataError(f"model {mid} was trained on other features than "
-                            f"{cfg.path('features')}; re-run the feature job and retrain, or "
-                            "pick another model")
+            raise DataError(
+                f"model {mid} was trained on other features than "
+                f"{cfg.path('features')}; re-run the feature job and retrain, or "
+                "pick another model"
+            )
         mq = model_store.load_meta(root, mid)["model_config"]["quantiles"]
         if sorted(mq) != sorted(quantiles):
             raise DataError(f"model {mid} predicts quantiles {mq}, expected {quantiles}")
-        scored = score_examples(test, root, mid, quantiles, cfg.data.region_columns, run_date,
-                                explain=False, top_steps=0)
-        out.append(scored.select(
-            F.lit(name).alias("method"), *SERIES_KEY,
-            F.expr("date_sub(target_date, horizon)").alias("origin"), "horizon",
-            F.col(qcols[sorted(quantiles).index(0.5)]).alias("point"), *qcols,
-        ))
+        scored = score_examples(
+            test,
+            root,
+            mid,
+            quantiles,
+            cfg.data.region_columns,
+            run_date,
+            explain=False,
+            top_steps=0,
+        )
+        out.append(
+            scored.select(
+                F.lit(name).alias("method"),
+                *SERIES_KEY,
+                F.expr("date_sub(target_date, horizon)").alias("origin"),
+                "horizon",
+                F.col(qcols[sorted(quantiles).index(0.5)]).alias("point"),
+                *qcols,
+            )
+        )
         ids[name] = mid
     return out, ids
 
 
-def all_predictions(spark: SparkSession, test: DataFrame, train: DataFrame, spec: FeatureSpec,
-                    cfg: Config, run_date: dt.date) -> tuple[DataFrame, dict[str, str]]:
+def all_predictions(
+    spark: SparkSession,
+    test: DataFrame,
+    train: DataFrame,
+    spec: FeatureSpec,
+    cfg: Config,
+    run_date: dt.date,
+) -> tuple[DataFrame, dict[str, str]]:
     """``method, KEYS, horizon, point, quantile columns`` for every method; the model ids."""
     quantiles = sorted(cfg.model.quantiles)
     qcols = quantile_columns(quantiles)
-    preds = [simple_baselines(test, spec.history, spec.horizon).select(
-        "*", *[F.lit(None).cast("double").alias(c) for c in qcols])]
+    preds = [
+        simple_baselines(test, spec.history, spec.horizon).select(
+            "*", *[F.lit(None).cast("double").alias(c) for c in qcols]
+        )
+    ]
     models, model_ids = model_predictions(test, spec, cfg, run_date, quantiles)
     preds += models
     if "lightgbm" in cfg.evaluate.baselines:
         e = cfg.evaluate
-        lgbm = train_lightgbm(spark, train, spec, quantiles, e.lightgbm_rounds,
-                              e.lightgbm_leaves, e.lightgbm_max_rows)
+        lgbm = train_lightgbm(
+            spark, train, spec, quantiles, e.lightgbm_rounds, e.lightgbm_leaves, e.lightgbm_max_rows
+        )
         preds.append(predict_lightgbm(spark, lgbm, test, spec, qcols))
     wanted = sorted(set(cfg.evaluate.baselines) | set(model_ids))
     out = preds[0].select("method", *KEYS, "horizon", "point", *qcols)
@@ -81,19 +107,36 @@ def all_predictions(spark: SparkSession, test: DataFrame, train: DataFrame, spec
     return out.where(F.col("method").isin(wanted)), model_ids
 
 
-def scored_rows(test: DataFrame, predictions: DataFrame, spec: FeatureSpec,
-                region_columns: list[str], qcols: list[str]) -> DataFrame:
+def scored_rows(
+    test: DataFrame,
+    predictions: DataFrame,
+    spec: FeatureSpec,
+    region_columns: list[str],
+    qcols: list[str],
+) -> DataFrame:
     """Predictions joined to the truth, with the central interval as ``p_lo``/``p_hi``."""
     truth = truth_rows(test, spec.history, region_columns)
-    return truth.join(predictions, KEYS + ["horizon"], "inner").withColumn(
-        "p_lo", F.col(qcols[0])).withColumn("p_hi", F.col(qcols[-1]))
+    return (
+        truth.join(predictions, KEYS + ["horizon"], "inner")
+        .withColumn("p_lo", F.col(qcols[0]))
+        .withColumn("p_hi", F.col(qcols[-1]))
+    )
 
 
-def metric_levels(rows: DataFrame, region_columns: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+def metric_levels(
+    rows: DataFrame, region_columns: list[str]
+) -> tuple[dict[str, list[str]], list[str]]:
     """Grouping levels of the metrics table, and the region levels that have values."""
-    regions = [c for c in region_columns if c in rows.columns
-               and rows.where(F.col(c).isNotNull()).limit(1).count()]
-    levels = {"overall": [], "horizon": ["horizon"], "origin": ["origin"],
-              "series": list(SERIES_KEY)}
+    regions = [
+        c
+        for c in region_columns
+        if c in rows.columns and rows.where(F.col(c).isNotNull()).limit(1).count()
+    ]
+    levels = {
+        "overall": [],
+        "horizon": ["horizon"],
+        "origin": ["origin"],
+        "series": list(SERIES_KEY),
+    }
     levels.update({r: [r] for r in regions})
     return levels, regions

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from sales_st.data.contract import SERIES_KEY
 from sales_st.features import names as N
 from sales_st.features.spec import FeatureSpec
+from sales_st.frames import to_pandas
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,14 @@ def truth_rows(examples: DataFrame, history: int, region_columns: list[str]) -> 
     regions = [c for c in region_columns if c in examples.columns]
     ex = examples.withColumn("mase_scale", F.expr(mase))
     return ex.select(
-        *KEYS, *regions, "mase_scale",
+        *KEYS,
+        *regions,
+        "mase_scale",
         F.posexplode(F.arrays_zip("y", "y_mask", "fut_open")).alias("h0", "z"),
     ).select(
-        *KEYS, *regions, "mase_scale",
+        *KEYS,
+        *regions,
+        "mase_scale",
         (F.col("h0") + 1).alias("horizon"),
         F.expr("date_add(origin, h0 + 1)").alias("target_date"),
         F.col("z.y").cast("double").alias("actual"),
@@ -58,14 +63,18 @@ def simple_baselines(examples: DataFrame, history: int, horizon: int) -> DataFra
     Like every method here, they forecast 0 on days known to be closed (``fut_open = 0``).
     """
     L, H = history, horizon
-    naive = (f"transform(sequence(1, {H}), h -> "
-             f"hist_y[{L - 1} + h - 7 * CAST(ceil(h / 7) AS INT)] * scale * fut_open[h - 1])")
+    naive = (
+        f"transform(sequence(1, {H}), h -> "
+        f"hist_y[{L - 1} + h - 7 * CAST(ceil(h / 7) AS INT)] * scale * fut_open[h - 1])"
+    )
     wavg = "zip_with(fut_sw_mean, fut_open, (v, o) -> v * scale * o)"
     parts = []
     for name, expr in (("seasonal_naive", naive), ("weekday_average", wavg)):
         parts.append(
             examples.select(*KEYS, F.posexplode(F.expr(expr)).alias("h0", "point")).select(
-                F.lit(name).alias("method"), *KEYS, (F.col("h0") + 1).alias("horizon"),
+                F.lit(name).alias("method"),
+                *KEYS,
+                (F.col("h0") + 1).alias("horizon"),
                 F.col("point").cast("double").alias("point"),
             )
         )
@@ -83,7 +92,10 @@ def horizon_rows(examples: DataFrame, spec: FeatureSpec) -> DataFrame:
     return examples.select(
         *KEYS, "scale", *flat, F.posexplode(F.arrays_zip(*per_step)).alias("h0", "z")
     ).select(
-        *KEYS, "scale", *flat, (F.col("h0") + 1).alias("horizon"),
+        *KEYS,
+        "scale",
+        *flat,
+        (F.col("h0") + 1).alias("horizon"),
         *[F.col(f"z.{c}").alias(c) for c in per_step],
     )
 
@@ -95,9 +107,16 @@ def lgbm_features(spec: FeatureSpec) -> tuple[list[str], list[str]]:
     return nums + cats, cats
 
 
-def train_lightgbm(spark: SparkSession, train: DataFrame, spec: FeatureSpec,
-                   quantiles: list[float], rounds: int, leaves: int, max_rows: int,
-                   seed: int = 5) -> dict[float, Any]:
+def train_lightgbm(
+    spark: SparkSession,
+    train: DataFrame,
+    spec: FeatureSpec,
+    quantiles: list[float],
+    rounds: int,
+    leaves: int,
+    max_rows: int,
+    seed: int = 5,
+) -> dict[float, Any]:
     """One LightGBM quantile model per quantile, on (a sample of) the training split."""
     import lightgbm as lgb
 
@@ -106,23 +125,38 @@ def train_lightgbm(spark: SparkSession, train: DataFrame, spec: FeatureSpec,
     if total > max_rows:
         rows = rows.sample(fraction=max_rows / total, seed=seed)
     feats, cats = lgbm_features(spec)
-    pdf = rows.select(*feats, (F.col("y") / F.col("scale")).alias("target")).toPandas()
+    pdf = to_pandas(rows.select(*feats, (F.col("y") / F.col("scale")).alias("target")))
     X = pdf[feats].copy()
     for c in cats:
         X[c] = X[c].astype("int32")
     log.info("lightgbm: training on %d of %d rows, %d features", len(pdf), total, len(feats))
     models = {}
     for q in sorted(quantiles):
-        params = dict(objective="quantile", alpha=q, num_leaves=leaves, learning_rate=0.05,
-                      min_data_in_leaf=50, feature_fraction=0.8, bagging_fraction=0.8,
-                      bagging_freq=1, seed=seed, verbose=-1, num_threads=0)
+        params = dict(
+            objective="quantile",
+            alpha=q,
+            num_leaves=leaves,
+            learning_rate=0.05,
+            min_data_in_leaf=50,
+            feature_fraction=0.8,
+            bagging_fraction=0.8,
+            bagging_freq=1,
+            seed=seed,
+            verbose=-1,
+            num_threads=0,
+        )
         ds = lgb.Dataset(X, label=pdf["target"], categorical_feature=cats, free_raw_data=False)
         models[q] = lgb.train(params, ds, num_boost_round=rounds)
     return models
 
 
-def predict_lightgbm(spark: SparkSession, models: dict[float, Any], test: DataFrame,
-                     spec: FeatureSpec, qcols: list[str]) -> DataFrame:
+def predict_lightgbm(
+    spark: SparkSession,
+    models: dict[float, Any],
+    test: DataFrame,
+    spec: FeatureSpec,
+    qcols: list[str],
+) -> DataFrame:
     """``method, store_id, item_id, origin, horizon, point`` and quantile columns.
 
     Scored on the executors (``mapInPandas``): the boosters travel as model strings in a
@@ -133,8 +167,13 @@ def predict_lightgbm(spark: SparkSession, models: dict[float, Any], test: DataFr
     texts = spark.sparkContext.broadcast([models[q].model_to_string() for q in qs])
     rows = horizon_rows(test, spec).select(*KEYS, "scale", *feats)
     types = dict(rows.dtypes)
-    schema = ", ".join(["method string"] + [f"{k} {types[k]}" for k in KEYS]
-                       + ["horizon int"] + [f"{c} double" for c in qcols] + ["point double"])
+    schema = ", ".join(
+        ["method string"]
+        + [f"{k} {types[k]}" for k in KEYS]
+        + ["horizon int"]
+        + [f"{c} double" for c in qcols]
+        + ["point double"]
+    )
     median = qs.index(0.5) if 0.5 in qs else None
 
     def score(batches):

@@ -23,6 +23,7 @@ from sales_st.evaluation.backtest import all_predictions, metric_levels, scored_
 from sales_st.evaluation.metrics import METRICS, bottom_up, compute_metrics
 from sales_st.evaluation.report import write_report
 from sales_st.features.spec import read_spec
+from sales_st.frames import to_pandas
 from sales_st.serving.scoring import quantile_columns
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
 from sales_st.storage.files import write_parquet_atomic
@@ -45,18 +46,20 @@ class EvaluationResult:
     summary: RunSummary = field(default_factory=RunSummary)
 
 
-def run_evaluate(spark: SparkSession, cfg: Config,
-                 run_date: dt.date | None = None) -> EvaluationResult:
+def run_evaluate(
+    spark: SparkSession, cfg: Config, run_date: dt.date | None = None
+) -> EvaluationResult:
     spec = read_spec(cfg.path("features"))
     run_date = run_date or spec.run_date
     test = spark.read.parquet(spec.split_path("test")).persist()
     try:
         n_test = test.count()
         if n_test == 0:
-            raise DataError("the test split is empty: no backtest origin has observed targets "
-                            "(check features.splits and the run date)")
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch",
-                       str(cfg.forecast.batch_size))
+            raise DataError(
+                "the test split is empty: no backtest origin has observed targets "
+                "(check features.splits and the run date)"
+            )
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
         train = spark.read.parquet(spec.split_path("train"))
         predictions, model_ids = all_predictions(spark, test, train, spec, cfg, run_date)
         qcols = quantile_columns(sorted(cfg.model.quantiles))
@@ -71,25 +74,42 @@ def run_evaluate(spark: SparkSession, cfg: Config,
     metrics = compute_metrics(scored, levels, dict(zip(qcols, sorted(cfg.model.quantiles))))
     for r in regions:
         metrics = metrics.unionByName(
-            compute_metrics(bottom_up(scored, r), {f"{r}_total": [r]}, {}))
+            compute_metrics(bottom_up(scored, r), {f"{r}_total": [r]}, {})
+        )
     ids = spark.createDataFrame(
         [(m, i) for m, i in model_ids.items()] or [("", "")], "method string, model_id string"
     )
     metrics = metrics.join(F.broadcast(ids), "method", "left").withColumn(
-        "run_date", F.lit(run_date).cast("date"))
+        "run_date", F.lit(run_date).cast("date")
+    )
     table = f"{cfg.database}.metrics"
     ensure_table(spark, table, METRICS_DDL, ["run_date"])
     replace_partition(metrics, table, {"run_date": run_date})
     stored = spark.table(table).where(F.col("run_date") == F.lit(run_date))
-    overall = stored.where(F.col("level") == "overall").orderBy("wape").toPandas()
+    overall = to_pandas(stored.where(F.col("level") == "overall").orderBy("wape"))
     report = write_report(spark, cfg, rows, scored, stored, out_dir, spec, qcols, run_date)
-    log.info("evaluation (%d test windows, metric filter '%s'):\n%s", n_test,
-             cfg.evaluate.metric_filter,
-             overall[["method", "n", "rmspe", "wape", "mae", "rmse", "mase", "pinball", "coverage"]]
-             .to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    summary = RunSummary(run_date=run_date, rows_in=n_test, rows_out=int(scored.count()),
-                         model_id=model_ids.get("fused"),
-                         details={"report": report,
-                                  "overall": overall[["method", *METRICS]].to_dict(orient="records")})
-    return EvaluationResult(report=report, overall=overall, metrics_table=table,
-                            predictions=f"{out_dir}/predictions", summary=summary)
+    log.info(
+        "evaluation (%d test windows, metric filter '%s'):\n%s",
+        n_test,
+        cfg.evaluate.metric_filter,
+        overall[
+            ["method", "n", "rmspe", "wape", "mae", "rmse", "mase", "pinball", "coverage"]
+        ].to_string(index=False, float_format=lambda v: f"{v:.4f}"),
+    )
+    summary = RunSummary(
+        run_date=run_date,
+        rows_in=n_test,
+        rows_out=int(scored.count()),
+        model_id=model_ids.get("fused"),
+        details={
+            "report": report,
+            "overall": overall[["method", *METRICS]].to_dict(orient="records"),
+        },
+    )
+    return EvaluationResult(
+        report=report,
+        overall=overall,
+        metrics_table=table,
+        predictions=f"{out_dir}/predictions",
+        summary=summary,
+    )

@@ -15,6 +15,8 @@ Input rows (one per method, series, origin, horizon step):
 
 from __future__ import annotations
 
+import functools
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -46,15 +48,16 @@ def metric_aggs(quantile_cols: dict[str, float]) -> list[Column]:
     ]
 
 
-def compute_metrics(rows: DataFrame, levels: dict[str, list[str]],
-                    quantile_cols: dict[str, float]) -> DataFrame:
+def compute_metrics(
+    rows: DataFrame, levels: dict[str, list[str]], quantile_cols: dict[str, float]
+) -> DataFrame:
     """Metrics per method for every grouping level.
 
     ``levels`` maps a level name to its grouping columns ([] for overall).  Returns
     ``method, level, group_key`` and the metric columns, group_key joining the group values
     with '|' ('all' for overall).
     """
-    out = None
+    parts = []
     for level, cols in levels.items():
         key = F.concat_ws("|", *[F.col(c).cast("string") for c in cols]) if cols else F.lit("all")
         part = (
@@ -63,7 +66,8 @@ def compute_metrics(rows: DataFrame, levels: dict[str, list[str]],
             .agg(*metric_aggs(quantile_cols))
             .withColumn("level", F.lit(level))
         )
-        out = part if out is None else out.unionByName(part)
+        parts.append(part)
+    out = functools.reduce(DataFrame.unionByName, parts)
     return out.select("method", "level", "group_key", *METRICS)
 
 
@@ -73,11 +77,22 @@ def bottom_up(rows: DataFrame, level: str) -> DataFrame:
     Quantiles of a sum are not sums of quantiles, and the series' MASE scales do not add up
     to the region's, so only the other point metrics are defined at region level.
     """
-    agg = rows.where(F.col(level).isNotNull()).groupBy("method", level, "origin", "horizon").agg(
-        F.sum("actual").alias("actual"), F.sum("point").alias("point"),
+    agg = (
+        rows.where(F.col(level).isNotNull())
+        .groupBy("method", level, "origin", "horizon")
+        .agg(
+            F.sum("actual").alias("actual"),
+            F.sum("point").alias("point"),
+        )
     )
     return agg.select(
-        "method", level, "origin", "horizon", "actual", "point",
+        "method",
+        level,
+        "origin",
+        "horizon",
+        "actual",
+        "point",
         F.lit(None).cast("double").alias("mase_scale"),
-        F.lit(None).cast("double").alias("p_lo"), F.lit(None).cast("double").alias("p_hi"),
+        F.lit(None).cast("double").alias("p_lo"),
+        F.lit(None).cast("double").alias("p_hi"),
     )

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from sales_st.config import Config
 from sales_st.features.spec import FeatureSpec
+from sales_st.frames import one_row, to_pandas
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,15 @@ def plot_region_heatmap(m: pd.DataFrame, metric: str = "wape"):
             v = pivot.iat[i, j]
             if np.isfinite(v):  # dark text on the light (low-error) cells
                 light = (v - lo) / max(hi - lo, 1e-12) < 0.5
-                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7,
-                        color="k" if light else "w")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="k" if light else "w",
+                )
     fig.colorbar(im, ax=ax, label=metric.upper())
     ax.set_title(f"{metric.upper()} by region and method")
     return fig
@@ -90,8 +98,9 @@ def plot_calibration(cal: pd.DataFrame):
     return fig
 
 
-def plot_series(sample: pd.DataFrame, history: dict[tuple, pd.DataFrame], qcols: list[str],
-                methods: list[str]):
+def plot_series(
+    sample: pd.DataFrame, history: dict[tuple, pd.DataFrame], qcols: list[str], methods: list[str]
+):
     import matplotlib.pyplot as plt
 
     keys = list(sample.groupby(["store_id", "item_id"]).groups)
@@ -106,8 +115,13 @@ def plot_series(sample: pd.DataFrame, history: dict[tuple, pd.DataFrame], qcols:
         truth = s.drop_duplicates("target_date").sort_values("target_date")
         ax.plot(truth["target_date"], truth["actual"], "k.-", lw=1, label="actual")
         if len(main) and main[qcols[0]].notna().any():
-            ax.fill_between(main["target_date"], main[qcols[0]], main[qcols[-1]], alpha=0.25,
-                            label=f"{methods[0]} {qcols[0]}-{qcols[-1]}")
+            ax.fill_between(
+                main["target_date"],
+                main[qcols[0]],
+                main[qcols[-1]],
+                alpha=0.25,
+                label=f"{methods[0]} {qcols[0]}-{qcols[-1]}",
+            )
         for m in methods:
             g = s[s.method == m].sort_values("target_date")
             ax.plot(g["target_date"], g["point"], lw=1.2, label=m)
@@ -118,40 +132,62 @@ def plot_series(sample: pd.DataFrame, history: dict[tuple, pd.DataFrame], qcols:
     return fig
 
 
-def write_report(spark: SparkSession, cfg: Config, rows: DataFrame, scored: DataFrame,
-                 metrics: DataFrame, out_dir: str, spec: FeatureSpec, qcols: list[str],
-                 run_date: dt.date) -> str:
+def write_report(
+    spark: SparkSession,
+    cfg: Config,
+    rows: DataFrame,
+    scored: DataFrame,
+    metrics: DataFrame,
+    out_dir: str,
+    spec: FeatureSpec,
+    qcols: list[str],
+    run_date: dt.date,
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     # a few hundred rows per method at most: the per-series rows stay in the table
-    m = metrics.where(F.col("level") != "series").toPandas()
+    m = to_pandas(metrics.where(F.col("level") != "series"))
     overall = m[m.level == "overall"].sort_values("wape")
     methods = list(overall["method"])
     if "fused" in methods:  # the band in the sample plots is the fused model's
         methods.insert(0, methods.pop(methods.index("fused")))
     origins = sorted(m.loc[m.level == "origin", "group_key"].unique())
     sections = []
-    cols = ["method", "model_id", "n", "rmspe", "wape", "mae", "rmse", "smape", "mase", "pinball",
-            "coverage"]
-    sections.append("<h2>Overall</h2>" + overall[cols].to_html(
-        index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    cols = [
+        "method",
+        "model_id",
+        "n",
+        "rmspe",
+        "wape",
+        "mae",
+        "rmse",
+        "smape",
+        "mase",
+        "pinball",
+        "coverage",
+    ]
+    sections.append(
+        "<h2>Overall</h2>"
+        + overall[cols].to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+    )
     sections.append(_img(_png(plot_by_horizon(m[m.level == "horizon"])), "WAPE by horizon"))
-    for level in [lvl for lvl in ("state", "city", "state_total", "city_total")
-                  if (m.level == lvl).any()]:
+    regions = cfg.data.region_columns
+    for level in [
+        lvl for lvl in regions + [f"{r}_total" for r in regions] if (m.level == lvl).any()
+    ]:
         sub = m[m.level == level]
         if sub["group_key"].nunique() > 40:
             continue
-        sections.append(f"<h3>by {level}</h3>"
-                        + _img(_png(plot_region_heatmap(sub)), f"WAPE by {level}"))
+        sections.append(
+            f"<h3>by {level}</h3>" + _img(_png(plot_region_heatmap(sub)), f"WAPE by {level}")
+        )
     qs = {c: float(c[1:]) / 100 for c in qcols}
-    cal = (
+    cal = to_pandas(
         scored.where(F.col(qcols[0]).isNotNull())
         .groupBy("method")
         .agg(*[F.avg((F.col("actual") <= F.col(c)).cast("double")).alias(c) for c in qcols])
-        .toPandas()
-        .melt(id_vars="method", var_name="col", value_name="share_below")
-    )
+    ).melt(id_vars="method", var_name="col", value_name="share_below")
     if len(cal):
         cal["q"] = cal["col"].map(qs)
         sections.append("<h2>Calibration</h2>" + _img(_png(plot_calibration(cal)), "calibration"))
@@ -159,13 +195,14 @@ def write_report(spark: SparkSession, cfg: Config, rows: DataFrame, scored: Data
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>sales_st evaluation {run_date}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}</style>
+table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px}}</style>
 </head><body><h1>sales_st backtest &mdash; {html.escape(cfg.data.name)}, run date {run_date}</h1>
-<p>Backtest origins: {html.escape(', '.join(origins))};
+<p>Backtest origins: {html.escape(", ".join(origins))};
 metric filter: <code>{html.escape(cfg.evaluate.metric_filter)}</code>; horizon {spec.horizon} days.
 Predictions: <code>{html.escape(out_dir)}/predictions</code>; metrics table:
 <code>{html.escape(cfg.database)}.metrics</code>.</p>
-{''.join(sections)}
+{"".join(sections)}
 </body></html>"""
     path = f"{out_dir}/report.html"
     import fsspec
@@ -176,12 +213,23 @@ Predictions: <code>{html.escape(out_dir)}/predictions</code>; metrics table:
     return path
 
 
-def _series_section(spark: SparkSession, cfg: Config, rows: DataFrame, spec: FeatureSpec,
-                    qcols: list[str], methods: list[str]) -> str:
-    last = rows.agg(F.max("origin")).first()[0]
-    keys = (rows.where(F.col("origin") == last).select("store_id", "item_id").distinct()
-            .orderBy(F.xxhash64("store_id", "item_id")).limit(cfg.evaluate.sample_series)
-            .collect())
+def _series_section(
+    spark: SparkSession,
+    cfg: Config,
+    rows: DataFrame,
+    spec: FeatureSpec,
+    qcols: list[str],
+    methods: list[str],
+) -> str:
+    last = one_row(rows.agg(F.max("origin")))[0]
+    keys = (
+        rows.where(F.col("origin") == last)
+        .select("store_id", "item_id")
+        .distinct()
+        .orderBy(F.xxhash64("store_id", "item_id"))
+        .limit(cfg.evaluate.sample_series)
+        .collect()
+    )
     if not keys:
         return ""
     pairs = [(k["store_id"], k["item_id"]) for k in keys]
@@ -189,11 +237,13 @@ def _series_section(spark: SparkSession, cfg: Config, rows: DataFrame, spec: Fea
     for s, i in pairs:
         c = (F.col("store_id") == s) & (F.col("item_id") == i)
         cond = c if cond is None else cond | c
-    sample = rows.where(cond & (F.col("origin") == last)).toPandas()
+    sample = to_pandas(rows.where(cond & (F.col("origin") == last)))
     test = spark.read.parquet(spec.split_path("test")).where(cond & (F.col("origin") == last))
     L = spec.history
     history = {}
-    for r in test.select("store_id", "item_id", "origin", "hist_y", "hist_observed", "scale").collect():
+    for r in test.select(
+        "store_id", "item_id", "origin", "hist_y", "hist_observed", "scale"
+    ).collect():
         dates = pd.date_range(end=pd.Timestamp(r["origin"]), periods=L).date
         y = np.array(r["hist_y"]) * r["scale"]
         y[np.array(r["hist_observed"]) == 0] = np.nan

@@ -26,6 +26,7 @@ from sales_st.features.spatial import neighbour_arrays, neighbour_table, region_
 from sales_st.features.spec import Layout, make_layout
 from sales_st.features.splits import origin_rules
 from sales_st.features.windows import build_examples, float_arrays, needs_target
+from sales_st.frames import one_row
 
 # Columns carried on every example besides the model's inputs (keys, segment, explanations).
 EXAMPLE_META = ["split", *SERIES_KEY, "origin", "series_start", "is_new_series", "nbr_ids"]
@@ -85,18 +86,27 @@ def with_index(df: DataFrame, col: str, values: list[str], spark: SparkSession) 
         [(v, i + 1) for i, v in enumerate(values)] or [("", 0)],
         f"{col}__v string, {idx} int",
     )
-    return df.join(F.broadcast(lookup), df[col].cast("string") == lookup[f"{col}__v"], "left").drop(
-        f"{col}__v"
-    ).fillna(0, [idx])
+    return (
+        df.join(F.broadcast(lookup), df[col].cast("string") == lookup[f"{col}__v"], "left")
+        .drop(f"{col}__v")
+        .fillna(0, [idx])
+    )
 
 
-def wide_table(accepted: DataFrame, stores: DataFrame, items: DataFrame, events: DataFrame,
-               cfg: Config, run_date: dt.date, axis: Axis,
-               vocab: dict[str, list[str]] | None = None) -> Wide:
+def wide_table(
+    accepted: DataFrame,
+    stores: DataFrame,
+    items: DataFrame,
+    events: DataFrame,
+    cfg: Config,
+    run_date: dt.date,
+    axis: Axis,
+    vocab: dict[str, list[str]] | None = None,
+) -> Wide:
     """Dense day arrays, calendar, neighbours and region aggregates joined per series."""
     spark = accepted.sparkSession
     f = cfg.features
-    last_target = accepted.where(F.col("target").isNotNull()).agg(F.max("date")).first()[0]
+    last_target = one_row(accepted.where(F.col("target").isNotNull()).agg(F.max("date")))[0]
     region_columns = hierarchy_columns(cfg, stores)
     agg_levels = [lvl for lvl in f.spatial.aggregate_levels if lvl in region_columns]
 
@@ -118,16 +128,26 @@ def wide_table(accepted: DataFrame, stores: DataFrame, items: DataFrame, events:
         .join(nbr, SERIES_KEY, "left")
     )
     for level in agg_levels:
-        agg = region_aggregates(series, stores, level, axis).withColumnRenamed(
-            "agg_y", f"agg_{level}_y"
-        ).withColumnRenamed("agg_has", f"agg_{level}_has")
+        agg = (
+            region_aggregates(series, stores, level, axis)
+            .withColumnRenamed("agg_y", f"agg_{level}_y")
+            .withColumnRenamed("agg_has", f"agg_{level}_has")
+        )
         wide = wide.join(agg, [level, "item_id"], "left")
     for name, col in cats.items():
         wide = with_index(wide, col, vocab.get(name, []), spark)
     wide = wide.persist()
-    return Wide(table=wide, neighbours=neighbours, axis=axis, run_date=run_date,
-                last_target_day=axis.day(last_target), region_columns=region_columns,
-                levels=agg_levels, vocab=vocab, cached=[wide, neighbours, series])
+    return Wide(
+        table=wide,
+        neighbours=neighbours,
+        axis=axis,
+        run_date=run_date,
+        last_target_day=axis.day(last_target),
+        region_columns=region_columns,
+        levels=agg_levels,
+        vocab=vocab,
+        cached=[wide, neighbours, series],
+    )
 
 
 def static_numeric(wide: DataFrame) -> list[str]:
@@ -136,8 +156,16 @@ def static_numeric(wide: DataFrame) -> list[str]:
 
 def layout_for(cfg: Config, wide: Wide) -> Layout:
     f = cfg.features
-    return make_layout(f.history, f.horizon, f.spatial.k, f.lags, f.rolling_windows, wide.levels,
-                       list(wide.vocab), static_numeric(wide.table))
+    return make_layout(
+        f.history,
+        f.horizon,
+        f.spatial.k,
+        f.lags,
+        f.rolling_windows,
+        wide.levels,
+        list(wide.vocab),
+        static_numeric(wide.table),
+    )
 
 
 def build_examples_df(wide: Wide, cfg: Config, splits: tuple[str, ...]) -> DataFrame:
@@ -161,7 +189,7 @@ def fit_scalers(examples: DataFrame, columns: list[str]) -> dict[str, list[float
     aggs = []
     for c in columns:
         aggs += [F.mean(c).alias(f"{c}__m"), F.stddev_pop(c).alias(f"{c}__s")]
-    row = examples.agg(*aggs).first()
+    row = one_row(examples.agg(*aggs))
     out = {}
     for c in columns:
         m, s = row[f"{c}__m"], row[f"{c}__s"]

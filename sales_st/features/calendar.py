@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sales_st.data.contract import GLOBAL_SCOPE, PUBLIC_HOLIDAY, SCHOOL_HOLIDAY, SERIES_KEY
+from sales_st.frames import one_row
 
 # Fields carried per day, with their SQL type.
 DAY_FIELDS = {
@@ -44,7 +45,7 @@ class Axis:
 
 
 def make_axis(sales: DataFrame, run_date: dt.date, horizon: int) -> Axis:
-    row = sales.agg(F.min("date").alias("lo"), F.max("date").alias("hi")).first()
+    row = one_row(sales.agg(F.min("date").alias("lo"), F.max("date").alias("hi")))
     t0 = row["lo"]
     end = max(row["hi"], run_date + dt.timedelta(days=horizon))
     return Axis(t0=t0, n_days=(end - t0).days + 1)
@@ -70,10 +71,12 @@ def series_arrays(sales: DataFrame, axis: Axis) -> DataFrame:
     )
     placeholders = (
         f"transform(sequence(0, {axis.n_days - 1}), i -> named_struct("
-        f"'day', i, 'ph', 1, " + ", ".join(
+        f"'day', i, 'ph', 1, "
+        + ", ".join(
             f"'{k}', " + (f"CAST(NULL AS {t})" if k != "has_y" else "0")
             for k, t in DAY_FIELDS.items()
-        ) + "))"
+        )
+        + "))"
     )
     merged = F.expr(f"array_sort(concat(rows, {placeholders}))")
     dense = F.expr("filter(merged, (x, i) -> i = 0 OR merged[i - 1].day != x.day)")
@@ -87,8 +90,9 @@ def series_arrays(sales: DataFrame, axis: Axis) -> DataFrame:
     )
 
 
-def store_calendar(stores: DataFrame, events: DataFrame, axis: Axis, levels: list[str],
-                   window: int) -> DataFrame:
+def store_calendar(
+    stores: DataFrame, events: DataFrame, axis: Axis, levels: list[str], window: int
+) -> DataFrame:
     """Per store, dense arrays: ``holiday``, ``school``, ``event`` flags and the days to the
     next / since the last public holiday (clipped at ``window``, NO_HOLIDAY beyond)."""
     scopes = [F.lit(GLOBAL_SCOPE)] + [F.col(c) for c in levels]
@@ -102,12 +106,17 @@ def store_calendar(stores: DataFrame, events: DataFrame, axis: Axis, levels: lis
         store_scopes.join(ev, "scope")
         .groupBy("store_id")
         .agg(
-            F.array_sort(F.collect_set(F.when(F.col("event_type") == PUBLIC_HOLIDAY, F.col("day"))))
-            .alias("hol_days"),
-            F.array_sort(F.collect_set(F.when(F.col("event_type") == SCHOOL_HOLIDAY, F.col("day"))))
-            .alias("school_days"),
-            F.array_sort(F.collect_set(F.when(~F.col("event_type").isin(PUBLIC_HOLIDAY, SCHOOL_HOLIDAY), F.col("day"))))
-            .alias("other_days"),
+            F.array_sort(
+                F.collect_set(F.when(F.col("event_type") == PUBLIC_HOLIDAY, F.col("day")))
+            ).alias("hol_days"),
+            F.array_sort(
+                F.collect_set(F.when(F.col("event_type") == SCHOOL_HOLIDAY, F.col("day")))
+            ).alias("school_days"),
+            F.array_sort(
+                F.collect_set(
+                    F.when(~F.col("event_type").isin(PUBLIC_HOLIDAY, SCHOOL_HOLIDAY), F.col("day"))
+                )
+            ).alias("other_days"),
         )
     )
     cal = stores.select("store_id").join(lists, "store_id", "left")
@@ -115,7 +124,9 @@ def store_calendar(stores: DataFrame, events: DataFrame, axis: Axis, levels: lis
     seq = f"sequence(0, {axis.n_days - 1})"
 
     def flags(col: str) -> F.Column:
-        return F.expr(f"transform({seq}, i -> IF(array_contains(coalesce({col}, {empty}), i), 1, 0))")
+        return F.expr(
+            f"transform({seq}, i -> IF(array_contains(coalesce({col}, {empty}), i), 1, 0))"
+        )
 
     to_next = F.expr(
         f"transform({seq}, i -> aggregate(coalesce(hol_days, {empty}), {NO_HOLIDAY}, "

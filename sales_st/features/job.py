@@ -57,12 +57,21 @@ class FeatureResult:
     summary: RunSummary = field(default_factory=RunSummary)
 
 
-def prepare(spark: SparkSession, cfg: Config, run_date: dt.date | None,
-            vocab: dict[str, list[str]] | None = None) -> Prepared:
+def prepare(
+    spark: SparkSession,
+    cfg: Config,
+    run_date: dt.date | None,
+    vocab: dict[str, list[str]] | None = None,
+) -> Prepared:
     """Load and validate inputs, densify, build calendar and region context (cached: call
     :meth:`Prepared.release` when done)."""
     inputs = load_inputs(spark, cfg)
-    stores, items, events, sales = inputs["stores"], inputs["items"], inputs["events"], inputs["sales"]
+    stores, items, events, sales = (
+        inputs["stores"],
+        inputs["items"],
+        inputs["events"],
+        inputs["sales"],
+    )
     validate_stores(stores)
     if run_date is None and cfg.data.run_date:
         run_date = dt.date.fromisoformat(cfg.data.run_date)
@@ -72,17 +81,23 @@ def prepare(spark: SparkSession, cfg: Config, run_date: dt.date | None,
     result = validate_sales(sales, stores, items, cfg.validation, run_date)
     accepted = result.accepted
     if not items.take(1):
-        items = accepted.select("item_id").distinct().select(
-            "item_id", F.lit(None).cast("string").alias("category"),
-            F.lit(None).cast("double").alias("base_price"),
+        items = (
+            accepted.select("item_id")
+            .distinct()
+            .select(
+                "item_id",
+                F.lit(None).cast("string").alias("category"),
+                F.lit(None).cast("double").alias("base_price"),
+            )
         )
     axis = make_axis(accepted, run_date, cfg.features.horizon)
     wide = wide_table(accepted, stores, items, events, cfg, run_date, axis, vocab)
     return Prepared(validation=result, wide=wide)
 
 
-def run_features(spark: SparkSession, cfg: Config, run_date: dt.date | None,
-                 run_id: str = "adhoc") -> FeatureResult:
+def run_features(
+    spark: SparkSession, cfg: Config, run_date: dt.date | None, run_id: str = "adhoc"
+) -> FeatureResult:
     """Build and write every split, the neighbour table, the quarantine and the spec."""
     prep = prepare(spark, cfg, run_date)
     try:
@@ -117,12 +132,19 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
     scalers = fit_scalers(written.where(F.col("split") == "train"), layout.numeric)
     settings = cfg.fingerprint("features", "data", "validation")
     spec = FeatureSpec(
-        layout=layout, dataset=cfg.data.name, run_date=prep.run_date, t0=prep.wide.axis.t0,
-        n_days=prep.wide.axis.n_days, aggregate_levels=prep.wide.levels, vocab=prep.wide.vocab,
+        layout=layout,
+        dataset=cfg.data.name,
+        run_date=prep.run_date,
+        t0=prep.wide.axis.t0,
+        n_days=prep.wide.axis.n_days,
+        aggregate_levels=prep.wide.levels,
+        vocab=prep.wide.vocab,
         scalers=scalers,
-        splits={s: SplitInfo(f"{out_dir}/examples/split={s}", split_rows.get(s, 0))
-                for s in SPLITS},
-        neighbours=f"{out_dir}/neighbours", features_config=settings,
+        splits={
+            s: SplitInfo(f"{out_dir}/examples/split={s}", split_rows.get(s, 0)) for s in SPLITS
+        },
+        neighbours=f"{out_dir}/neighbours",
+        features_config=settings,
         features_id=features_id(settings, split_rows, prep.run_date),
     )
     write_spec(out_dir, spec)
@@ -130,18 +152,26 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
     counts["accepted_written"] = accepted_out
     counts["quarantined_written"] = quarantined_out
     counts["series"] = prep.wide.table.count()
-    write_json(f"{cfg.path('runs')}/features/{prep.run_date}/manifest.json",
-               {"run_id": run_id, "run_date": prep.run_date, "counts": counts,
-                "inputs": _lineage(cfg)})
+    write_json(
+        f"{cfg.path('runs')}/features/{prep.run_date}/manifest.json",
+        {"run_id": run_id, "run_date": prep.run_date, "counts": counts, "inputs": _lineage(cfg)},
+    )
     log.info("features: %s", counts)
-    summary = RunSummary(run_date=prep.run_date, rows_in=counts["input"],
-                         rows_out=sum(split_rows.values()), rows_quarantined=quarantined_out,
-                         details=dict(counts))
+    summary = RunSummary(
+        run_date=prep.run_date,
+        rows_in=counts["input"],
+        rows_out=sum(split_rows.values()),
+        rows_quarantined=quarantined_out,
+        details=dict(counts),
+    )
     return FeatureResult(run_date=prep.run_date, spec=spec, counts=counts, summary=summary)
 
 
 def _lineage(cfg: Config) -> dict[str, Any]:
     if cfg.data.source == "generated":
-        return {"source": "generated", "path": cfg.path("inputs"),
-                "generator": cfg.fingerprint("data")}
+        return {
+            "source": "generated",
+            "path": cfg.path("inputs"),
+            "generator": cfg.fingerprint("data"),
+        }
     return {"source": "tables", "sales": cfg.data.sales.path, "stores": cfg.data.stores.path}

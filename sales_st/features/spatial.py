@@ -24,13 +24,18 @@ from sales_st.features.calendar import Axis
 
 log = logging.getLogger(__name__)
 
-def neighbour_table(stores: DataFrame, cfg: SpatialConfig, hierarchy_columns: list[str]) -> DataFrame:
+
+def neighbour_table(
+    stores: DataFrame, cfg: SpatialConfig, hierarchy_columns: list[str]
+) -> DataFrame:
     """(store_id, neighbour_id, rank, distance_km, weight) with ``rank`` 1..k."""
     method = cfg.method
     if method != "hierarchy":
         missing = stores.where(F.col("latitude").isNull() | F.col("longitude").isNull()).count()
         if missing:
-            log.warning("spatial: %d stores lack coordinates; neighbours from the hierarchy", missing)
+            log.warning(
+                "spatial: %d stores lack coordinates; neighbours from the hierarchy", missing
+            )
             method = "hierarchy"
     a = stores.select(
         "store_id", "latitude", "longitude", *[F.col(c).alias(f"a_{c}") for c in hierarchy_columns]
@@ -45,27 +50,31 @@ def neighbour_table(stores: DataFrame, cfg: SpatialConfig, hierarchy_columns: li
     tie = F.xxhash64("store_id", "neighbour_id")
     if method == "hierarchy":
         level = next(
-            (c for c in hierarchy_columns
-             if stores.where(F.col(c).isNotNull()).limit(1).count()), None
+            (c for c in hierarchy_columns if stores.where(F.col(c).isNotNull()).limit(1).count()),
+            None,
         )
         if level is None:
             raise DataError("spatial: stores have neither coordinates nor hierarchy columns")
         pairs = pairs.where(F.col(f"a_{level}") == F.col(f"b_{level}")).withColumn(
             "distance_km",
-            F.coalesce(haversine_km(F.col("latitude"), F.col("longitude"),
-                                    F.col("n_lat"), F.col("n_lon")), F.lit(0.0)),
+            F.coalesce(
+                haversine_km(F.col("latitude"), F.col("longitude"), F.col("n_lat"), F.col("n_lon")),
+                F.lit(0.0),
+            ),
         )
         raw = F.lit(1.0)
         order = [tie]
     else:
         pairs = pairs.withColumn(
-            "distance_km", haversine_km(F.col("latitude"), F.col("longitude"),
-                                        F.col("n_lat"), F.col("n_lon"))
+            "distance_km",
+            haversine_km(F.col("latitude"), F.col("longitude"), F.col("n_lat"), F.col("n_lon")),
         ).where(F.col("distance_km") <= cfg.max_distance_km)
         d = F.col("distance_km") / cfg.bandwidth_km
         raw = 1.0 / (1.0 + d) if method == "knn" else F.exp(-(d * d))
         order = [F.col("distance_km"), tie]
-    ranked = pairs.withColumn("rank", F.row_number().over(Window.partitionBy("store_id").orderBy(*order)))
+    ranked = pairs.withColumn(
+        "rank", F.row_number().over(Window.partitionBy("store_id").orderBy(*order))
+    )
     top = ranked.where(F.col("rank") <= cfg.k).withColumn("raw", raw)
     total = F.sum("raw").over(Window.partitionBy("store_id"))
     return top.select(
@@ -85,17 +94,27 @@ def neighbour_arrays(series: DataFrame, neighbours: DataFrame, k: int) -> DataFr
     item has null arrays.
     """
     nb = series.select(
-        F.col("store_id").alias("neighbour_id"), "item_id",
-        F.col("y").alias("n_y"), F.col("has_y").alias("n_has"),
+        F.col("store_id").alias("neighbour_id"),
+        "item_id",
+        F.col("y").alias("n_y"),
+        F.col("has_y").alias("n_has"),
     )
-    pairs = series.select(*SERIES_KEY).join(neighbours, "store_id").join(
-        nb, ["neighbour_id", "item_id"], "left"
+    pairs = (
+        series.select(*SERIES_KEY)
+        .join(neighbours, "store_id")
+        .join(nb, ["neighbour_id", "item_id"], "left")
     )
     grouped = pairs.groupBy(*SERIES_KEY).agg(
         F.array_sort(
             F.collect_list(
-                F.struct("rank", "weight", "distance_km", "neighbour_id",
-                         F.col("n_y").alias("y"), F.col("n_has").alias("has_y"))
+                F.struct(
+                    "rank",
+                    "weight",
+                    "distance_km",
+                    "neighbour_id",
+                    F.col("n_y").alias("y"),
+                    F.col("n_has").alias("has_y"),
+                )
             )
         ).alias("nbr")
     )

@@ -50,8 +50,15 @@ class Layout:
 
     def input_columns(self) -> list[str]:
         """Every column the model reads (scoring needs no more)."""
-        return (self.hist + [N.HIST_DOW] + self.fut + [N.FUT_DOW] + list(N.NEIGHBOUR)
-                + self.categorical + self.numeric)
+        return (
+            self.hist
+            + [N.HIST_DOW]
+            + self.fut
+            + [N.FUT_DOW]
+            + list(N.NEIGHBOUR)
+            + self.categorical
+            + self.numeric
+        )
 
     def all_columns(self) -> list[str]:
         """Model inputs plus targets (what training reads)."""
@@ -79,14 +86,22 @@ class Layout:
         return {c: ("int32" if c in ints else "float32") for c in self.shapes()}
 
 
-def make_layout(history: int, horizon: int, k: int, lags: list[int], rolling_windows: list[int],
-                agg_levels: list[str], vocab_names: list[str],
-                static_numeric: list[str]) -> Layout:
+def make_layout(
+    history: int,
+    horizon: int,
+    k: int,
+    lags: list[int],
+    rolling_windows: list[int],
+    agg_levels: list[str],
+    vocab_names: list[str],
+    static_numeric: list[str],
+) -> Layout:
     return Layout(
         history=history,
         horizon=horizon,
         k=k,
-        hist=list(N.OWN_HISTORY) + list(N.CONTEXT_HISTORY)
+        hist=list(N.OWN_HISTORY)
+        + list(N.CONTEXT_HISTORY)
         + [N.aggregate_channel(lvl) for lvl in agg_levels],
         fut=list(N.FUTURE),
         categorical=[N.index_column(name) for name in vocab_names],
@@ -117,7 +132,8 @@ class FeatureSpec:
     features_config: str
     features_id: str
     created_at: str = field(
-        default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    )
     version: int = SPEC_VERSION
 
     @property
@@ -157,7 +173,8 @@ class FeatureSpec:
         if version != SPEC_VERSION:
             raise DataError(
                 f"feature spec {source or ''} has version {version}, this code reads version "
-                f"{SPEC_VERSION}: rebuild the features (jobs/features.py) and retrain")
+                f"{SPEC_VERSION}: rebuild the features (jobs/features.py) and retrain"
+            )
         return cls(
             layout=Layout(**d["layout"]),
             dataset=d["dataset"],
@@ -190,7 +207,9 @@ def read_spec(directory: str) -> FeatureSpec:
     """The spec stored in ``directory`` (a feature directory or a model directory)."""
     path = spec_path(directory)
     if not json_exists(path):
-        raise MissingInputError(f"no feature spec at {path}: run the feature job (jobs/features.py) first")
+        raise MissingInputError(
+            f"no feature spec at {path}: run the feature job (jobs/features.py) first"
+        )
     return FeatureSpec.from_dict(read_json(path), path)
 
 

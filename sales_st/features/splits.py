@@ -46,8 +46,13 @@ def resolve_boundary(value: int | str, run_date: dt.date) -> dt.date:
     return dt.date.fromisoformat(value)
 
 
-def origin_rules(cfg: FeaturesConfig, axis: Axis, run_date: dt.date, last_target_day: int,
-                 splits: tuple[str, ...] = SPLITS) -> list[OriginRule]:
+def origin_rules(
+    cfg: FeaturesConfig,
+    axis: Axis,
+    run_date: dt.date,
+    last_target_day: int,
+    splits: tuple[str, ...] = SPLITS,
+) -> list[OriginRule]:
     r = axis.day(run_date)
     train_end = axis.day(resolve_boundary(cfg.splits.train_end, run_date))
     val_end = axis.day(resolve_boundary(cfg.splits.val_end, run_date))

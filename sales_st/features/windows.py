@@ -50,11 +50,15 @@ def explode_origins(series: DataFrame, rules: list[OriginRule], cfg: FeaturesCon
         days = origin_candidates(rule, 0 if rule.name == "score" else cfg.horizon, L - 1)
         pairs += [F.struct(F.lit(rule.name).alias("split"), F.lit(d).alias("o")) for d in days]
     if not pairs:
-        raise DataError("no forecast origin fits the configured splits and history length: the data "
-                        "is shorter than features.history plus the split offsets")
-    out = series.select("*", F.explode(F.array(*pairs)).alias("_so")).select(
-        "*", F.col("_so.split").alias("split"), F.col("_so.o").alias("o")
-    ).drop("_so")
+        raise DataError(
+            "no forecast origin fits the configured splits and history length: the data "
+            "is shorter than features.history plus the split offsets"
+        )
+    out = (
+        series.select("*", F.explode(F.array(*pairs)).alias("_so"))
+        .select("*", F.col("_so.split").alias("split"), F.col("_so.o").alias("o"))
+        .drop("_so")
+    )
     return out.where(F.expr(f"o >= first_day + {cfg.min_history - 1}"))
 
 
@@ -62,8 +66,10 @@ def select_declared(df: DataFrame, exprs: dict[str, Column], declared: dict[str,
     """``df`` plus one column per entry of ``declared`` (a table of :mod:`.names`), in its
     order; fails when the expressions built here and the declared names disagree."""
     if list(exprs) != list(declared):
-        raise RuntimeError(f"feature expressions {list(exprs)} do not match the declared "
-                           f"names {list(declared)} (sales_st/features/names.py)")
+        raise RuntimeError(
+            f"feature expressions {list(exprs)} do not match the declared "
+            f"names {list(declared)} (sales_st/features/names.py)"
+        )
     return df.select("*", *[e.alias(name) for name, e in exprs.items()])
 
 
@@ -121,19 +127,24 @@ def with_history(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     )
     df = df.withColumn("n_obs", F.expr(_sum("hh", "0")))
     df = df.withColumn("_pos", F.expr(_positive_mean("hym", "hh")))
-    longer = _positive_mean(_masked(_trail("y", SCALE_FALLBACK_DAYS),
-                                    _trail("has_y", SCALE_FALLBACK_DAYS)),
-                            _trail("has_y", SCALE_FALLBACK_DAYS))
-    df = df.withColumn("_long", F.expr(
-        f"IF(_pos.n >= {MIN_SALES_DAYS}, named_struct('s', 0D, 'n', 0), {longer})"))
+    longer = _positive_mean(
+        _masked(_trail("y", SCALE_FALLBACK_DAYS), _trail("has_y", SCALE_FALLBACK_DAYS)),
+        _trail("has_y", SCALE_FALLBACK_DAYS),
+    )
+    df = df.withColumn(
+        "_long", F.expr(f"IF(_pos.n >= {MIN_SALES_DAYS}, named_struct('s', 0D, 'n', 0), {longer})")
+    )
     # has_scale = 0: no day with sales in the window nor the year before it (a store closed
     # for a year); such windows cannot be scaled and are kept out of training and tests.
     df = df.withColumn("has_scale", F.expr("IF(_pos.n > 0 OR _long.n > 0, 1, 0)"))
-    df = df.withColumn("scale", F.expr(
-        f"CASE WHEN _pos.n >= {MIN_SALES_DAYS} THEN _pos.s / _pos.n "
-        "WHEN _long.n > 0 THEN _long.s / _long.n "
-        "WHEN _pos.n > 0 THEN _pos.s / _pos.n ELSE 1D END"
-    )).drop("_pos", "_long")
+    df = df.withColumn(
+        "scale",
+        F.expr(
+            f"CASE WHEN _pos.n >= {MIN_SALES_DAYS} THEN _pos.s / _pos.n "
+            "WHEN _long.n > 0 THEN _long.s / _long.n "
+            "WHEN _pos.n > 0 THEN _pos.s / _pos.n ELSE 1D END"
+        ),
+    ).drop("_pos", "_long")
     hist_price = _hist("price", L)
     mean_price = (
         f"aggregate(filter({hist_price}, p -> p IS NOT NULL), named_struct('s', 0D, 'n', 0), "
@@ -141,15 +152,19 @@ def with_history(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
         "acc -> IF(acc.n > 0, acc.s / acc.n, NULL))"
     )
     df = df.withColumn("ref_price", F.expr(mean_price))
-    return select_declared(df, {
-        "hist_y": F.expr("transform(hym, a -> a / scale)"),
-        "hist_observed": F.col("hh"),
-        "hist_open": F.expr(f"transform({_hist('open', L)}, v -> coalesce(v, 0))"),
-        "hist_promo": F.expr(f"transform({_hist('promo', L)}, v -> coalesce(v, 0))"),
-        "hist_price": F.expr(f"transform({hist_price}, p -> coalesce(p / ref_price, 1D))"),
-        "hist_holiday": F.expr(_hist("holiday", L)),
-        "hist_school": F.expr(_hist("school", L)),
-    }, N.OWN_HISTORY)
+    return select_declared(
+        df,
+        {
+            "hist_y": F.expr("transform(hym, a -> a / scale)"),
+            "hist_observed": F.col("hh"),
+            "hist_open": F.expr(f"transform({_hist('open', L)}, v -> coalesce(v, 0))"),
+            "hist_promo": F.expr(f"transform({_hist('promo', L)}, v -> coalesce(v, 0))"),
+            "hist_price": F.expr(f"transform({hist_price}, p -> coalesce(p / ref_price, 1D))"),
+            "hist_holiday": F.expr(_hist("holiday", L)),
+            "hist_school": F.expr(_hist("school", L)),
+        },
+        N.OWN_HISTORY,
+    )
 
 
 def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
@@ -162,20 +177,25 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
     # A year earlier, same weekday: o + h - 364 and the weeks either side.
     last_year = _open_day_means(H, "o + h - 364 + 7 * j", -1, 1)
     days_to = f"transform({{col}}, v -> IF(v = {NO_HOLIDAY}, 1D, v / {window}))"
-    df = select_declared(df, {
-        "fut_open": F.expr(f"transform({_fut('open', H)}, v -> coalesce(v, 1))"),
-        "fut_promo": F.expr(f"transform({_fut('promo', H)}, v -> coalesce(v, 0))"),
-        "fut_price": F.expr(f"transform({fut_price}, p -> coalesce(p / ref_price, 1D))"),
-        "fut_holiday": F.expr(_fut("holiday", H)),
-        "fut_school": F.expr(_fut("school", H)),
-        "fut_to_holiday": F.expr(days_to.format(col=_fut("to_holiday", H))),
-        "fut_since_holiday": F.expr(days_to.format(col=_fut("since_holiday", H))),
-        "fut_doy": F.expr(
-            f"transform(sequence(o + 1, o + {H}), d -> "
-            f"dayofyear(date_add(DATE'{axis.t0.isoformat()}', d)) / 366D)"),
-        "fut_sw_mean": F.expr(sw),
-        "fut_last_year": F.expr(last_year),
-    }, N.FUTURE)
+    df = select_declared(
+        df,
+        {
+            "fut_open": F.expr(f"transform({_fut('open', H)}, v -> coalesce(v, 1))"),
+            "fut_promo": F.expr(f"transform({_fut('promo', H)}, v -> coalesce(v, 0))"),
+            "fut_price": F.expr(f"transform({fut_price}, p -> coalesce(p / ref_price, 1D))"),
+            "fut_holiday": F.expr(_fut("holiday", H)),
+            "fut_school": F.expr(_fut("school", H)),
+            "fut_to_holiday": F.expr(days_to.format(col=_fut("to_holiday", H))),
+            "fut_since_holiday": F.expr(days_to.format(col=_fut("since_holiday", H))),
+            "fut_doy": F.expr(
+                f"transform(sequence(o + 1, o + {H}), d -> "
+                f"dayofyear(date_add(DATE'{axis.t0.isoformat()}', d)) / 366D)"
+            ),
+            "fut_sw_mean": F.expr(sw),
+            "fut_last_year": F.expr(last_year),
+        },
+        N.FUTURE,
+    )
     return df.select(
         "*",
         F.expr(f"transform(sequence(o + 1, o + {H}), d -> (d + {w0}) % 7)").alias(N.FUT_DOW),
@@ -198,7 +218,8 @@ def with_scalars(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
         df = df.withColumn(f"_n{w}", F.expr(f"greatest({_sum(m, '0')}, 1)"))
         df = df.withColumn(f"_mean{w}", F.expr(f"{_sum(v)} / _n{w}"))
         var = (
-            f"aggregate(zip_with({v}, {m}, (a, b) -> IF(b = 1, (a - _mean{w}) * (a - _mean{w}), 0D)), "
+            f"aggregate(zip_with({v}, {m}, "
+            f"(a, b) -> IF(b = 1, (a - _mean{w}) * (a - _mean{w}), 0D)), "
             f"0D, (acc, a) -> acc + a) / _n{w}"
         )
         cols.append(F.expr(f"_mean{w} / scale").alias(N.rolling_mean(w)))
@@ -217,9 +238,7 @@ def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
         "named_struct('rank', 0, 'weight', 0D, 'distance_km', 0D, 'neighbour_id', "
         "CAST(NULL AS STRING), 'y', CAST(NULL AS ARRAY<DOUBLE>), 'has_y', CAST(NULL AS ARRAY<INT>))"
     )
-    padded = (
-        f"slice(concat(coalesce(nbr, array()), array_repeat({empty}, {K})), 1, {K})"
-    )
+    padded = f"slice(concat(coalesce(nbr, array()), array_repeat({empty}, {K})), 1, {K})"
     per = (
         f"transform({padded}, n -> named_struct("
         f"'id', n.neighbour_id, 'w', n.weight, 'd', n.distance_km, "
@@ -301,7 +320,9 @@ def build_examples(
     # weekday of the history (needs the axis' first weekday)
     df = df.withColumn(
         N.HIST_DOW,
-        F.expr(f"transform(sequence(o - {cfg.history - 1}, o), d -> (d + {axis.t0.weekday()}) % 7)"),
+        F.expr(
+            f"transform(sequence(o - {cfg.history - 1}, o), d -> (d + {axis.t0.weekday()}) % 7)"
+        ),
     )
     df = with_future(df, cfg, axis)
     df = with_scalars(df, cfg)

@@ -22,6 +22,7 @@ Layer names carry the encoder they belong to (``temporal_``, ``spatial_``, ``sta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import tensorflow as tf
 from tensorflow import keras
@@ -90,8 +91,11 @@ class PositionTable(layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         self.table = self.add_weight(
-            name="table", shape=(self.positions, self.dim),
-            initializer=keras.initializers.RandomUniform(-0.05, 0.05), trainable=True)
+            name="table",
+            shape=(self.positions, self.dim),
+            initializer=keras.initializers.RandomUniform(-0.05, 0.05),
+            trainable=True,
+        )
         super().build(input_shape)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
@@ -116,14 +120,17 @@ def temporal_encoder(cfg: ModelConfig, L: int) -> keras.Model:
                 x = layers.Dropout(cfg.dropout, name=f"temporal_drop_{i}")(x)
         last = x[:, -1, :]
         score = layers.Dense(1, name="temporal_att_v")(
-            tf.nn.tanh(layers.Dense(d, name="temporal_att_w")(x)
-                       + layers.Dense(d, use_bias=False, name="temporal_att_u")(last)[:, None, :])
+            tf.nn.tanh(
+                layers.Dense(d, name="temporal_att_w")(x)
+                + layers.Dense(d, use_bias=False, name="temporal_att_u")(last)[:, None, :]
+            )
         )
     else:
         x = PositionTable(L, d, name="temporal_pos")(x)
         for i in range(cfg.layers):
-            att = layers.MultiHeadAttention(cfg.heads, d // cfg.heads, dropout=cfg.dropout,
-                                            name=f"temporal_mha_{i}")(x, x)
+            att = layers.MultiHeadAttention(
+                cfg.heads, d // cfg.heads, dropout=cfg.dropout, name=f"temporal_mha_{i}"
+            )(x, x)
             x = layers.LayerNormalization(name=f"temporal_ln1_{i}")(x + att)
             ff = layers.Dense(2 * d, activation="gelu", name=f"temporal_ff1_{i}")(x)
             ff = layers.Dense(d, name=f"temporal_ff2_{i}")(ff)
@@ -140,8 +147,9 @@ def temporal_encoder(cfg: ModelConfig, L: int) -> keras.Model:
     return keras.Model(x_in, [h, alpha], name="temporal_encoder")
 
 
-def spatial_encoder(cfg: ModelConfig, dims: InputDims, z: tf.Tensor, s: tf.Tensor,
-                    inp: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+def spatial_encoder(
+    cfg: ModelConfig, dims: InputDims, z: tf.Tensor, s: tf.Tensor, inp: dict[str, tf.Tensor]
+) -> tuple[tf.Tensor, tf.Tensor]:
     """M_spa: returns (z enriched with region context [B, L, d], attention [B, k + ctx])."""
     d = cfg.units
     L = dims.history
@@ -151,9 +159,13 @@ def spatial_encoder(cfg: ModelConfig, dims: InputDims, z: tf.Tensor, s: tf.Tenso
     nbr_tok = nbr_tok + dist
     ctx_tok = seq_proj(inp["ctx_seq"])  # [B, ctx, d]
     tokens = PositionTable(dims.k + max(dims.ctx, 1), d, name="spatial_slot")(
-        layers.Concatenate(axis=1, name="spatial_tokens")([nbr_tok, ctx_tok]))
-    ctx_mask = tf.ones_like(inp["ctx_seq"][:, :, 0]) if dims.ctx else tf.zeros_like(
-        inp["ctx_seq"][:, :, 0])
+        layers.Concatenate(axis=1, name="spatial_tokens")([nbr_tok, ctx_tok])
+    )
+    ctx_mask = (
+        tf.ones_like(inp["ctx_seq"][:, :, 0])
+        if dims.ctx
+        else tf.zeros_like(inp["ctx_seq"][:, :, 0])
+    )
     mask = tf.concat([inp["nbr_mask"], ctx_mask], axis=1)  # [B, k + ctx]
     query = layers.Dense(d, name="spatial_query")(
         layers.Concatenate(name="spatial_qcat")([seq_proj(inp["hist"][..., 0]), s])
@@ -161,10 +173,12 @@ def spatial_encoder(cfg: ModelConfig, dims: InputDims, z: tf.Tensor, s: tf.Tenso
     # Always keep one slot attendable so that a series with no context gets a zero vector.
     any_ctx = tf.cast(tf.reduce_sum(mask, axis=1, keepdims=True) > 0, tf.float32)
     safe_mask = tf.concat([mask[:, :1] + (1 - any_ctx), mask[:, 1:]], axis=1)
-    attended, scores = layers.MultiHeadAttention(
-        cfg.heads, d // cfg.heads, name="spatial_mha"
-    )(query, tokens, attention_mask=tf.cast(safe_mask[:, None, :] > 0, tf.bool),
-      return_attention_scores=True)
+    attended, scores = layers.MultiHeadAttention(cfg.heads, d // cfg.heads, name="spatial_mha")(
+        query,
+        tokens,
+        attention_mask=tf.cast(safe_mask[:, None, :] > 0, tf.bool),
+        return_attention_scores=True,
+    )
     beta = tf.reduce_mean(scores[:, :, 0, :], axis=1) * any_ctx  # [B, k + ctx]
     pooled = attended[:, 0, :] * any_ctx  # [B, d]
     sequences = tf.concat([inp["nbr_y"], inp["ctx_seq"]], axis=1)  # [B, k + ctx, L]
@@ -223,13 +237,15 @@ def build_model(spec: FeatureSpec, cfg: ModelConfig) -> keras.Model:
     # decoder
     H = dims.horizon
     step = PositionTable(H, 8, name="decoder_step")(tf.zeros_like(inp["fut"][..., :8]))
-    dec_in = layers.Concatenate(name="decoder_cat")([
-        inp["fut"],
-        dow(inp["fut_dow"]),
-        step,
-        tf.repeat(h[:, None, :], H, axis=1),
-        tf.repeat(s[:, None, :], H, axis=1),
-    ])
+    dec_in = layers.Concatenate(name="decoder_cat")(
+        [
+            inp["fut"],
+            dow(inp["fut_dow"]),
+            step,
+            tf.repeat(h[:, None, :], H, axis=1),
+            tf.repeat(s[:, None, :], H, axis=1),
+        ]
+    )
     x = layers.Dense(cfg.decoder_units, activation="relu", name="decoder_d1")(dec_in)
     x = layers.Dense(cfg.decoder_units, activation="relu", name="decoder_d2")(x)
     raw = layers.Dense(len(cfg.quantiles), name="decoder_q")(x)
@@ -237,9 +253,13 @@ def build_model(spec: FeatureSpec, cfg: ModelConfig) -> keras.Model:
     fut_names = spec.layout.fut
     if cfg.baseline_skip and N.SW_MEAN in fut_names:
         i = fut_names.index(N.SW_MEAN)
-        quantiles = quantiles + inp["fut"][..., i:i + 1]
-    outputs = {"quantiles": quantiles, "temporal_attention": alpha, "spatial_attention": beta,
-               "gate": gate}
+        quantiles = quantiles + inp["fut"][..., i : i + 1]
+    outputs = {
+        "quantiles": quantiles,
+        "temporal_attention": alpha,
+        "spatial_attention": beta,
+        "gate": gate,
+    }
     return keras.Model(inp, outputs, name="st_forecaster")
 
 
@@ -247,9 +267,9 @@ def monotone_quantiles(raw: tf.Tensor, quantiles: list[float]) -> tf.Tensor:
     """Median from its own unit; lower/upper quantiles at cumulative softplus distances."""
     qs = sorted(quantiles)
     mid = qs.index(0.5)
-    median = raw[..., mid:mid + 1]
+    median = raw[..., mid : mid + 1]
     below = tf.nn.softplus(raw[..., :mid])
-    above = tf.nn.softplus(raw[..., mid + 1:])
+    above = tf.nn.softplus(raw[..., mid + 1 :])
     lower = median - tf.reverse(tf.cumsum(tf.reverse(below, [-1]), axis=-1), [-1])
     upper = median + tf.cumsum(above, axis=-1)
     return tf.concat([lower, median, upper], axis=-1)
@@ -290,5 +310,9 @@ def _all_layers(model: keras.Model):
 
 
 def encoder_weights(model: keras.Model, group: str) -> list[tf.Variable]:
-    return [w for layer in _all_layers(model) if layer.name.startswith(group + "_")
-            for w in layer.trainable_weights]
+    return [
+        w
+        for layer in _all_layers(model)
+        if layer.name.startswith(group + "_")
+        for w in layer.trainable_weights
+    ]

@@ -7,7 +7,8 @@ feature spec (fitted on the training split); missing values become 0.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf

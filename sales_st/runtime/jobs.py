@@ -9,8 +9,8 @@ import datetime as dt
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from pyspark.sql import SparkSession
 
@@ -49,16 +49,27 @@ class JobArgs:
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--conf", default=os.environ.get("SALES_ST_CONF", DEFAULT_CONF),
-                   help="configuration directory holding base.yaml and overlays")
-    p.add_argument("--env", default=os.environ.get("SALES_ST_ENV", "local"),
-                   help="overlay(s) applied over base.yaml, comma separated (local, cluster, rossmann)")
-    p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
-                   help="forecast origin: the last day of history (YYYY-MM-DD); "
-                        "default: the last day with observed sales")
+    p.add_argument(
+        "--conf",
+        default=os.environ.get("SALES_ST_CONF", DEFAULT_CONF),
+        help="configuration directory holding base.yaml and overlays",
+    )
+    p.add_argument(
+        "--env",
+        default=os.environ.get("SALES_ST_ENV", "local"),
+        help="overlay(s) applied over base.yaml, comma separated (local, cluster, rossmann)",
+    )
+    p.add_argument(
+        "--run-date",
+        type=dt.date.fromisoformat,
+        default=None,
+        help="forecast origin: the last day of history (YYYY-MM-DD); "
+        "default: the last day with observed sales",
+    )
     p.add_argument("--log-level", default=os.environ.get("SALES_ST_LOG_LEVEL", "INFO"))
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. train.epochs=2")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2"
+    )
     return p
 
 
@@ -91,12 +102,17 @@ def setup_logging(level: str = "INFO") -> None:
 # Exit codes: what the person who ran the job must do.
 EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_BUG = 0, 1, 2, 3
 
-Body = Callable[[SparkSession, JobArgs, RunRecord], Optional[RunSummary]]
+Body = Callable[[SparkSession, JobArgs, RunRecord], RunSummary | None]
 
 
-def run_job(name: str, description: str, body: Body, argv: list[str] | None = None,
-            add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-            record: bool = True) -> int:
+def run_job(
+    name: str,
+    description: str,
+    body: Body,
+    argv: list[str] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    record: bool = True,
+) -> int:
     """Parse arguments, start Spark, run ``body(spark, job, run_record)``, stop Spark.
 
     The body returns what the run manifest should say about the run (or None).  Exit codes:
@@ -127,8 +143,9 @@ def run_job(name: str, description: str, body: Body, argv: list[str] | None = No
         log.error("%s", exc)
         return EXIT_DATA
     except Exception:
-        log.exception("%s failed with an unexpected error (a bug: please report it with this "
-                      "traceback)", name)
+        log.exception(
+            "%s failed with an unexpected error (a bug: please report it with this traceback)", name
+        )
         return EXIT_BUG
     finally:
         spark.stop()

@@ -2,9 +2,9 @@
 
 Each stage has a fingerprint of what it depends on (its config sections, the run date, the
 fingerprint of the stage before it, the library's code, and for external inputs their
-files' sizes and modification times).  A stage whose fingerprint matches the last successful run and whose
-outputs exist is skipped with a log line; anything upstream that changed re-runs everything
-downstream.  State lives in ``<runs>/pipeline/state.json``.
+files' sizes and modification times).  A stage whose fingerprint matches the last successful
+run and whose outputs exist is skipped with a log line; anything upstream that changed re-runs
+everything downstream.  State lives in ``<runs>/pipeline/state.json``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import SparkSession
 
@@ -41,7 +42,7 @@ def input_files_fingerprint(cfg: Config) -> str:
     """Sizes and mtimes of the external input files (tables source)."""
     from sales_st.data.sources import resolve_input
 
-    entries = []
+    entries: list[tuple[str, int | None, int | None]] = []
     for name in ("sales", "stores", "events", "items"):
         src = getattr(cfg.data, name)
         for p in (src.path, src.join_path):
@@ -57,12 +58,15 @@ def input_files_fingerprint(cfg: Config) -> str:
 
 
 class Pipeline:
-    def __init__(self, spark: SparkSession, cfg: Config, run_date: dt.date | None,
-                 force: bool = False):
+    def __init__(
+        self, spark: SparkSession, cfg: Config, run_date: dt.date | None, force: bool = False
+    ):
         self.spark, self.cfg, self.run_date, self.force = spark, cfg, run_date, force
         self.requested_run_date = run_date  # None = "the last day with data"; fingerprints use it
         self.state_path = f"{cfg.path('runs')}/pipeline/state.json"
-        self.state: dict[str, Any] = read_json(self.state_path) if json_exists(self.state_path) else {}
+        self.state: dict[str, Any] = (
+            read_json(self.state_path) if json_exists(self.state_path) else {}
+        )
         self.fp: dict[str, str] = {}
         self.code = code_fingerprint()
         self.forecast: ForecastResult | None = None
@@ -72,8 +76,11 @@ class Pipeline:
     def fingerprint(self, stage: str) -> str:
         c = self.cfg
         if stage == "generate":
-            return _hash(c.data.generator, c.path("inputs"), self.code) \
-                if c.data.source == "generated" else input_files_fingerprint(c)
+            return (
+                _hash(c.data.generator, c.path("inputs"), self.code)
+                if c.data.source == "generated"
+                else input_files_fingerprint(c)
+            )
         prev = self.fp.get(STAGES[STAGES.index(stage) - 1], "")
         sections = {
             "features": ("data", "validation", "features"),
@@ -81,13 +88,20 @@ class Pipeline:
             "forecast": ("forecast",),
             "evaluate": ("evaluate", "model"),
         }[stage]
-        return _hash(prev, c.fingerprint(*sections), str(self.requested_run_date),
-                     c.path("features"), self.code)
+        return _hash(
+            prev,
+            c.fingerprint(*sections),
+            str(self.requested_run_date),
+            c.path("features"),
+            self.code,
+        )
 
     def outputs_exist(self, stage: str) -> bool:
         c = self.cfg
         if stage == "generate":
-            return c.data.source != "generated" or path_exists(self.spark, f"{c.path('inputs')}/sales")
+            return c.data.source != "generated" or path_exists(
+                self.spark, f"{c.path('inputs')}/sales"
+            )
         if stage == "features":
             return json_exists(f"{c.path('features')}/feature_spec.json")
         if stage == "train":
@@ -114,8 +128,12 @@ class Pipeline:
                 continue
             same = self.state.get(stage) == self.fp[stage]
             if same and not upstream_ran and not self.force and self.outputs_exist(stage):
-                log.info("[%d/%d] %s: inputs and config unchanged since the last run: skipped",
-                         i + 1, len(STAGES), stage)
+                log.info(
+                    "[%d/%d] %s: inputs and config unchanged since the last run: skipped",
+                    i + 1,
+                    len(STAGES),
+                    stage,
+                )
                 continue
             log.info("[%d/%d] %s ...", i + 1, len(STAGES), stage)
             t0 = time.perf_counter()
@@ -127,7 +145,9 @@ class Pipeline:
             upstream_ran = True
             self.state[stage] = self.fp[stage]
             write_json(self.state_path, self.state)
-            log.info("[%d/%d] %s done in %.1fs", i + 1, len(STAGES), stage, time.perf_counter() - t0)
+            log.info(
+                "[%d/%d] %s done in %.1fs", i + 1, len(STAGES), stage, time.perf_counter() - t0
+            )
         return ran
 
     def _generate(self, run_id: str) -> RunSummary | None:
@@ -170,17 +190,21 @@ def summary(cfg: Config, pipe: Pipeline) -> str:
     fc = pipe.forecast
     table = f"{cfg.database}.{cfg.forecast.table}"
     if fc:
-        lines.append(f"  forecasts : {fc.rows} rows for {fc.series} series, run date "
-                     f"{fc.run_date}, model {fc.model_id} -> table {table}")
+        lines.append(
+            f"  forecasts : {fc.rows} rows for {fc.series} series, run date "
+            f"{fc.run_date}, model {fc.model_id} -> table {table}"
+        )
     else:
         lines.append(f"  forecasts : table {table} (unchanged this run)")
     lines.append(f"  warehouse : {cfg.path('warehouse')} (metastore {cfg.path('metastore')})")
     rd = fc.run_date if fc else pipe.run_date
-    lines.append("  query     : .venv/bin/spark-sql --conf spark.sql.warehouse.dir="
-                 f"{cfg.path('warehouse')} --conf spark.hadoop.javax.jdo.option.ConnectionURL="
-                 f"'jdbc:derby:;databaseName={cfg.path('metastore')}' -e "
-                 f"\"SELECT * FROM {table} WHERE run_date = DATE'{rd}' LIMIT 10\"")
-    lines.append("              (or: scripts/sql.sh \"SELECT ...\")")
+    lines.append(
+        "  query     : .venv/bin/spark-sql --conf spark.sql.warehouse.dir="
+        f"{cfg.path('warehouse')} --conf spark.hadoop.javax.jdo.option.ConnectionURL="
+        f"'jdbc:derby:;databaseName={cfg.path('metastore')}' -e "
+        f"\"SELECT * FROM {table} WHERE run_date = DATE'{rd}' LIMIT 10\""
+    )
+    lines.append('              (or: scripts/sql.sh "SELECT ...")')
     ev = pipe.evaluation
     if ev:
         lines.append(f"  report    : {ev.report}")

@@ -68,4 +68,3 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         spark.conf.get("spark.sql.warehouse.dir"),
     )
     return spark
-

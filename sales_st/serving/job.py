@@ -47,8 +47,16 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
         quantiles = meta["model_config"]["quantiles"]
         regions = cfg.data.region_columns
-        rows = score_examples(examples, root, mid, quantiles, regions, prep.run_date,
-                              cfg.forecast.explain, cfg.forecast.top_steps)
+        rows = score_examples(
+            examples,
+            root,
+            mid,
+            quantiles,
+            regions,
+            prep.run_date,
+            cfg.forecast.explain,
+            cfg.forecast.top_steps,
+        )
         table = f"{cfg.database}.{cfg.forecast.table}"
         ensure_table(spark, table, forecast_ddl(quantiles, regions), ["run_date"])
         replace_partition(rows, table, {"run_date": prep.run_date})
@@ -59,24 +67,56 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
     n_rows = written.count()
     n_series = written.select(*SERIES_KEY).distinct().count()
     if n_series < total_series:
-        log.warning("forecast: %d of %d series have no scoring window (too little history)",
-                    total_series - n_series, total_series)
-    log.info("forecast: %d rows for %d series, run date %s, model %s -> %s", n_rows, n_series,
-             prep.run_date, mid, table)
-    summary = RunSummary(run_date=prep.run_date, model_id=mid, rows_in=total_series,
-                         rows_out=n_rows,
-                         details={"series_forecast": n_series, "series_total": total_series,
-                                  "series_without_forecast": total_series - n_series})
-    return ForecastResult(table=table, rows=n_rows, series=n_series, model_id=mid,
-                          run_date=prep.run_date, summary=summary)
+        log.warning(
+            "forecast: %d of %d series have no scoring window (too little history)",
+            total_series - n_series,
+            total_series,
+        )
+    log.info(
+        "forecast: %d rows for %d series, run date %s, model %s -> %s",
+        n_rows,
+        n_series,
+        prep.run_date,
+        mid,
+        table,
+    )
+    summary = RunSummary(
+        run_date=prep.run_date,
+        model_id=mid,
+        rows_in=total_series,
+        rows_out=n_rows,
+        details={
+            "series_forecast": n_series,
+            "series_total": total_series,
+            "series_without_forecast": total_series - n_series,
+        },
+    )
+    return ForecastResult(
+        table=table,
+        rows=n_rows,
+        series=n_series,
+        model_id=mid,
+        run_date=prep.run_date,
+        summary=summary,
+    )
 
 
 def check_compatible(spec: FeatureSpec, cfg: Config, levels: list[str]) -> None:
     f = cfg.features
-    want = {"history": f.history, "horizon": f.horizon, "k": f.spatial.k,
-            "aggregate_levels": levels}
-    have = {"history": spec.history, "horizon": spec.horizon, "k": spec.k,
-            "aggregate_levels": spec.aggregate_levels}
+    want = {
+        "history": f.history,
+        "horizon": f.horizon,
+        "k": f.spatial.k,
+        "aggregate_levels": levels,
+    }
+    have = {
+        "history": spec.history,
+        "horizon": spec.horizon,
+        "k": spec.k,
+        "aggregate_levels": spec.aggregate_levels,
+    }
     if want != have:
-        raise DataError(f"the model was trained with features {have} but the config asks for "
-                        f"{want}; forecast with the same feature settings or retrain")
+        raise DataError(
+            f"the model was trained with features {have} but the config asks for "
+            f"{want}; forecast with the same feature settings or retrain"
+        )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,10 +79,18 @@ def predict_batch(full: Any, spec: FeatureSpec, pdf: pd.DataFrame) -> dict[str, 
     }
 
 
-def long_rows(pdf: pd.DataFrame, pred: dict[str, np.ndarray], spec: FeatureSpec,
-              qcols: list[str], region_columns: list[str], model_id: str,
-              created_at: dt.datetime, run_date: dt.date, explain: bool,
-              top_steps: int) -> pd.DataFrame:
+def long_rows(
+    pdf: pd.DataFrame,
+    pred: dict[str, np.ndarray],
+    spec: FeatureSpec,
+    qcols: list[str],
+    region_columns: list[str],
+    model_id: str,
+    created_at: dt.datetime,
+    run_date: dt.date,
+    explain: bool,
+    top_steps: int,
+) -> pd.DataFrame:
     """One row per (example, horizon step)."""
     n, H, L = len(pdf), spec.horizon, spec.history
     origin = pd.to_datetime(pdf["origin"]).to_numpy()
@@ -106,12 +115,14 @@ def long_rows(pdf: pd.DataFrame, pred: dict[str, np.ndarray], spec: FeatureSpec,
         weights = [[float(alpha[i, j]) for j in row] for i, row in enumerate(top)]
         beta = pred["spatial_attention"]
         sources, sweights = [], []
-        nbr_ids = pdf["nbr_ids"].to_numpy() if "nbr_ids" in pdf else [None] * n
+        nbr_ids: list[Any] = list(pdf["nbr_ids"]) if "nbr_ids" in pdf else [None] * n
         for i in range(n):
-            names = [x if x is not None else "" for x in (list(nbr_ids[i]) if nbr_ids[i] is not None else [])]
+            ids: list[Any] = [] if nbr_ids[i] is None else list(nbr_ids[i])
+            names = [x if x is not None else "" for x in ids]
             names = (names + [""] * spec.k)[: spec.k] + ctx_names
-            pairs = sorted(((float(w), s) for w, s in zip(beta[i], names) if w > 1e-4 and s),
-                           reverse=True)
+            pairs = sorted(
+                ((float(w), s) for w, s in zip(beta[i], names) if w > 1e-4 and s), reverse=True
+            )
             sources.append([s for _, s in pairs])
             sweights.append([w for w, _ in pairs])
         out["gate"] = pred["gate"].astype(np.float64)[rep]
@@ -131,9 +142,16 @@ def _opt(pdf: pd.DataFrame, col: str) -> np.ndarray:
     return pdf[col].to_numpy() if col in pdf else np.full(len(pdf), None, dtype=object)
 
 
-def scorer(root: str, mid: str, qcols: list[str], region_columns: list[str],
-           created_at: dt.datetime, run_date: dt.date, explain: bool,
-           top_steps: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def scorer(
+    root: str,
+    mid: str,
+    qcols: list[str],
+    region_columns: list[str],
+    created_at: dt.datetime,
+    run_date: dt.date,
+    explain: bool,
+    top_steps: int,
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     fail_after = int(os.environ.get(FAIL_WRITE_ENV, "0") or 0)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -143,8 +161,18 @@ def scorer(root: str, mid: str, qcols: list[str], region_columns: list[str],
             if pdf.empty:
                 continue
             pred = predict_batch(full, spec, pdf)
-            rows = long_rows(pdf, pred, spec, qcols, region_columns, mid, created_at, run_date,
-                             explain, top_steps)
+            rows = long_rows(
+                pdf,
+                pred,
+                spec,
+                qcols,
+                region_columns,
+                mid,
+                created_at,
+                run_date,
+                explain,
+                top_steps,
+            )
             done += len(rows)
             yield rows
             if fail_after and done >= fail_after:
@@ -153,11 +181,18 @@ def scorer(root: str, mid: str, qcols: list[str], region_columns: list[str],
     return score
 
 
-def score_examples(examples: DataFrame, root: str, mid: str, quantiles: list[float],
-                   region_columns: list[str], run_date: dt.date, explain: bool,
-                   top_steps: int) -> DataFrame:
+def score_examples(
+    examples: DataFrame,
+    root: str,
+    mid: str,
+    quantiles: list[float],
+    region_columns: list[str],
+    run_date: dt.date,
+    explain: bool,
+    top_steps: int,
+) -> DataFrame:
     """Forecast rows (the forecasts table's columns) for every example row."""
     qcols = quantile_columns(quantiles)
-    created_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     fn = scorer(root, mid, qcols, region_columns, created_at, run_date, explain, top_steps)
-    return examples.mapInPandas(fn, forecast_ddl(quantiles, region_columns))
+    return examples.mapInPandas(fn, forecast_ddl(quantiles, region_columns))  # type: ignore[arg-type]

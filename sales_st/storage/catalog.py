@@ -13,9 +13,10 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -100,11 +101,12 @@ class RunRecord:
 
 
 @contextmanager
-def recorded_run(spark: SparkSession, database: str, job: str,
-                 run_date: dt.date | None) -> Iterator[RunRecord]:
+def recorded_run(
+    spark: SparkSession, database: str, job: str, run_date: dt.date | None
+) -> Iterator[RunRecord]:
     """Record the job in ``<database>.run_manifest`` as succeeded or failed, with timings."""
     rec = RunRecord(job=job, run_date=run_date)
-    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     error = None
     try:
@@ -120,28 +122,56 @@ def recorded_run(spark: SparkSession, database: str, job: str,
             log.exception("could not write the run manifest for %s", job)
 
 
-def append_manifest(spark: SparkSession, database: str, rec: RunRecord, status: str,
-                    started: dt.datetime, seconds: float, error: str | None) -> None:
+def append_manifest(
+    spark: SparkSession,
+    database: str,
+    rec: RunRecord,
+    status: str,
+    started: dt.datetime,
+    seconds: float,
+    error: str | None,
+) -> None:
     table = f"{database}.run_manifest"
     ensure_table(spark, table, MANIFEST_DDL, [])
-    finished = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    finished = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     row = (
-        rec.run_id, rec.job, rec.run_date, status, started, finished, float(seconds),
-        rec.rows_in, rec.rows_out, rec.rows_quarantined, rec.model_id,
-        json.dumps(rec.details, default=str, sort_keys=True), error,
+        rec.run_id,
+        rec.job,
+        rec.run_date,
+        status,
+        started,
+        finished,
+        float(seconds),
+        rec.rows_in,
+        rec.rows_out,
+        rec.rows_quarantined,
+        rec.model_id,
+        json.dumps(rec.details, default=str, sort_keys=True),
+        error,
     )
     spark.createDataFrame([row], MANIFEST_DDL).write.insertInto(table)
-    log.info("run manifest: %s %s %s in %.1fs (run_id %s)", rec.job, rec.run_date, status,
-             seconds, rec.run_id)
+    log.info(
+        "run manifest: %s %s %s in %.1fs (run_id %s)",
+        rec.job,
+        rec.run_date,
+        status,
+        seconds,
+        rec.run_id,
+    )
 
 
-def write_quarantine(quarantined: DataFrame, database: str, job: str, run_id: str,
-                     run_date: dt.date) -> None:
+def write_quarantine(
+    quarantined: DataFrame, database: str, job: str, run_id: str, run_date: dt.date
+) -> None:
     table = f"{database}.quarantine"
     ensure_table(quarantined.sparkSession, table, QUARANTINE_DDL, ["run_date"])
     rows = quarantined.select(
-        "table_name", "rule", "detail", "row_json",
-        F.lit(run_id).alias("run_id"), F.lit(job).alias("job"),
+        "table_name",
+        "rule",
+        "detail",
+        "row_json",
+        F.lit(run_id).alias("run_id"),
+        F.lit(job).alias("job"),
         F.lit(run_date).cast("date").alias("run_date"),
     )
     replace_partition(rows, table, {"run_date": run_date})

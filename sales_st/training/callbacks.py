@@ -22,8 +22,13 @@ CHECKPOINT_STATE = "state.json"
 class Checkpointer(keras.callbacks.Callback):
     """Rank 0: save weights + optimizer state after every epoch, then the resume state."""
 
-    def __init__(self, ckpt: Any, directory: str, history: dict[str, list[float]],
-                 initial_val_loss: float | None):
+    def __init__(
+        self,
+        ckpt: Any,
+        directory: str,
+        history: dict[str, list[float]],
+        initial_val_loss: float | None,
+    ):
         super().__init__()
         self.ckpt, self.directory = ckpt, directory
         self.history = {k: list(v) for k, v in history.items()}
@@ -33,9 +38,15 @@ class Checkpointer(keras.callbacks.Callback):
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
         path = self.ckpt.write(f"{self.directory}/epoch-{epoch + 1:04d}")
-        write_json(f"{self.directory}/{CHECKPOINT_STATE}",
-                   {"epoch": epoch + 1, "path": path, "history": self.history,
-                    "initial_val_loss": self.initial_val_loss})
+        write_json(
+            f"{self.directory}/{CHECKPOINT_STATE}",
+            {
+                "epoch": epoch + 1,
+                "path": path,
+                "history": self.history,
+                "initial_val_loss": self.initial_val_loss,
+            },
+        )
 
 
 class EpochTimer(keras.callbacks.Callback):

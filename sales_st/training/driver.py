@@ -80,8 +80,9 @@ def rank_entry():
     return entry
 
 
-def segment_examples(spark: SparkSession, spec: FeatureSpec, predicate: str, out_dir: str,
-                     partitions: int) -> FeatureSpec:
+def segment_examples(
+    spark: SparkSession, spec: FeatureSpec, predicate: str, out_dir: str, partitions: int
+) -> FeatureSpec:
     """Write the train/val examples matching ``predicate`` under ``out_dir``; the spec of
     the segment."""
     splits = dict(spec.splits)
@@ -132,8 +133,11 @@ def _setup(cfg: Config, spec: FeatureSpec, mode: str, parent: str | None) -> _Se
             "rebuild the features with the same configuration or pre-train again"
         )
     return _Setup(
-        mode, parent_id, spec.replace(scalers=parent_spec.scalers),
-        model_store.load_meta(root, parent_id)["model_config"], list(tcfg.finetune.freeze),
+        mode,
+        parent_id,
+        spec.replace(scalers=parent_spec.scalers),
+        model_store.load_meta(root, parent_id)["model_config"],
+        list(tcfg.finetune.freeze),
         tcfg.learning_rate * tcfg.finetune.learning_rate_factor,
         f"{model_store.model_dir(root, parent_id)}/weights.h5",
     )
@@ -153,10 +157,17 @@ def run_training(
     spec = setup.spec
     segment = tcfg.finetune.segment if mode == "finetune" else None
     train_cfg = to_dict(tcfg)
-    mid = model_store.model_id(mode, spec.run_date.isoformat(), {
-        "features": spec.features_id, "model": setup.model_cfg, "train": train_cfg,
-        "parent": setup.parent_id, "segment": segment,
-    })
+    mid = model_store.model_id(
+        mode,
+        spec.run_date.isoformat(),
+        {
+            "features": spec.features_id,
+            "model": setup.model_cfg,
+            "train": train_cfg,
+            "parent": setup.parent_id,
+            "segment": segment,
+        },
+    )
     mdir = model_store.model_dir(root, mid)
     names = aliases or ["latest", "pretrained" if mode == "pretrain" else "finetuned"]
     summary = RunSummary(run_date=spec.run_date, model_id=mid)
@@ -166,56 +177,93 @@ def run_training(
         return TrainResult(mid, mdir, skipped=True, summary=summary)
 
     if segment is not None:
-        spec = segment_examples(spark, spec, segment, f"{mdir}/segment",
-                                max(2, tcfg.ranks * 2))
+        spec = segment_examples(spark, spec, segment, f"{mdir}/segment", max(2, tcfg.ranks * 2))
     train_rows, train_groups = parquet_stats(spec.split_path("train"))
     val_rows, val_groups = parquet_stats(spec.split_path("val"))
     if train_rows == 0 or val_rows == 0:
-        raise DataError(f"no training ({train_rows}) or validation ({val_rows}) examples"
-                        + (f" in segment '{segment}'" if segment else ""))
+        raise DataError(
+            f"no training ({train_rows}) or validation ({val_rows}) examples"
+            + (f" in segment '{segment}'" if segment else "")
+        )
     plan = TrainPlan(
-        spec=spec.to_dict(), model=setup.model_cfg, train=train_cfg,
-        train_url=_url(spec.split_path("train")), val_url=_url(spec.split_path("val")),
-        train_rows=train_rows, val_rows=val_rows, train_row_groups=train_groups,
-        val_row_groups=val_groups, model_dir=mdir, learning_rate=setup.learning_rate,
-        init_weights=setup.init_weights, freeze=setup.freeze,
+        spec=spec.to_dict(),
+        model=setup.model_cfg,
+        train=train_cfg,
+        train_url=_url(spec.split_path("train")),
+        val_url=_url(spec.split_path("val")),
+        train_rows=train_rows,
+        val_rows=val_rows,
+        train_row_groups=train_groups,
+        val_row_groups=val_groups,
+        model_dir=mdir,
+        learning_rate=setup.learning_rate,
+        init_weights=setup.init_weights,
+        freeze=setup.freeze,
     )
     meta = {
-        "model_id": mid, "mode": mode, "parent": setup.parent_id, "status": "training",
-        "run_date": spec.run_date.isoformat(), "model_config": setup.model_cfg,
-        "train_config": train_cfg, "segment": segment, "freeze": setup.freeze,
+        "model_id": mid,
+        "mode": mode,
+        "parent": setup.parent_id,
+        "status": "training",
+        "run_date": spec.run_date.isoformat(),
+        "model_config": setup.model_cfg,
+        "train_config": train_cfg,
+        "segment": segment,
+        "freeze": setup.freeze,
     }
     write_json(f"{mdir}/model.json", meta)
     write_spec(mdir, spec)
-    write_json(f"{mdir}/lineage.json", {
-        "run_date": spec.run_date, "features_dir": cfg.path("features"),
-        "train": {"path": spec.split_path("train"), "rows": train_rows},
-        "val": {"path": spec.split_path("val"), "rows": val_rows},
-        "features_config": spec.features_config, "parent": setup.parent_id,
-        "config_sources": cfg.sources,
-    })
+    write_json(
+        f"{mdir}/lineage.json",
+        {
+            "run_date": spec.run_date,
+            "features_dir": cfg.path("features"),
+            "train": {"path": spec.split_path("train"), "rows": train_rows},
+            "val": {"path": spec.split_path("val"), "rows": val_rows},
+            "features_config": spec.features_config,
+            "parent": setup.parent_id,
+            "config_sources": cfg.sources,
+        },
+    )
     resumed = read_state(plan.checkpoint_dir)
-    log.info("training %s (%s) on %d ranks: %d train / %d val examples%s", mid, mode,
-             tcfg.ranks, train_rows, val_rows,
-             f", resuming after epoch {resumed['epoch']}" if resumed else "")
+    log.info(
+        "training %s (%s) on %d ranks: %d train / %d val examples%s",
+        mid,
+        mode,
+        tcfg.ranks,
+        train_rows,
+        val_rows,
+        f", resuming after epoch {resumed['epoch']}" if resumed else "",
+    )
     results = run_ranks(plan, tcfg.ranks)
     history = results[0].get("history", {})
-    meta.update(status="complete", ranks=[{k: v for k, v in r.items() if k != "history"}
-                                         for r in results],
-                epochs_trained=len(history.get("loss", [])),
-                best_val_loss=min(history.get("val_loss", [float("nan")])),
-                initial_val_loss=results[0].get("initial_val_loss"),
-                finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    meta.update(
+        status="complete",
+        ranks=[{k: v for k, v in r.items() if k != "history"} for r in results],
+        epochs_trained=len(history.get("loss", [])),
+        best_val_loss=min(history.get("val_loss", [float("nan")])),
+        initial_val_loss=results[0].get("initial_val_loss"),
+        finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
     write_json(f"{mdir}/model.json", meta)
     model_store.set_aliases(root, mid, names)
-    log.info("model %s trained: %d epochs, val loss %s -> best %.4f; aliases %s", mid,
-             meta["epochs_trained"], _fmt(meta["initial_val_loss"]), meta["best_val_loss"], names)
+    log.info(
+        "model %s trained: %d epochs, val loss %s -> best %.4f; aliases %s",
+        mid,
+        meta["epochs_trained"],
+        _fmt(meta["initial_val_loss"]),
+        meta["best_val_loss"],
+        names,
+    )
     summary.rows_in = train_rows + val_rows
-    summary.details = {"mode": mode, "ranks": meta["ranks"], "epochs": meta["epochs_trained"],
-                       "initial_val_loss": meta["initial_val_loss"],
-                       "best_val_loss": meta["best_val_loss"]}
-    return TrainResult(mid, mdir, skipped=False, results=results, history=history,
-                       summary=summary)
+    summary.details = {
+        "mode": mode,
+        "ranks": meta["ranks"],
+        "epochs": meta["epochs_trained"],
+        "initial_val_loss": meta["initial_val_loss"],
+        "best_val_loss": meta["best_val_loss"],
+    }
+    return TrainResult(mid, mdir, skipped=False, results=results, history=history, summary=summary)
 
 
 def run_ranks(plan: TrainPlan, ranks: int) -> list[dict[str, Any]]:
@@ -226,11 +274,21 @@ def run_ranks(plan: TrainPlan, ranks: int) -> list[dict[str, Any]]:
     executable = os.environ.get(EXECUTOR_PYTHON_ENV) or sys.executable
     # The ranks run with the executors' environment plus our own switches (not the driver's
     # whole environment, whose paths may not exist on the workers).
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith("SALES_ST_") or k in ("TF_CPP_MIN_LOG_LEVEL",)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("SALES_ST_") or k in ("TF_CPP_MIN_LOG_LEVEL",)
+    }
     results = horovod.spark.run(
-        rank_entry(), args=(plan.to_json(),), num_proc=ranks, use_gloo=True,
-        executable=executable, env=env, verbose=1, stdout=sys.stderr, stderr=sys.stderr,
+        rank_entry(),
+        args=(plan.to_json(),),
+        num_proc=ranks,
+        use_gloo=True,
+        executable=executable,
+        env=env,
+        verbose=1,
+        stdout=sys.stderr,
+        stderr=sys.stderr,
         start_timeout=600,
     )
     results = sorted(results, key=lambda r: r["rank"])
@@ -244,6 +302,7 @@ def run_pretraining(spark: SparkSession, cfg: Config, force: bool = False) -> li
     results = [run_training(spark, cfg, "pretrain", force=force)]
     if cfg.train.ablation and cfg.model.spatial:
         twin = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, spatial=False))
-        results.append(run_training(spark, twin, "pretrain", force=force,
-                                    aliases=["temporal_only"]))
+        results.append(
+            run_training(spark, twin, "pretrain", force=force, aliases=["temporal_only"])
+        )
     return results

@@ -47,7 +47,7 @@ def read_aliases(root: str) -> dict[str, str]:
 
 def set_aliases(root: str, mid: str, names: list[str]) -> None:
     aliases = read_aliases(root)
-    aliases.update({n: mid for n in names})
+    aliases.update(dict.fromkeys(names, mid))
     write_json(f"{root}/{ALIASES}", aliases)
 
 
@@ -124,8 +124,10 @@ def save_weights(full: Any, spec: FeatureSpec, directory: str) -> None:
         with open(local, "rb") as src, fsspec.open(path, "wb") as dst:
             dst.write(src.read())
     if saved != len(full.weights):
-        raise RuntimeError(f"{path} holds {saved} variables, the model has {len(full.weights)}: "
-                           "some weights are not tracked by the model")
+        raise RuntimeError(
+            f"{path} holds {saved} variables, the model has {len(full.weights)}: "
+            "some weights are not tracked by the model"
+        )
     write_json(f"{directory}/{PROBE_FILE}", {"quantiles": probe_outputs(full, spec)})
 
 
@@ -135,15 +137,19 @@ def verify_outputs(full: Any, spec: FeatureSpec, directory: str) -> None:
 
     path = f"{directory}/{PROBE_FILE}"
     if not json_exists(path):
-        raise DataError(f"{path} is missing: the model was saved without its output probe; "
-                        "retrain it (jobs/train.py --force)")
+        raise DataError(
+            f"{path} is missing: the model was saved without its output probe; "
+            "retrain it (jobs/train.py --force)"
+        )
     want = np.asarray(read_json(path)["quantiles"])
     got = np.asarray(probe_outputs(full, spec))
     if want.shape != got.shape or not np.allclose(got, want, rtol=PROBE_RTOL, atol=PROBE_ATOL):
         diff = float(np.max(np.abs(got - want))) if want.shape == got.shape else float("nan")
-        raise DataError(f"the model loaded from {directory} does not reproduce the outputs "
-                        f"recorded at training (max difference {diff:.3g}): its weights were "
-                        "not all restored; retrain it")
+        raise DataError(
+            f"the model loaded from {directory} does not reproduce the outputs "
+            f"recorded at training (max difference {diff:.3g}): its weights were "
+            "not all restored; retrain it"
+        )
 
 
 def _temp_file() -> str:

@@ -90,8 +90,15 @@ def weights_digest(model) -> str:
     return h.hexdigest()
 
 
-def _dataset(url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: int,
-             row_groups: int, shuffle: bool):
+def _dataset(
+    url: str,
+    spec: FeatureSpec,
+    tcfg: TrainConfig,
+    rank: int,
+    size: int,
+    row_groups: int,
+    shuffle: bool,
+):
     import tensorflow as tf
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
@@ -101,8 +108,14 @@ def _dataset(url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: in
     # Shard by row group when every rank gets at least one; tiny splits are read whole.
     shard = dict(cur_shard=rank, shard_count=size) if row_groups >= size else {}
     reader = make_batch_reader(
-        url, schema_fields=spec.layout.all_columns(), num_epochs=None, shuffle_row_groups=shuffle,
-        seed=tcfg.seed + rank, reader_pool_type=tcfg.reader_pool, workers_count=2, **shard,
+        url,
+        schema_fields=spec.layout.all_columns(),
+        num_epochs=None,
+        shuffle_row_groups=shuffle,
+        seed=tcfg.seed + rank,
+        reader_pool_type=tcfg.reader_pool,
+        workers_count=2,
+        **shard,
     )
 
     def to_xy(batch):
@@ -116,8 +129,9 @@ def _dataset(url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: in
     return reader, ds
 
 
-def _memory_dataset(url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: int,
-                    shuffle: bool):
+def _memory_dataset(
+    url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: int, shuffle: bool
+):
     """The rank's share of the files, loaded into tensors (the in-memory reference input)."""
     import fsspec
     import pyarrow.parquet as pq
@@ -136,7 +150,8 @@ def _memory_dataset(url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, s
     table = pq.ParquetDataset(mine, filesystem=fs).read(columns=columns)
     cols = columns_from_pandas(table.to_pandas(), columns)
     ds = tf.data.Dataset.from_tensor_slices(
-        (model_inputs_from_columns(cols, spec), targets_from_columns(cols))).repeat()
+        (model_inputs_from_columns(cols, spec), targets_from_columns(cols))
+    ).repeat()
     if shuffle:
         ds = ds.shuffle(tcfg.shuffle_buffer, seed=tcfg.seed + rank)
     return ds.batch(tcfg.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -156,8 +171,12 @@ def _init_rank(hvd: Any) -> str:
 
     rank, size = hvd.rank(), hvd.size()
     warnings.filterwarnings("ignore", category=FutureWarning)  # petastorm on pyarrow 14
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
-                        format=f"%(asctime)s rank{rank}/{size} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        force=True,
+        format=f"%(asctime)s rank{rank}/{size} %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("sales_st").setLevel(logging.INFO)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -169,28 +188,45 @@ def _init_rank(hvd: Any) -> str:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(2)
     device = gpus[hvd.local_rank() % len(gpus)].name if gpus else "CPU"
-    log.info("rank %d of %d on host %s, pid %d, device %s, executor dir %s, python %s", rank,
-             size, os.uname().nodename, os.getpid(), device,
-             os.environ.get("HOROVOD_SPARK_WORK_DIR", os.getcwd()), sys.executable)
+    log.info(
+        "rank %d of %d on host %s, pid %d, device %s, executor dir %s, python %s",
+        rank,
+        size,
+        os.uname().nodename,
+        os.getpid(),
+        device,
+        os.environ.get("HOROVOD_SPARK_WORK_DIR", os.getcwd()),
+        sys.executable,
+    )
     return device
 
 
-def _datasets(plan: TrainPlan, spec: FeatureSpec, tcfg: TrainConfig, rank: int,
-              size: int) -> tuple[Any, Any, Any, Any]:
+def _datasets(
+    plan: TrainPlan, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: int
+) -> tuple[Any, Any, Any, Any]:
     """(train reader, train dataset, val reader, val dataset); readers are context managers."""
     if tcfg.input == "memory":
         train_ds = _memory_dataset(plan.train_url, spec, tcfg, rank, size, shuffle=True)
         val_ds = _memory_dataset(plan.val_url, spec, tcfg, rank, size, shuffle=False)
         return contextlib.nullcontext(), train_ds, contextlib.nullcontext(), val_ds
-    train_reader, train_ds = _dataset(plan.train_url, spec, tcfg, rank, size,
-                                      plan.train_row_groups, shuffle=True)
-    val_reader, val_ds = _dataset(plan.val_url, spec, tcfg, rank, size, plan.val_row_groups,
-                                  shuffle=False)
+    train_reader, train_ds = _dataset(
+        plan.train_url, spec, tcfg, rank, size, plan.train_row_groups, shuffle=True
+    )
+    val_reader, val_ds = _dataset(
+        plan.val_url, spec, tcfg, rank, size, plan.val_row_groups, shuffle=False
+    )
     return train_reader, train_ds, val_reader, val_ds
 
 
-def _callbacks(hvd: Any, tcfg: TrainConfig, lr: float, steps_per_epoch: int, timer: Any,
-               checkpointer: Any, model_dir: str) -> list[Any]:
+def _callbacks(
+    hvd: Any,
+    tcfg: TrainConfig,
+    lr: float,
+    steps_per_epoch: int,
+    timer: Any,
+    checkpointer: Any,
+    model_dir: str,
+) -> list[Any]:
     """Horovod's broadcast and metric averaging first, then warm-up, early stopping, LR decay;
     rank 0 adds the checkpointer and TensorBoard; the injected failure comes last."""
     from tensorflow import keras
@@ -201,21 +237,31 @@ def _callbacks(hvd: Any, tcfg: TrainConfig, lr: float, steps_per_epoch: int, tim
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),
         hvd.callbacks.LearningRateWarmupCallback(
-            initial_lr=lr, warmup_epochs=tcfg.warmup_epochs, steps_per_epoch=steps_per_epoch,
+            initial_lr=lr,
+            warmup_epochs=tcfg.warmup_epochs,
+            steps_per_epoch=steps_per_epoch,
             verbose=0,
         ),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=tcfg.patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=tcfg.patience, restore_best_weights=True
+        ),
         timer,
     ]
     if tcfg.lr_decay_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=tcfg.lr_decay_patience, min_lr=lr / 32))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=tcfg.lr_decay_patience, min_lr=lr / 32
+            )
+        )
     if checkpointer is not None:
         callbacks += [
             checkpointer,
-            keras.callbacks.TensorBoard(log_dir=f"{model_dir}/tensorboard", histogram_freq=0,
-                                        profile_batch=0, write_graph=False),
+            keras.callbacks.TensorBoard(
+                log_dir=f"{model_dir}/tensorboard",
+                histogram_freq=0,
+                profile_batch=0,
+                write_graph=False,
+            ),
         ]
     fail_after = int(os.environ.get(FAIL_AFTER_EPOCH_ENV, "0") or 0)
     if fail_after:
@@ -276,28 +322,46 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
             # The loss of the starting weights (random, or the parent's when fine-tuning):
             # the reference every epoch's val_loss is read against.
             before = model.evaluate(val_ds, steps=val_steps, verbose=0)
-            initial_val_loss = float(hvd.allreduce(tf.constant(before, tf.float32),
-                                                   op=hvd.Average, name="initial_val_loss"))
+            initial_val_loss = float(
+                hvd.allreduce(
+                    tf.constant(before, tf.float32), op=hvd.Average, name="initial_val_loss"
+                )
+            )
             log.info("val loss before training: %.4f", initial_val_loss)
         timer = cb.EpochTimer()
-        checkpointer = (cb.Checkpointer(ckpt, plan.checkpoint_dir, history, initial_val_loss)
-                        if rank == 0 else None)
-        callbacks = _callbacks(hvd, tcfg, lr, steps_per_epoch, timer, checkpointer,
-                               plan.model_dir)
+        checkpointer = (
+            cb.Checkpointer(ckpt, plan.checkpoint_dir, history, initial_val_loss)
+            if rank == 0
+            else None
+        )
+        callbacks = _callbacks(hvd, tcfg, lr, steps_per_epoch, timer, checkpointer, plan.model_dir)
         fit = model.fit(
-            train_ds, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-            validation_steps=val_steps, epochs=tcfg.epochs, initial_epoch=initial_epoch,
-            callbacks=callbacks, verbose=2 if rank == 0 else 0,
+            train_ds,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=val_ds,
+            validation_steps=val_steps,
+            epochs=tcfg.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=2 if rank == 0 else 0,
         )
     if checkpointer is not None:
         history = checkpointer.history
-    result = {"rank": rank, "size": size, "digest": weights_digest(full),
-              "initial_digest": initial_digest, "initial_epoch": initial_epoch,
-              "initial_val_loss": initial_val_loss,
-              "epochs_run": len(fit.history.get("loss", [])), "host": os.uname().nodename,
-              "device": device, "epoch_seconds": timer.seconds, "steps_per_epoch": steps_per_epoch,
-              "batch_size": tcfg.batch_size,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    result = {
+        "rank": rank,
+        "size": size,
+        "digest": weights_digest(full),
+        "initial_digest": initial_digest,
+        "initial_epoch": initial_epoch,
+        "initial_val_loss": initial_val_loss,
+        "epochs_run": len(fit.history.get("loss", [])),
+        "host": os.uname().nodename,
+        "device": device,
+        "epoch_seconds": timer.seconds,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": tcfg.batch_size,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     if rank == 0:
         from sales_st.training.store import save_weights
 
