@@ -30,6 +30,7 @@ from common import ROSSMANN, PeakMemory, config, session, table
 
 from sales_st.data.synthetic import write_generated
 from sales_st.features.job import run_features
+from sales_st.storage.files import current_version
 
 SIZES = {
     "0.1M": (2, 2, 2, 12),  # a quick smoke run
@@ -48,9 +49,9 @@ def duckdb_features(
     con.execute("PRAGMA threads=2")
     con.execute(
         f"CREATE VIEW s AS SELECT date, store_id, item_id, target, promo, open "
-        f"FROM read_parquet('{inputs}/sales/*/*.parquet')"
+        f"FROM read_parquet('{inputs}/sales/v-*/*/*.parquet')"
     )
-    con.execute(f"CREATE VIEW st AS SELECT * FROM read_parquet('{inputs}/stores/*.parquet')")
+    con.execute(f"CREATE VIEW st AS SELECT * FROM read_parquet('{inputs}/stores/v-*/*.parquet')")
     counts = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE target < 0), "
         "count(*) - count(DISTINCT (store_id, item_id, date)) FROM s"
@@ -172,7 +173,7 @@ def main() -> None:
             t0 = time.perf_counter()
             duck = duckdb_features(cfg.path("inputs"), duck_out, out.run_date)
             duck_s = time.perf_counter() - t0
-            diff = compare(f"{cfg.path('features')}/examples", duck_out)
+            diff = compare(current_version(spark, f"{cfg.path('features')}/examples"), duck_out)
             ex = sum(v for k, v in out.counts.items() if k.startswith("examples_"))
             results.append(
                 {

@@ -27,6 +27,7 @@ from sales_st.evaluation.metrics import compute_metrics
 from sales_st.features.job import run_features
 from sales_st.features.spec import SplitInfo, write_spec
 from sales_st.serving.scoring import score_examples
+from sales_st.storage.files import current_version
 from sales_st.training import store as model_store
 from sales_st.training.driver import run_training
 
@@ -65,8 +66,10 @@ def main() -> None:
         seg_spec = spec.replace(
             splits={
                 **spec.splits,
-                "train": SplitInfo(f"{seg_dir}/train", spec.splits["train"].rows),
-                "val": SplitInfo(f"{seg_dir}/val", spec.splits["val"].rows),
+                "train": SplitInfo(
+                    current_version(spark, f"{seg_dir}/train"), spec.splits["train"].rows
+                ),
+                "val": SplitInfo(current_version(spark, f"{seg_dir}/val"), spec.splits["val"].rows),
             }
         )
         write_spec(scratch_cfg.path("features"), seg_spec)
@@ -102,7 +105,7 @@ def main() -> None:
         preds = parts[0].unionByName(parts[1]).unionByName(parts[2])
         rows = truth.join(preds, KEYS + ["horizon"]).where("observed = 1 AND open = 1")
         m = compute_metrics(rows, {"overall": []}, {"p10": 0.1, "p90": 0.9}).toPandas()
-        seg_train = spark.read.parquet(f"{seg_dir}/train").count()
+        seg_train = spark.read.parquet(current_version(spark, f"{seg_dir}/train")).count()
         all_train = spec.splits["train"].rows
         out = [
             {

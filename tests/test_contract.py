@@ -31,14 +31,14 @@ def test_conform_casts_compatible_types_and_adds_optional_columns(spark):
 
 
 def test_conform_reports_every_problem_at_once(spark):
-    df = spark.createDataFrame([("x", 1.5)], "store_id string, target string")
+    df = spark.createDataFrame([("x", True)], "store_id string, target boolean")
     with pytest.raises(ContractError) as err:
         conform(df, SALES, source="/some/file.parquet")
     msg = str(err.value)
     assert "table 'sales' (/some/file.parquet)" in msg
     assert "missing required column 'date' (date)" in msg
     assert "missing required column 'item_id'" in msg
-    assert "column 'target' must be double, found string" in msg
+    assert "column 'target' must be double, found boolean" in msg
 
 
 def test_conform_keeps_dataset_specific_static_columns(spark):

@@ -62,14 +62,14 @@ def test_rerun_replaces_only_its_partition(spark, tiny_cfg, first):
     run = first.run_date
     earlier = run - dt.timedelta(days=7)
     run_forecast(spark, tiny_cfg, earlier)
-    before_other = partition(spark, earlier).drop("created_at").persist()
-    before = partition(spark, run).drop("created_at").persist()
+    before_other = partition(spark, earlier).persist()
+    before = partition(spark, run).persist()
     n_before_other = before_other.count()
     assert before.count() == first.rows and n_before_other > 0
     again = run_forecast(spark, tiny_cfg, run)
     assert again.rows == first.rows
-    assertDataFrameEqual(partition(spark, run).drop("created_at"), before)
-    assertDataFrameEqual(partition(spark, earlier).drop("created_at"), before_other)
+    assertDataFrameEqual(partition(spark, run), before)
+    assertDataFrameEqual(partition(spark, earlier), before_other)
     total = spark.table(TABLE).groupBy("run_date").count().toPandas()
     assert set(total.run_date) == {run, earlier}
 

@@ -58,7 +58,13 @@ def load_config(
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key=value")
-        value = yaml.safe_load(text) if text else ""
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except (yaml.YAMLError, ValueError) as exc:
+            raise ConfigError(
+                f"override '{item}' on the command line: the value is not valid YAML "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
         node = merged
         parts = key.split(".")
         for p in parts[:-1]:
@@ -221,17 +227,51 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
     for ok, key, expected in checks:
         if not ok:
             raise ConfigError(f"config key '{key}' in {_where(origin, key)} must be {expected}")
-    for key in ("train_end", "val_end"):
-        value = getattr(f.splits, key)
+    dates = {
+        "features.splits.train_end": f.splits.train_end,
+        "features.splits.val_end": f.splits.val_end,
+        "data.run_date": cfg.data.run_date,
+        "data.generator.start_date": cfg.data.generator.start_date,
+        "validation.start_date": cfg.validation.start_date,
+        "validation.end_date": cfg.validation.end_date,
+    }
+    for dotted, value in dates.items():
         if isinstance(value, str):
             try:
                 dt.date.fromisoformat(value)
             except ValueError:
-                dotted = f"features.splits.{key}"
                 raise ConfigError(
                     f"config key '{dotted}' in {_where(origin, dotted)} must be a date "
-                    f"(YYYY-MM-DD) or an offset in days from the run date, found {value!r}"
+                    f"(YYYY-MM-DD){' or an offset in days' if 'splits' in dotted else ''}, "
+                    f"found {value!r}"
                 ) from None
+    _check_mappings(cfg, origin)
+
+
+def _check_mappings(cfg: Config, origin: dict) -> None:
+    """Every mapped column of a tables-source dataset must be a column of the contract (or a
+    configured hierarchy column, or a ``static_num_``/``static_cat_`` attribute)."""
+    from sales_st.data.contract import TABLES, extra_static_columns
+
+    for name, table in TABLES.items():
+        src = getattr(cfg.data, name)
+        allowed = set(table.names)
+        if name == "stores":
+            allowed |= set(cfg.data.region_columns)
+        for part in ("columns", "constants", "values"):
+            mapping = getattr(src, part)
+            for col in mapping:
+                ok = col in allowed or (
+                    name in ("stores", "items") and bool(extra_static_columns([col]))
+                )
+                if not ok:
+                    key = f"data.{name}.{part}.{col}"
+                    raise ConfigError(
+                        f"config key '{key}' in {_where(origin, key)}: '{col}' is not a column "
+                        f"of the {name} contract (columns: {', '.join(table.names)}"
+                        + (", static_num_*, static_cat_*" if name in ("stores", "items") else "")
+                        + ")"
+                    )
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:

@@ -55,6 +55,9 @@ class SparkConfig:
     )
     # Spark log level (ALL, DEBUG, INFO, WARN, ERROR, OFF).
     log_level: str = "WARN"
+    # A Hive metastore service shared by concurrent jobs, e.g. thrift://127.0.0.1:9083
+    # (scripts/metastore.sh start); empty: the embedded Derby metastore, one job at a time.
+    metastore_uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,7 @@ RuleAction = Literal["fail", "quarantine"]
 # Validation rules of the sales table, in order of precedence (a row is charged to the first
 # rule it breaks).
 RULES = (
+    "malformed",
     "null_key",
     "date_out_of_range",
     "unknown_store",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from pyspark.sql import Column as SqlColumn
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -133,8 +134,11 @@ SCHOOL_HOLIDAY = "school_holiday"
 
 
 def _compatible(found: T.DataType, expected: T.DataType) -> bool:
-    """Types a reader may cast losslessly (or by a documented rule) to the contract type."""
-    if found == expected:
+    """Types a reader may cast losslessly (or by a documented rule) to the contract type.
+
+    Text (CSV, or string columns) may hold any type: rows whose text does not parse are
+    marked ``_malformed`` and quarantined by validation, never silently nulled."""
+    if found == expected or isinstance(found, T.StringType):
         return True
     numeric = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)
     if isinstance(expected, T.DoubleType):
@@ -148,6 +152,11 @@ def _compatible(found: T.DataType, expected: T.DataType) -> bool:
     return False
 
 
+# Marker columns a reader may add and validation consumes: why a row could not be read as the
+# contract says (malformed), and rows a configured ``keep_if`` drops (counted, not loaded).
+MALFORMED = "_malformed"
+FILTERED = "_filtered"
+
 # Dataset-specific static attributes ride along in the stores/items tables under these
 # prefixes: numeric ones are scaled, categorical ones get an embedding vocabulary.
 STATIC_NUM_PREFIX = "static_num_"
@@ -157,6 +166,14 @@ EXTRA_TABLES = ("stores", "items")
 
 def extra_static_columns(names: list[str]) -> list[str]:
     return [n for n in names if n.startswith((STATIC_NUM_PREFIX, STATIC_CAT_PREFIX))]
+
+
+def _unparsed(name: str, text: SqlColumn, cast: SqlColumn, dtype: T.DataType) -> SqlColumn:
+    """Why a text value did not parse into ``dtype`` (null when it did, or was empty)."""
+    bad = text.isNotNull() & (F.trim(text) != "") & cast.isNull()
+    reason = F.concat(F.lit(f"{name} '"), F.substring(text, 1, 40),
+                      F.lit(f"' is not {dtype.simpleString()}"))
+    return F.when(bad, reason)
 
 
 def conform(df: DataFrame, table: Table, source: str = "",
@@ -189,9 +206,14 @@ def conform(df: DataFrame, table: Table, source: str = "",
             + f". Columns found: {', '.join(f'{k}:{v.simpleString()}' for k, v in present.items())}"
         )
     out = []
+    unparsed = []  # (column, "its text did not parse") for text read into typed columns
     for col in table.columns:
         if col.name in present:
-            out.append(F.col(col.name).cast(col.dtype).alias(col.name))
+            cast = F.col(col.name).cast(col.dtype)
+            if isinstance(present[col.name], T.StringType) and col.dtype != T.StringType():
+                text = F.col(col.name)
+                unparsed.append(_unparsed(col.name, text, cast, col.dtype))
+            out.append(cast.alias(col.name))
         else:
             out.append(F.lit(None).cast(col.dtype).alias(col.name))
     if table.name == STORES.name:
@@ -204,5 +226,15 @@ def conform(df: DataFrame, table: Table, source: str = "",
     if table.name in EXTRA_TABLES:
         for name in extra_static_columns(list(present)):
             dtype = T.DoubleType() if name.startswith(STATIC_NUM_PREFIX) else T.StringType()
-            out.append(F.col(name).cast(dtype).alias(name))
+            cast = F.col(name).cast(dtype)
+            if isinstance(present[name], T.StringType) and dtype != T.StringType():
+                unparsed.append(_unparsed(name, F.col(name), cast, dtype))
+            out.append(cast.alias(name))
+    if MALFORMED in present:
+        unparsed.insert(0, F.col(MALFORMED))
+    if unparsed:
+        reasons = F.concat_ws("; ", *unparsed)
+        out.append(F.when(reasons != "", reasons).alias(MALFORMED))
+    if FILTERED in present:
+        out.append(F.col(FILTERED))
     return df.select(*out)

@@ -14,13 +14,15 @@ import logging
 import os
 from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.errors import AnalysisException, ParseException
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from sales_st.config import Config, TableSource
-from sales_st.data.contract import TABLES, ContractError, conform
-from sales_st.errors import MissingInputError
-from sales_st.storage.files import path_exists
+from sales_st.data.contract import FILTERED, MALFORMED, TABLES, ContractError, conform
+from sales_st.errors import ConfigError, MissingInputError
+from sales_st.storage.files import current_version, path_exists
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,10 @@ def load_inputs(spark: SparkSession, cfg: Config) -> dict[str, DataFrame]:
     regions = cfg.data.region_columns
     if cfg.data.source == "generated":
         base = cfg.path("inputs")
-        return {t: read_contract_table(spark, f"{base}/{t}", t, regions if t == "stores" else None)
-                for t in INPUT_TABLES}
+        return {
+            t: read_contract_table(spark, f"{base}/{t}", t, regions if t == "stores" else None)
+            for t in INPUT_TABLES
+        }
     tables = {}
     for name in INPUT_TABLES:
         src: TableSource = getattr(cfg.data, name)
@@ -42,59 +46,132 @@ def load_inputs(spark: SparkSession, cfg: Config) -> dict[str, DataFrame]:
                 raise ContractError(f"data.{name}.path is required for data.source=tables")
             tables[name] = spark.createDataFrame([], TABLES[name].spark_schema)
             continue
-        tables[name] = map_table(spark, src, name, base_dir=cfg.root,
-                                 region_columns=regions if name == "stores" else [])
+        tables[name] = map_table(
+            spark, src, name, base_dir=cfg.root, region_columns=regions if name == "stores" else []
+        )
     tables["events"] = distinct_events(tables["events"])
     if cfg.data.centroids:
         tables["stores"] = with_centroids(spark, tables["stores"], cfg)
     return tables
 
 
-def read_contract_table(spark: SparkSession, path: str, table: str,
-                        region_columns: list[str] | None = None) -> DataFrame:
+def read_contract_table(
+    spark: SparkSession, path: str, table: str, region_columns: list[str] | None = None
+) -> DataFrame:
     """Read a Parquet dataset and conform it to the contract table ``table``."""
     if not path_exists(spark, path):
         raise MissingInputError(f"input table '{table}' not found at {path}")
-    return conform(spark.read.parquet(path), TABLES[table], source=path,
-                   region_columns=region_columns or [])
+    return conform(
+        spark.read.parquet(current_version(spark, path)), TABLES[table], source=path, region_columns=region_columns or []
+    )
+
+
+CORRUPT = "_corrupt_record"
 
 
 def _read(spark: SparkSession, path: str, fmt: str, options: dict[str, str]) -> DataFrame:
+    """Read a source file.  CSV is read as text with the header's columns -- never inferred,
+    so ids like ``001`` stay strings -- and lines whose field count does not match the header
+    keep their raw text in ``_corrupt_record``."""
     if not os.path.exists(path) and "://" not in path:
         raise MissingInputError(f"input file not found: {path}")
     reader = spark.read.options(**options)
     if fmt == "csv":
-        return reader.option("header", "true").option("inferSchema", "true").csv(path)
+        header = reader.option("header", "true").option("inferSchema", "false").csv(path).columns
+        schema = T.StructType(
+            [T.StructField(c, T.StringType()) for c in header]
+            + [T.StructField(CORRUPT, T.StringType())]
+        )
+        return (
+            reader.option("header", "true")
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT)
+            .schema(schema)
+            .csv(path)
+        )
     return reader.parquet(path)
 
 
+def _without_corrupt_lines(df: DataFrame, path: str) -> DataFrame:
+    """A joined dimension file must be clean: its malformed lines are an error, not rows."""
+    if CORRUPT not in df.columns:
+        return df
+    bad = [r[0] for r in df.where(F.col(CORRUPT).isNotNull()).select(CORRUPT).limit(3).collect()]
+    if bad:
+        raise ContractError(f"{path}: lines whose fields do not match the header: {bad}")
+    return df.drop(CORRUPT)
+
+
+def check_parquet_parts(path: str, columns: list[str]) -> None:
+    """Every Parquet part file of ``path`` must hold the mapped ``columns``: Spark reads the
+    schema of one part, so a part without a column would silently yield nulls."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(path)
+    parts = (
+        [root]
+        if fs.isfile(root)
+        else sorted(
+            f for f in fs.find(root) if f.endswith(".parquet") and "/." not in f and "/_" not in f
+        )
+    )
+    for part in parts:
+        with fs.open(part, "rb") as fh:
+            names = set(pq.ParquetFile(fh).schema_arrow.names)
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise ContractError(
+                f"{part}: Parquet part lacks the mapped column(s) {missing} "
+                f"(it has {sorted(names)}); every part must carry them"
+            )
+
+
 def resolve_input(path: str, base_dir: str) -> str:
-    return path if ("://" in path or os.path.isabs(path)) else os.path.normpath(
-        os.path.join(base_dir, path)
+    return (
+        path
+        if ("://" in path or os.path.isabs(path))
+        else os.path.normpath(os.path.join(base_dir, path))
     )
 
 
-def map_table(spark: SparkSession, src: TableSource, table: str, base_dir: str,
-              region_columns: list[str] | None = None) -> DataFrame:
-    """Read ``src`` and map it into the contract table ``table``."""
+def map_table(
+    spark: SparkSession,
+    src: TableSource,
+    table: str,
+    base_dir: str,
+    region_columns: list[str] | None = None,
+) -> DataFrame:
+    """Read ``src`` and map it into the contract table ``table``.
+
+    Rows are never dropped here: lines that do not parse carry ``_malformed`` (their reason)
+    and rows that ``keep_if`` excludes carry ``_filtered``; validation counts both."""
     path = resolve_input(src.path, base_dir)
     df = _read(spark, path, src.format, src.options)
     if src.join_path:
-        other = _read(spark, resolve_input(src.join_path, base_dir), src.join_format, {})
+        join_path = resolve_input(src.join_path, base_dir)
+        other = _without_corrupt_lines(_read(spark, join_path, src.join_format, {}), join_path)
         df = df.join(other, src.join_on, "left")
-    missing = sorted({c for c in src.columns.values() if not _is_expr(c) and c not in df.columns} | {
-        c for c in src.events_from_flags.values() if c not in df.columns
-    })
+    names = [c for c in src.columns.values() if not _is_expr(c)]
+    missing = sorted(
+        {c for c in names if c not in df.columns}
+        | {c for c in src.events_from_flags.values() if c not in df.columns}
+    )
     if missing:
         raise ContractError(
             f"data.{table}: source columns {missing} not found in {path} "
-            f"(columns there: {', '.join(df.columns)})"
+            f"(columns there: {', '.join(c for c in df.columns if c != CORRUPT)})"
+        )
+    if src.format == "parquet":
+        check_parquet_parts(
+            path, [c for c in names if c not in _join_columns(spark, src, base_dir)]
         )
     if src.events_from_flags:
         df = _melt_events(df, src)
+    contract = TABLES[table]
     cols = []
     for contract_col, source_col in src.columns.items():
-        c = F.expr(source_col) if _is_expr(source_col) else F.col(source_col)
+        c = _expr(source_col, f"data.{table}.columns.{contract_col}")
         if contract_col in src.values:
             mapping = src.values[contract_col]
             expr = None
@@ -102,7 +179,6 @@ def map_table(spark: SparkSession, src: TableSource, table: str, base_dir: str,
                 cond = c.cast("string") == str(k)
                 expr = F.when(cond, F.lit(v)) if expr is None else expr.when(cond, F.lit(v))
             c = expr.otherwise(c) if expr is not None else c
-            contract = TABLES[table]
             if contract_col in contract.names:
                 c = c.cast(contract.column(contract_col).dtype)
         cols.append(c.alias(contract_col))
@@ -110,10 +186,61 @@ def map_table(spark: SparkSession, src: TableSource, table: str, base_dir: str,
         cols.append(F.lit(value).alias(contract_col))
     if src.events_from_flags:
         cols.append(F.col("event_type"))
-    out = df.select(*cols)
+    if CORRUPT in df.columns:
+        cols.append(
+            F.when(
+                F.col(CORRUPT).isNotNull(),
+                F.concat(F.lit("line does not match the header: "), F.substring(CORRUPT, 1, 80)),
+            ).alias(MALFORMED)
+        )
     if src.keep_if:
-        out = out.where(F.expr(src.keep_if))
-    return conform(out, TABLES[table], source=path, region_columns=region_columns or [])
+        keep = _expr(src.keep_if, f"data.{table}.keep_if")
+        out = _select(df, cols, table)
+        out = out.withColumn(FILTERED, ~F.coalesce(_with_mapped(out, keep, src), F.lit(False)))
+    else:
+        out = _select(df, cols, table)
+    return conform(out, contract, source=path, region_columns=region_columns or [])
+
+
+def _join_columns(spark: SparkSession, src: TableSource, base_dir: str) -> set[str]:
+    if not src.join_path:
+        return set()
+    return set(_read(spark, resolve_input(src.join_path, base_dir), src.join_format, {}).columns)
+
+
+def _expr(text: str, key: str) -> Column:
+    """A source column or SQL expression; a syntax error is a configuration error."""
+    if not _is_expr(text):
+        return F.col(text)
+    try:
+        return F.expr(text)
+    except ParseException as exc:
+        raise ConfigError(
+            f"config key '{key}': invalid SQL expression {text!r}: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _select(df: DataFrame, cols: list[Column], table: str) -> DataFrame:
+    try:
+        return df.select(*cols)
+    except AnalysisException as exc:
+        raise ConfigError(
+            f"data.{table}.columns: an expression does not fit the source "
+            f"columns ({', '.join(c for c in df.columns if c != CORRUPT)}): "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _with_mapped(out: DataFrame, keep: Column, src: TableSource) -> Column:
+    """``keep_if`` reads contract columns (after mapping): check it resolves against them."""
+    try:
+        out.select(keep)
+    except AnalysisException as exc:
+        raise ConfigError(
+            f"config key 'keep_if' ({src.keep_if!r}) must use contract columns "
+            f"({', '.join(out.columns)}): {str(exc).splitlines()[0]}"
+        ) from None
+    return keep
 
 
 def _is_expr(source: str) -> bool:

@@ -401,12 +401,12 @@ def write_generated(spark: SparkSession, cfg: GeneratorConfig, out_dir: str) -> 
 
     resolved = resolve(cfg)
     tables = generate(spark, resolved)
-    counts = {}
-    for name in ("stores", "items", "events"):
-        write_parquet_atomic(tables[name].coalesce(1), f"{out_dir}/{name}")
+    written = {
+        name: write_parquet_atomic(tables[name].coalesce(1), f"{out_dir}/{name}")
+        for name in ("stores", "items", "events")
+    }
     sales = tables["sales"].sortWithinPartitions("year", "store_id", "item_id", "date")
-    write_parquet_atomic(sales, f"{out_dir}/sales", partition_by=["year"])
-    for name in tables:
-        counts[name] = spark.read.parquet(f"{out_dir}/{name}").count()
+    written["sales"] = write_parquet_atomic(sales, f"{out_dir}/sales", partition_by=["year"])
+    counts = {name: spark.read.parquet(path).count() for name, path in written.items()}
     log.info("generated %s under %s", counts, out_dir)
     return counts

@@ -65,10 +65,10 @@ def run_evaluate(
         qcols = quantile_columns(sorted(cfg.model.quantiles))
         out_dir = f"{cfg.path('reports')}/{run_date}"
         rows = scored_rows(test, predictions, spec, cfg.data.region_columns, qcols)
-        write_parquet_atomic(rows.repartition(2), f"{out_dir}/predictions")
+        predictions_dir = write_parquet_atomic(rows.repartition(2), f"{out_dir}/predictions")
     finally:
         test.unpersist()
-    rows = spark.read.parquet(f"{out_dir}/predictions")
+    rows = spark.read.parquet(predictions_dir)
     scored = rows.where(F.expr(cfg.evaluate.metric_filter))
     levels, regions = metric_levels(rows, cfg.data.region_columns)
     metrics = compute_metrics(scored, levels, dict(zip(qcols, sorted(cfg.model.quantiles))))
@@ -110,6 +110,6 @@ def run_evaluate(
         report=report,
         overall=overall,
         metrics_table=table,
-        predictions=f"{out_dir}/predictions",
+        predictions=predictions_dir,
         summary=summary,
     )

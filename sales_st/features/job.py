@@ -16,14 +16,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sales_st.config import Config
+from sales_st.data.contract import EVENTS, ITEMS, SALES, STORES
 from sales_st.data.sources import load_inputs
-from sales_st.data.validation import (
-    ValidationResult,
-    check_accounting,
-    default_run_date,
-    validate_sales,
-    validate_stores,
-)
+from sales_st.data.validation import ValidationResult, check_accounting, validate_inputs
+from sales_st.errors import DataError
 from sales_st.features.assemble import Wide, build_examples_df, fit_scalers, layout_for, wide_table
 from sales_st.features.calendar import make_axis
 from sales_st.features.spec import SPLITS, FeatureSpec, SplitInfo, features_id, write_spec
@@ -65,20 +61,12 @@ def prepare(
 ) -> Prepared:
     """Load and validate inputs, densify, build calendar and region context (cached: call
     :meth:`Prepared.release` when done)."""
-    inputs = load_inputs(spark, cfg)
-    stores, items, events, sales = (
-        inputs["stores"],
-        inputs["items"],
-        inputs["events"],
-        inputs["sales"],
-    )
-    validate_stores(stores)
     if run_date is None and cfg.data.run_date:
         run_date = dt.date.fromisoformat(cfg.data.run_date)
-    if run_date is None:
-        run_date = default_run_date(sales)
-        log.info("run date not given: using the last day with an observed target, %s", run_date)
-    result = validate_sales(sales, stores, items, cfg.validation, run_date)
+    result = validate_inputs(load_inputs(spark, cfg), cfg.validation, run_date)
+    run_date = result.run_date
+    stores, events = result.tables[STORES.name].accepted, result.tables[EVENTS.name].accepted
+    items = result.tables[ITEMS.name].accepted
     accepted = result.accepted
     if not items.take(1):
         items = (
@@ -108,26 +96,41 @@ def run_features(
 
 def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: str) -> FeatureResult:
     out_dir = cfg.path("features")
-    counts = dict(prep.validation.counts)
+    counts = prep.validation.counts
     write_quarantine(prep.validation.quarantined, cfg.database, "features", run_id, prep.run_date)
-    quarantined_out = (
-        spark.table(f"{cfg.database}.quarantine")
+    written_q = {
+        r["table_name"]: int(r["count"])
+        for r in spark.table(f"{cfg.database}.quarantine")
         .where((F.col("run_date") == F.lit(prep.run_date)) & (F.col("run_id") == run_id))
+        .groupBy("table_name")
         .count()
-    )
-    accepted_out = prep.validation.accepted.count()
-    check_accounting(counts, accepted_out, quarantined_out)
+        .collect()
+    }
+    for name, table in prep.validation.tables.items():
+        accepted_n = table.accepted.count()
+        check_accounting(name, table.counts, accepted_n, written_q.get(name, 0))
+        prefix = "" if name == SALES.name else f"{name}_"
+        counts[f"{prefix}accepted_written"] = accepted_n
+        counts[f"{prefix}quarantined_written"] = written_q.get(name, 0)
+    quarantined_out = sum(written_q.values())
 
-    write_parquet_atomic(prep.wide.neighbours.coalesce(1), f"{out_dir}/neighbours")
+    neighbours = write_parquet_atomic(prep.wide.neighbours.coalesce(1), f"{out_dir}/neighbours")
     examples = build_examples_df(prep.wide, cfg, SPLITS)
-    write_parquet_atomic(
+    examples_dir = write_parquet_atomic(
         examples.repartition(max(2, spark.sparkContext.defaultParallelism), "store_id", "item_id"),
         f"{out_dir}/examples",
         partition_by=["split"],
         max_records_per_file=cfg.features.rows_per_file,
     )
-    written = spark.read.parquet(f"{out_dir}/examples")
+    written = spark.read.parquet(examples_dir)
     split_rows = {r["split"]: int(r["count"]) for r in written.groupBy("split").count().collect()}
+    if not split_rows.get("train") or not split_rows.get("val"):
+        raise DataError(
+            f"run date {prep.run_date}: no training ({split_rows.get('train', 0)}) or "
+            f"validation ({split_rows.get('val', 0)}) examples; the accepted data ends "
+            f"{prep.wide.axis.date(prep.wide.last_target_day)} -- check the run date and "
+            "features.splits"
+        )
     layout = layout_for(cfg, prep.wide)
     scalers = fit_scalers(written.where(F.col("split") == "train"), layout.numeric)
     settings = cfg.fingerprint("features", "data", "validation")
@@ -140,17 +143,13 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
         aggregate_levels=prep.wide.levels,
         vocab=prep.wide.vocab,
         scalers=scalers,
-        splits={
-            s: SplitInfo(f"{out_dir}/examples/split={s}", split_rows.get(s, 0)) for s in SPLITS
-        },
-        neighbours=f"{out_dir}/neighbours",
+        splits={s: SplitInfo(f"{examples_dir}/split={s}", split_rows.get(s, 0)) for s in SPLITS},
+        neighbours=neighbours,
         features_config=settings,
         features_id=features_id(settings, split_rows, prep.run_date),
     )
     write_spec(out_dir, spec)
     counts.update({f"examples_{k}": v for k, v in split_rows.items()})
-    counts["accepted_written"] = accepted_out
-    counts["quarantined_written"] = quarantined_out
     counts["series"] = prep.wide.table.count()
     write_json(
         f"{cfg.path('runs')}/features/{prep.run_date}/manifest.json",

@@ -127,8 +127,9 @@ def run_job(
         add_arguments(p)
     job = parse(p, argv)
     log = logging.getLogger(f"sales_st.jobs.{name}")
-    spark = get_spark(job.cfg, f"sales_st.{name}")
+    spark = None
     try:
+        spark = get_spark(job.cfg, f"sales_st.{name}")
         if record:
             with recorded_run(spark, job.cfg.database, name, job.run_date) as rec:
                 summary = body(spark, job, rec)
@@ -148,5 +149,6 @@ def run_job(
         )
         return EXIT_BUG
     finally:
-        spark.stop()
+        if spark is not None:
+            spark.stop()
     return EXIT_OK

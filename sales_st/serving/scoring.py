@@ -36,7 +36,7 @@ def forecast_ddl(quantiles: list[float], region_columns: list[str]) -> str:
     keys = ", ".join(f"{c} STRING" for c in SERIES_KEY + list(region_columns))
     return (
         keys + ", target_date DATE, horizon INT, " + qcols + ", "
-        "model_id STRING, created_at TIMESTAMP, gate DOUBLE, "
+        "model_id STRING, gate DOUBLE, "
         "top_history_dates ARRAY<DATE>, top_history_weights ARRAY<DOUBLE>, "
         "spatial_sources ARRAY<STRING>, spatial_weights ARRAY<DOUBLE>, run_date DATE"
     )
@@ -86,7 +86,6 @@ def long_rows(
     qcols: list[str],
     region_columns: list[str],
     model_id: str,
-    created_at: dt.datetime,
     run_date: dt.date,
     explain: bool,
     top_steps: int,
@@ -103,7 +102,6 @@ def long_rows(
     for i, c in enumerate(qcols):
         out[c] = q[:, i]
     out["model_id"] = model_id
-    out["created_at"] = pd.Timestamp(created_at)
     ctx_names = [c.replace("hist_", "") for c in spec.layout.context_hist]
     if explain:
         alpha = pred["temporal_attention"]
@@ -147,7 +145,6 @@ def scorer(
     mid: str,
     qcols: list[str],
     region_columns: list[str],
-    created_at: dt.datetime,
     run_date: dt.date,
     explain: bool,
     top_steps: int,
@@ -168,7 +165,6 @@ def scorer(
                 qcols,
                 region_columns,
                 mid,
-                created_at,
                 run_date,
                 explain,
                 top_steps,
@@ -193,6 +189,5 @@ def score_examples(
 ) -> DataFrame:
     """Forecast rows (the forecasts table's columns) for every example row."""
     qcols = quantile_columns(quantiles)
-    created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    fn = scorer(root, mid, qcols, region_columns, created_at, run_date, explain, top_steps)
+    fn = scorer(root, mid, qcols, region_columns, run_date, explain, top_steps)
     return examples.mapInPandas(fn, forecast_ddl(quantiles, region_columns))  # type: ignore[arg-type]

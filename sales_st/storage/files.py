@@ -1,21 +1,25 @@
 """Storage: atomic Parquet writes, paths on any Hadoop file system, small JSON artifacts.
 
-Writes never leave half-written output visible: a dataset is written to a hidden sibling
-directory and swapped in by renames through the Hadoop FileSystem API (atomic on local
-disks and HDFS), so a reader sees the old dataset, or the complete new one.  Small JSON
+Writes never leave half-written output visible: a dataset is a directory of versions and a
+pointer file naming the committed one, replaced by one atomic rename, so a reader sees the
+old version, or the complete new one.  Small JSON
 artifacts (feature spec, manifests, lineage) go through fsspec so that Horovod workers and
 Python UDFs on executors read them with the same code as the driver.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
 import fsspec
 from pyspark.sql import DataFrame, SparkSession
+
+from sales_st.errors import MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +42,27 @@ def delete_path(spark: SparkSession, path: str) -> None:
         fs.delete(p, True)
 
 
-def _rename(spark: SparkSession, src: str, dst: str) -> None:
-    fs, s = _jpath(spark, src)
-    _, d = _jpath(spark, dst)
-    parent = d.getParent()
-    if parent is not None and not fs.exists(parent):
-        fs.mkdirs(parent)
-    if not fs.rename(s, d):
-        raise OSError(f"could not rename {src} to {dst}")
+POINTER = "_CURRENT"
+VERSION_PREFIX = "v-"
+STAGING_PREFIX = ".spark-staging-"
+STALE_SECONDS = 3600  # staging left this long by a writer is a killed writer's
+
+
+def _children(spark: SparkSession, path: str) -> list[Any]:
+    fs, p = _jpath(spark, path)
+    return list(fs.listStatus(p)) if fs.exists(p) else []
+
+
+def current_version(spark: SparkSession, path: str) -> str:
+    """The committed version of a dataset written by :func:`write_parquet_atomic` (the path
+    itself for a dataset written otherwise)."""
+    base = path.rstrip("/")
+    pointer = f"{base}/{POINTER}"
+    if json_exists(pointer):
+        return f"{base}/{read_json(pointer)['version']}"
+    if not path_exists(spark, base):
+        raise MissingInputError(f"no dataset at {base}")
+    return base
 
 
 def write_parquet_atomic(
@@ -53,35 +70,63 @@ def write_parquet_atomic(
     path: str,
     partition_by: list[str] | None = None,
     max_records_per_file: int | None = None,
-) -> None:
-    """Write ``df`` as Parquet at ``path``, replacing what was there only once complete."""
+) -> str:
+    """Write ``df`` as a new version of the dataset at ``path``; returns the version's path.
+
+    The version is written to ``<path>/v-<time>-<token>`` and committed by replacing the
+    pointer file ``<path>/_CURRENT`` (one atomic rename): a reader resolving the pointer
+    (:func:`current_version`) sees the previous version or the complete new one, never a
+    half-written or missing directory, whenever the writer is killed.  Older versions --
+    including uncommitted ones of killed writers -- are removed after the commit."""
     spark = df.sparkSession
-    token = uuid.uuid4().hex[:12]
     base = path.rstrip("/")
-    staging = f"{base}.__staging_{token}"
-    retired = f"{base}.__retired_{token}"
-    writer = df.write.mode("overwrite")
+    if path_exists(spark, base) and not json_exists(f"{base}/{POINTER}"):
+        delete_path(spark, base)  # a dataset of the earlier, unversioned layout
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    version = f"{VERSION_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}"
+    target = f"{base}/{version}"
+    writer = df.write.mode("error")
     if max_records_per_file:
         writer = writer.option("maxRecordsPerFile", max_records_per_file)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     try:
-        writer.parquet(staging)
+        writer.parquet(target)
     except Exception:
-        delete_path(spark, staging)
+        delete_path(spark, target)
         raise
-    had_old = path_exists(spark, base)
-    if had_old:
-        _rename(spark, base, retired)
-    try:
-        _rename(spark, staging, base)
-    except Exception:
-        if had_old:
-            _rename(spark, retired, base)
-        raise
-    if had_old:
-        delete_path(spark, retired)
-    log.info("wrote %s", base)
+    write_json(f"{base}/{POINTER}", {"version": version})
+    for status in _children(spark, base):
+        name = status.getPath().getName()
+        if name.startswith(VERSION_PREFIX) and name != version:
+            delete_path(spark, f"{base}/{name}")
+    log.info("wrote %s", target)
+    return target
+
+
+def clean_stale_staging(
+    spark: SparkSession, directory: str, max_age_s: float = STALE_SECONDS
+) -> int:
+    """Delete Spark's ``.spark-staging-*`` directories under a table directory that are older
+    than ``max_age_s`` (left by killed writers; younger ones may belong to a running job)."""
+    now_ms = time.time() * 1000
+    removed = 0
+    for status in _children(spark, directory):
+        name = status.getPath().getName()
+        if (
+            name.startswith(STAGING_PREFIX)
+            and now_ms - status.getModificationTime() > max_age_s * 1000
+        ):
+            delete_path(spark, f"{directory.rstrip('/')}/{name}")
+            removed += 1
+    if removed:
+        log.info(
+            "removed %d stale staging director%s under %s",
+            removed,
+            "y" if removed == 1 else "ies",
+            directory,
+        )
+    return removed
 
 
 # ---- small JSON artifacts ------------------------------------------------------------

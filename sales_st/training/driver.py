@@ -88,8 +88,7 @@ def segment_examples(
     splits = dict(spec.splits)
     for split in ("train", "val"):
         df = spark.read.parquet(spec.split_path(split)).where(F.expr(predicate))
-        dst = f"{out_dir}/{split}"
-        write_parquet_atomic(df.repartition(partitions), dst)
+        dst = write_parquet_atomic(df.repartition(partitions), f"{out_dir}/{split}")
         splits[split] = SplitInfo(dst, parquet_stats(dst)[0])
     return spec.replace(splits=splits)
 
