@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint config-reference clean-data
+.PHONY: setup run test test-fast lint audit config-reference clean-data
 setup:
 	@scripts/setup.sh
 
@@ -20,6 +20,9 @@ lint: setup           ## ruff (lint + format) and mypy on the code
 	.venv/bin/ruff check sales_st jobs tests bench
 	.venv/bin/ruff format --check sales_st jobs tests bench
 	.venv/bin/mypy
+
+audit: setup          ## known vulnerabilities in the installed packages (pip-audit; allow-list: .pip-audit-allow.txt)
+	scripts/audit.sh $(AUDIT_ARGS)
 
 config-reference: setup  ## regenerate conf/README.md from the config dataclasses
 	$(PY) -m sales_st.config.reference > conf/README.md

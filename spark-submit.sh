@@ -38,7 +38,12 @@ done
 overrides=()
 for a in "$@"; do [[ "$a" == *=* && "$a" != --* ]] && overrides+=("$a"); done
 
-mapfile -t submit < <("$py" -m sales_st.runtime.submit --env "$env_arg" "${overrides[@]+"${overrides[@]}"}")
+# Captured first: a config error (one line on stderr, exit 2) stops here, before anything starts.
+out=$("$py" -m sales_st.runtime.submit --env "$env_arg" "${overrides[@]+"${overrides[@]}"}") \
+  || exit $?
+mapfile -t submit <<<"$out"
+[ "${submit[0]:-}" = "--master" ] && [ ${#submit[@]} -ge 2 ] \
+  || { echo "spark-submit.sh: no spark-submit arguments from sales_st.runtime.submit" >&2; exit 2; }
 master=${submit[1]}
 
 ship=()
@@ -74,6 +79,8 @@ if [[ "$master" != local* ]]; then
   export SALES_ST_EXECUTOR_PYTHON=./environment/bin/python
 else
   export PYSPARK_PYTHON="$py"
+  # a local master serves nobody else: driver, block manager and UI on loopback only
+  export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}
 fi
 
 spark_submit="$root/.venv/bin/spark-submit"

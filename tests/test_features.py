@@ -30,7 +30,7 @@ def base_target(store: str, day: int) -> float:
     return {"s1": 1.0 + day, "s2": 2.0 * (1 + day), "s3": 100.0 + (day % 7)}[store]
 
 
-def write_inputs(spark, root, target=base_target, extra_sales=()):
+def write_inputs(spark, root, target=base_target, extra_sales=(), extra_events=()):
     rows = []
     for s, *_ in STORES:
         for d in range(N_DAYS):
@@ -52,6 +52,7 @@ def write_inputs(spark, root, target=base_target, extra_sales=()):
         [
             (T0 + dt.timedelta(days=20), "global", None, "public_holiday"),
             (T0 + dt.timedelta(days=30), "S1", "state", "school_holiday"),
+            *extra_events,
         ],
         "date date, scope string, scope_level string, event_type string",
     )
@@ -344,3 +345,41 @@ def test_last_year_level_per_horizon_day(spark):
         expected.append(np.mean(days) / 2.0)
     np.testing.assert_allclose(r["fut_last_year"], expected)
     assert expected[0] == pytest.approx((30 + 44) / 2 / 2.0)  # day 37 was closed
+
+
+def test_event_distances_at_known_offsets(built):
+    """Days until / since promotions (every 10th day), closures (none) and the school holiday
+    (day 30), over event_window + 1 = 15, for the horizon days o+1..o+H of origin 41."""
+    _, ex = built
+    r = ex[(ex.store_id == "s1") & (ex.origin == T0 + dt.timedelta(days=41))].iloc[0]
+    days = range(42, 42 + H)
+    until_promo = [min(p - d for p in (40, 50, 60) if p >= d) / 15 for d in days]
+    since_promo = [min(d - p for p in (40, 50) if p <= d) / 15 for d in days]
+    np.testing.assert_allclose(r.fut_until_promo, until_promo, rtol=1e-5)
+    np.testing.assert_allclose(r.fut_since_promo, since_promo, rtol=1e-5)
+    assert list(r.fut_until_closed) == [1.0] * H and list(r.fut_since_closed) == [1.0] * H
+    since_school = [(d - 30) / 15 if d - 30 <= 14 else 1.0 for d in days]
+    np.testing.assert_allclose(r.fut_since_school, since_school, rtol=1e-5)
+    assert list(r.fut_until_school) == [1.0] * H
+
+
+def test_a_declared_event_type_reaches_only_the_stores_in_its_scope(spark, data_root):
+    cfg = small_cfg(
+        data_root,
+        "custom_events",
+        "features.event_distances=[flood, fair]",
+        'features.future_expressions={"fut_month": "month(date)"}',
+    )
+    flood = (T0 + dt.timedelta(days=44), "C2", "city", "flood")  # city C2: store s3 only
+    fair = (T0 + dt.timedelta(days=44), "C1", "state", "fair")  # no *state* is called C1
+    write_inputs(spark, cfg.path("inputs"), extra_events=[flood, fair])
+    _, ex = examples_for(spark, cfg)
+    at = ex[ex.origin == T0 + dt.timedelta(days=41)].set_index("store_id")
+    until_flood = [(44 - d) / 15 if d <= 44 else 1.0 for d in range(42, 42 + H)]
+    np.testing.assert_allclose(at.loc["s3", "fut_until_flood"], until_flood, rtol=1e-5)
+    for store in ("s1", "s2"):
+        assert list(at.loc[store, "fut_until_flood"]) == [1.0] * H
+    for store in ("s1", "s2", "s3"):
+        assert list(at.loc[store, "fut_until_fair"]) == [1.0] * H
+    months = [(T0 + dt.timedelta(days=d)).month for d in range(42, 42 + H)]
+    assert list(at.loc["s1", "fut_month"]) == months

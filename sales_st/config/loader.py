@@ -217,6 +217,8 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
         (f.spatial.k >= 1, "features.spatial.k", "at least 1"),
         (cfg.train.ranks >= 1, "train.ranks", "at least 1"),
         (cfg.train.batch_size >= 1, "train.batch_size", "at least 1"),
+        (0 < cfg.train.epoch_fraction <= 1, "train.epoch_fraction", "in (0, 1]"),
+        (f.splits.train_stride >= 0, "features.splits.train_stride", "0 or more"),
         (
             all(0 < q < 1 for q in cfg.model.quantiles) and 0.5 in cfg.model.quantiles,
             "model.quantiles",
@@ -245,6 +247,20 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
                     f"(YYYY-MM-DD){' or an offset in days' if 'splits' in dotted else ''}, "
                     f"found {value!r}"
                 ) from None
+    for event in f.event_distances:
+        if not event.isidentifier():
+            key = "features.event_distances"
+            raise ConfigError(
+                f"config key '{key}' in {_where(origin, key)}: event {event!r} "
+                "must be a name (letters, digits, _)"
+            )
+    for name in f.future_expressions:
+        if not (name.startswith("fut_") and name.isidentifier()):
+            key = f"features.future_expressions.{name}"
+            raise ConfigError(
+                f"config key '{key}' in {_where(origin, key)}: a channel name "
+                "must start with fut_ and be a name (letters, digits, _)"
+            )
     _check_mappings(cfg, origin)
 
 

@@ -251,6 +251,9 @@ class SplitsConfig:
     val_end: int | str = -42
     # Days between backtest (test) origins, from val_end up to the run date.
     test_stride: int = 7
+    # Days between training origins (0: features.stride).  1 puts origins on every weekday,
+    # so the model serves any run date's weekday alike; pair it with train.epoch_fraction.
+    train_stride: int = 0
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,16 @@ class FeaturesConfig:
     same_weekday_weeks: int = 4
     # Days to/since a public holiday are counted up to this many days (and scaled by it).
     holiday_window: int = 14
+    # Events whose days-until and days-since become known-future channels for every horizon
+    # day (fut_until_<e>, fut_since_<e>): promo, closed (open = 0), holiday, school, or any
+    # declared event type.  Planned events only: their future days are known in advance.
+    event_distances: list[str] = field(default_factory=lambda: ["promo", "closed", "school"])
+    # Days searched either side for those distances; farther events read as "none".
+    event_window: int = 14
+    # Known-future channels computed per horizon day by a SQL expression of `date` (the target
+    # day) and the store/item columns, e.g. {"fut_comp_months": "months_between(date,
+    # make_date(static_num_comp_year, static_num_comp_month, 1))"}.  Names start with fut_.
+    future_expressions: dict[str, str] = field(default_factory=dict)
     # Series whose first row is within this many days of the run date are "new"
     # (the default fine-tuning segment).
     new_series_days: int = 180
@@ -361,6 +374,12 @@ class TrainConfig:
     shuffle_buffer: int = 2048
     # Cap on steps per epoch (0 = one pass over the rank's shard).
     max_steps_per_epoch: int = 0
+    # Fit conformal offsets of the quantile intervals on the validation windows after
+    # training, so that the central interval covers its nominal share (serving/calibration).
+    calibrate: bool = True
+    # Share of the training windows one epoch reads (a different shuffled share each epoch):
+    # with train_stride 1, 1/7 keeps an epoch's cost while every weekday is trained on.
+    epoch_fraction: float = 1.0
     # Fine-tuning (--mode finetune) settings.
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     # Also train a temporal-only twin (model.spatial = false), alias "temporal_only".

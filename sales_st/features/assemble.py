@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sales_st.config import Config
+from sales_st.config import Config, FeaturesConfig
 from sales_st.data.contract import (
     SERIES_KEY,
     STATIC_CAT_PREFIX,
@@ -111,7 +111,8 @@ def wide_table(
     agg_levels = [lvl for lvl in f.spatial.aggregate_levels if lvl in region_columns]
 
     series = series_arrays(accepted, axis).persist()
-    calendar = store_calendar(stores, events, axis, region_columns, f.holiday_window)
+    declared = [e for e in f.event_distances if e not in N.EVENT_SOURCES]
+    calendar = store_calendar(stores, events, axis, region_columns, f.holiday_window, declared)
     neighbours = neighbour_table(stores, f.spatial, region_columns).persist()
     nbr = neighbour_arrays(series, neighbours, f.spatial.k)
 
@@ -165,7 +166,13 @@ def layout_for(cfg: Config, wide: Wide) -> Layout:
         wide.levels,
         list(wide.vocab),
         static_numeric(wide.table),
+        extra_future(f),
     )
+
+
+def extra_future(cfg: FeaturesConfig) -> list[str]:
+    """Config-declared known-future channels, in the order the windows build them."""
+    return N.event_channels(cfg.event_distances) + list(cfg.future_expressions)
 
 
 def build_examples_df(wide: Wide, cfg: Config, splits: tuple[str, ...]) -> DataFrame:

@@ -91,32 +91,49 @@ def series_arrays(sales: DataFrame, axis: Axis) -> DataFrame:
 
 
 def store_calendar(
-    stores: DataFrame, events: DataFrame, axis: Axis, levels: list[str], window: int
+    stores: DataFrame,
+    events: DataFrame,
+    axis: Axis,
+    levels: list[str],
+    window: int,
+    event_types: list[str] | None = None,
 ) -> DataFrame:
-    """Per store, dense arrays: ``holiday``, ``school``, ``event`` flags and the days to the
-    next / since the last public holiday (clipped at ``window``, NO_HOLIDAY beyond)."""
-    scopes = [F.lit(GLOBAL_SCOPE)] + [F.col(c) for c in levels]
-    store_scopes = stores.select("store_id", F.explode(F.array(*scopes)).alias("scope")).where(
-        F.col("scope").isNotNull()
+    """Per store, dense arrays: ``holiday`` and ``school`` flags, one ``event_<type>`` flag
+    array per type of ``event_types``, and the days to the next / since the last public
+    holiday (clipped at ``window``, NO_HOLIDAY beyond).
+
+    An event reaches a store when its scope is global, or names the store's region at the
+    event's ``scope_level`` (any level when the event has none)."""
+    scopes = [F.struct(F.lit(GLOBAL_SCOPE).alias("level"), F.lit(GLOBAL_SCOPE).alias("scope"))]
+    scopes += [F.struct(F.lit(c).alias("level"), F.col(c).alias("scope")) for c in levels]
+    store_scopes = (
+        stores.select("store_id", F.explode(F.array(*scopes)).alias("s"))
+        .select("store_id", "s.level", "s.scope")
+        .where(F.col("scope").isNotNull())
     )
     ev = events.select(
-        F.datediff("date", F.lit(axis.t0)).alias("day"), "scope", "event_type"
+        F.datediff("date", F.lit(axis.t0)).alias("day"),
+        F.col("scope").alias("ev_scope"),
+        F.col("scope_level").alias("ev_level"),
+        "event_type",
     ).where((F.col("day") >= 0) & (F.col("day") < axis.n_days))
+    reaches = (store_scopes.scope == ev.ev_scope) & (
+        ev.ev_level.isNull() | (ev.ev_level == store_scopes.level) | (ev.ev_scope == GLOBAL_SCOPE)
+    )
+
+    def days_of(event_type: str) -> F.Column:
+        return F.array_sort(F.collect_set(F.when(F.col("event_type") == event_type, F.col("day"))))
+
+    extra = [
+        t for t in dict.fromkeys(event_types or []) if t not in (PUBLIC_HOLIDAY, SCHOOL_HOLIDAY)
+    ]
     lists = (
-        store_scopes.join(ev, "scope")
+        store_scopes.join(ev, reaches)
         .groupBy("store_id")
         .agg(
-            F.array_sort(
-                F.collect_set(F.when(F.col("event_type") == PUBLIC_HOLIDAY, F.col("day")))
-            ).alias("hol_days"),
-            F.array_sort(
-                F.collect_set(F.when(F.col("event_type") == SCHOOL_HOLIDAY, F.col("day")))
-            ).alias("school_days"),
-            F.array_sort(
-                F.collect_set(
-                    F.when(~F.col("event_type").isin(PUBLIC_HOLIDAY, SCHOOL_HOLIDAY), F.col("day"))
-                )
-            ).alias("other_days"),
+            days_of(PUBLIC_HOLIDAY).alias("hol_days"),
+            days_of(SCHOOL_HOLIDAY).alias("school_days"),
+            *[days_of(t).alias(f"days_{t}") for t in extra],
         )
     )
     cal = stores.select("store_id").join(lists, "store_id", "left")
@@ -140,7 +157,7 @@ def store_calendar(
         "store_id",
         flags("hol_days").alias("holiday"),
         flags("school_days").alias("school"),
-        flags("other_days").alias("event"),
+        *[flags(f"days_{t}").alias(f"event_{t}") for t in extra],
         to_next.alias("to_holiday"),
         since_last.alias("since_holiday"),
     )

@@ -94,25 +94,36 @@ def run_features(
         prep.release()
 
 
-def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: str) -> FeatureResult:
-    out_dir = cfg.path("features")
-    counts = prep.validation.counts
-    write_quarantine(prep.validation.quarantined, cfg.database, "features", run_id, prep.run_date)
+def write_quarantine_and_account(
+    spark: SparkSession, cfg: Config, validation: ValidationResult, run_id: str
+) -> dict[str, int]:
+    """Write the quarantined rows of every table, then check per table that input = accepted
+    + quarantined + filtered, counting what was written; returns the counts."""
+    run_date = validation.run_date
+    write_quarantine(validation.quarantined, cfg.database, "features", run_id, run_date)
     written_q = {
         r["table_name"]: int(r["count"])
         for r in spark.table(f"{cfg.database}.quarantine")
-        .where((F.col("run_date") == F.lit(prep.run_date)) & (F.col("run_id") == run_id))
+        .where((F.col("run_date") == F.lit(run_date)) & (F.col("run_id") == run_id))
         .groupBy("table_name")
         .count()
-        .collect()
+        .collect()  # one row per table
     }
-    for name, table in prep.validation.tables.items():
+    counts = validation.counts
+    for name, table in validation.tables.items():
         accepted_n = table.accepted.count()
         check_accounting(name, table.counts, accepted_n, written_q.get(name, 0))
         prefix = "" if name == SALES.name else f"{name}_"
         counts[f"{prefix}accepted_written"] = accepted_n
         counts[f"{prefix}quarantined_written"] = written_q.get(name, 0)
-    quarantined_out = sum(written_q.values())
+    counts["quarantined_total_written"] = sum(written_q.values())
+    return counts
+
+
+def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: str) -> FeatureResult:
+    out_dir = cfg.path("features")
+    counts = write_quarantine_and_account(spark, cfg, prep.validation, run_id)
+    quarantined_out = counts["quarantined_total_written"]
 
     neighbours = write_parquet_atomic(prep.wide.neighbours.coalesce(1), f"{out_dir}/neighbours")
     examples = build_examples_df(prep.wide, cfg, SPLITS)

@@ -59,6 +59,21 @@ LOG_SCALE, OBS_FRAC, LOG_AGE = "log_scale", "obs_frac", "log_age"
 STATIC_NUMERIC = ("size", "base_price")
 
 
+# Day arrays an event distance reads (1 on the event's days): the series' own plans and the
+# store's calendar; any other name is a declared event type of the events table.
+EVENT_SOURCES = {
+    "promo": "coalesce(promo[{i}], 0) = 1",
+    "closed": "coalesce(open[{i}], 1) = 0",
+    "holiday": "coalesce(holiday[{i}], 0) = 1",
+    "school": "coalesce(school[{i}], 0) = 1",
+}
+
+
+def event_channels(events: list[str]) -> list[str]:
+    """fut_until_<e>, fut_since_<e> per event: days to the next / since the last one."""
+    return [f"fut_{side}_{e}" for e in events for side in ("until", "since")]
+
+
 def aggregate_channel(level: str) -> str:
     return f"{AGGREGATE_PREFIX}{level}"
 

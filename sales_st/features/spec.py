@@ -95,7 +95,10 @@ def make_layout(
     agg_levels: list[str],
     vocab_names: list[str],
     static_numeric: list[str],
+    extra_future: list[str] | None = None,
 ) -> Layout:
+    """The layout of a feature configuration; ``extra_future`` are the config-declared
+    known-future channels (event distances, date expressions), after the fixed ones."""
     return Layout(
         history=history,
         horizon=horizon,
@@ -103,7 +106,7 @@ def make_layout(
         hist=list(N.OWN_HISTORY)
         + list(N.CONTEXT_HISTORY)
         + [N.aggregate_channel(lvl) for lvl in agg_levels],
-        fut=list(N.FUTURE),
+        fut=list(N.FUTURE) + list(extra_future or []),
         categorical=[N.index_column(name) for name in vocab_names],
         scalars=N.scalar_names(lags, rolling_windows),
         static_numeric=list(static_numeric),

@@ -63,7 +63,9 @@ def origin_rules(
         )
     big = axis.n_days + cfg.horizon
     all_rules = {
-        "train": OriginRule("train", r, cfg.stride, 0, train_end, train_end, True),
+        "train": OriginRule(
+            "train", r, cfg.splits.train_stride or cfg.stride, 0, train_end, train_end, True
+        ),
         "val": OriginRule("val", r, cfg.stride, train_end, val_end, val_end, True),
         "test": OriginRule("test", r, cfg.splits.test_stride, val_end, r, last_target_day, True),
         "score": OriginRule("score", r, 1, r, r, big, False),

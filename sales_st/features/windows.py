@@ -25,11 +25,14 @@ known-future block, which is what the leakage test checks.
 
 from __future__ import annotations
 
+import re
+
+from pyspark.errors import ParseException
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sales_st.config import FeaturesConfig
-from sales_st.errors import DataError
+from sales_st.errors import ConfigError, DataError
 from sales_st.features import names as N
 from sales_st.features.calendar import NO_HOLIDAY, Axis
 from sales_st.features.splits import OriginRule, origin_candidates
@@ -196,12 +199,58 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
         },
         N.FUTURE,
     )
+    df = with_event_distances(df, cfg)
+    df = with_future_expressions(df, cfg, axis)
     return df.select(
         "*",
         F.expr(f"transform(sequence(o + 1, o + {H}), d -> (d + {w0}) % 7)").alias(N.FUT_DOW),
         F.expr(_masked(_fut("y", H), _fut("has_y", H))).alias("y_fut"),
         F.expr(_fut("has_y", H)).alias("y_mask"),
     )
+
+
+def event_distance(event: str, side: str, H: int, window: int) -> str:
+    """SQL: for each horizon day d = o+1..o+H, the days until the next (``side`` = until) or
+    since the last (since) day of ``event`` within ``window`` days, over window + 1; 1 when
+    there is none.  Reads the series' day arrays on both sides of the origin: only planned
+    events (promotions, closures, holidays) may be used this way."""
+    sign = "+" if side == "until" else "-"
+    hit = N.EVENT_SOURCES.get(event, f"coalesce(event_{event}[{{i}}], 0) = 1").format(
+        i=f"d {sign} k"
+    )
+    first = f"element_at(filter(sequence(0, {window}), k -> {hit}), 1)"
+    return f"transform(sequence(o + 1, o + {H}), d -> coalesce({first} / {float(window + 1)}, 1D))"
+
+
+def with_event_distances(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+    """fut_until_<e> / fut_since_<e> for every event of ``features.event_distances``."""
+    cols = []
+    for event in cfg.event_distances:
+        for side in ("until", "since"):
+            cols.append(
+                F.expr(event_distance(event, side, cfg.horizon, cfg.event_window)).alias(
+                    f"fut_{side}_{event}"
+                )
+            )
+    return df.select("*", *cols) if cols else df
+
+
+def with_future_expressions(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
+    """One channel per ``features.future_expressions`` entry: the expression evaluated for
+    every horizon day, ``date`` standing for that day."""
+    cols = []
+    for name, expr in cfg.future_expressions.items():
+        day = f"date_add(DATE'{axis.t0.isoformat()}', d)"
+        body = re.sub(r"\bdate\b", day, expr)
+        sql = f"transform(sequence(o + 1, o + {cfg.horizon}), d -> CAST(({body}) AS DOUBLE))"
+        try:
+            cols.append(F.expr(sql).alias(name))
+        except ParseException as exc:
+            raise ConfigError(
+                f"config key 'features.future_expressions.{name}': invalid SQL "
+                f"{expr!r}: {str(exc).splitlines()[0]}"
+            ) from None
+    return df.select("*", *cols) if cols else df
 
 
 def with_scalars(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:

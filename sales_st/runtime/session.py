@@ -16,8 +16,22 @@ import sys
 from pyspark.sql import SparkSession
 
 from sales_st.config import Config
+from sales_st.runtime.metastore import hold_embedded_lock
 
 log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+def metastore_properties(cfg: Config) -> dict[str, str]:
+    """A metastore service when one is configured, else the embedded Derby database."""
+    if cfg.spark.metastore_uri:
+        return {"spark.hadoop.hive.metastore.uris": cfg.spark.metastore_uri}
+    return {
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={cfg.path('metastore')};create=true"
+        )
+    }
 
 
 def spark_properties(cfg: Config) -> dict[str, str]:
@@ -26,9 +40,7 @@ def spark_properties(cfg: Config) -> dict[str, str]:
     props = {
         "spark.sql.warehouse.dir": cfg.path("warehouse"),
         "spark.sql.catalogImplementation": "hive",
-        "spark.hadoop.javax.jdo.option.ConnectionURL": (
-            f"jdbc:derby:;databaseName={cfg.path('metastore')};create=true"
-        ),
+        **metastore_properties(cfg),
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -48,7 +60,9 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     """
     if "://" not in cfg.data_dir:
         os.makedirs(cfg.data_dir, exist_ok=True)
+    hold_embedded_lock(cfg)  # fail fast, in one line, when another job holds the metastore
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
+    props = spark_properties(cfg)
     # Under spark-submit the JVM (which started this Python, handing it the gateway port)
     # already carries --master; only a plain `python jobs/x.py` takes it from config.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
@@ -56,7 +70,15 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         # Python workers (UDFs, Horovod tasks) must run this interpreter -- the project's
         # venv -- not whatever `python3` is first on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    for key, value in spark_properties(cfg).items():
+        if cfg.spark.master.startswith("local"):
+            # An embedded run serves nobody else: the driver, the block manager and the web
+            # UI listen on loopback only.  The UI binds to SPARK_LOCAL_IP, else to every
+            # interface, and the JVM reads it once at start (an address already set in the
+            # environment wins); the driver's properties yield to any the config sets.
+            os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+            for key in ("spark.driver.host", "spark.driver.bindAddress"):
+                props.setdefault(key, LOOPBACK)
+    for key, value in props.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)

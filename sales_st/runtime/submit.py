@@ -5,6 +5,9 @@
 Prints ``--master`` (``SPARK_MASTER`` from the environment wins over ``spark.master``) and a
 ``--conf key=value`` pair for every Spark property of the config, so that the driver, the
 executors and the catalog see the same settings as a job started with ``python jobs/x.py``.
+
+On a config error it prints nothing to stdout, one line to stderr and exits 2 (the wrapper
+scripts capture the output first and stop there).
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*")
     a, _ = p.parse_known_args(argv)
     try:
-        print("\n".join(submit_args(a.conf, a.env, [o for o in a.overrides if "=" in o])))
+        args = submit_args(a.conf, a.env, [o for o in a.overrides if "=" in o])
     except ConfigError as exc:
-        print(f"spark-submit.sh: {exc}", file=sys.stderr)
+        # one line (a YAML error spans several), exit 2: the wrappers capture stdout and stop
+        print("config error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
+    print("\n".join(args))
     return 0
 
 

@@ -59,17 +59,21 @@ def _load_cached(root: str, mid: str):
     return _MODELS[key]
 
 
-def predict_batch(full: Any, spec: FeatureSpec, pdf: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Model outputs for a pandas batch of examples, quantiles back in target units.
+def predict_batch(
+    full: Any, spec: FeatureSpec, pdf: pd.DataFrame, calibration: dict[str, Any] | None = None
+) -> dict[str, np.ndarray]:
+    """Model outputs for a pandas batch of examples, quantiles back in target units (after
+    the conformal ``calibration`` of the intervals, when given).
 
     Days known to be closed (``fut_open = 0``, from plans or holidays) are forecast as 0.
     """
     from sales_st.model.tensors import columns_from_pandas, model_inputs_from_columns
+    from sales_st.serving.calibration import apply
 
     cols = columns_from_pandas(pdf, spec.layout.input_columns())
     out = full(model_inputs_from_columns(cols, spec), training=False)
     scale = pdf["scale"].to_numpy(dtype=np.float64)
-    q = out["quantiles"].numpy().astype(np.float64) * scale[:, None, None]
+    q = apply(out["quantiles"].numpy().astype(np.float64), calibration) * scale[:, None, None]
     q *= cols["fut_open"].astype(np.float64)[:, :, None]
     return {
         "quantiles": np.maximum(q, 0.0),
@@ -148,6 +152,7 @@ def scorer(
     run_date: dt.date,
     explain: bool,
     top_steps: int,
+    calibration: dict[str, Any] | None = None,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     fail_after = int(os.environ.get(FAIL_WRITE_ENV, "0") or 0)
 
@@ -157,7 +162,7 @@ def scorer(
         for pdf in batches:
             if pdf.empty:
                 continue
-            pred = predict_batch(full, spec, pdf)
+            pred = predict_batch(full, spec, pdf, calibration)
             rows = long_rows(
                 pdf,
                 pred,
@@ -186,8 +191,11 @@ def score_examples(
     run_date: dt.date,
     explain: bool,
     top_steps: int,
+    calibrated: bool = True,
 ) -> DataFrame:
-    """Forecast rows (the forecasts table's columns) for every example row."""
+    """Forecast rows (the forecasts table's columns) for every example row; intervals
+    conformally calibrated when the model has offsets (and ``calibrated``)."""
     qcols = quantile_columns(quantiles)
-    fn = scorer(root, mid, qcols, region_columns, run_date, explain, top_steps)
+    calibration = model_store.load_calibration(root, mid) if calibrated else None
+    fn = scorer(root, mid, qcols, region_columns, run_date, explain, top_steps, calibration)
     return examples.mapInPandas(fn, forecast_ddl(quantiles, region_columns))  # type: ignore[arg-type]

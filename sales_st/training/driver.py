@@ -153,52 +153,28 @@ def run_training(
     """Pre-train on every series, or fine-tune ``parent`` on ``train.finetune.segment``."""
     root, tcfg = cfg.path("models"), cfg.train
     setup = _setup(cfg, read_spec(cfg.path("features")), mode, parent)
-    spec = setup.spec
     segment = tcfg.finetune.segment if mode == "finetune" else None
     train_cfg = to_dict(tcfg)
-    mid = model_store.model_id(
-        mode,
-        spec.run_date.isoformat(),
-        {
-            "features": spec.features_id,
-            "model": setup.model_cfg,
-            "train": train_cfg,
-            "parent": setup.parent_id,
-            "segment": segment,
-        },
-    )
+    depends_on = {
+        "features": setup.spec.features_id,
+        "model": setup.model_cfg,
+        "train": train_cfg,
+        "parent": setup.parent_id,
+        "segment": segment,
+    }
+    mid = model_store.model_id(mode, setup.spec.run_date.isoformat(), depends_on)
     mdir = model_store.model_dir(root, mid)
     names = aliases or ["latest", "pretrained" if mode == "pretrain" else "finetuned"]
-    summary = RunSummary(run_date=spec.run_date, model_id=mid)
+    summary = RunSummary(run_date=setup.spec.run_date, model_id=mid)
     if model_store.is_complete(root, mid) and not force:
         log.info("model %s is already trained with these inputs and settings: skipping", mid)
         model_store.set_aliases(root, mid, names)
         return TrainResult(mid, mdir, skipped=True, summary=summary)
 
+    spec = setup.spec
     if segment is not None:
         spec = segment_examples(spark, spec, segment, f"{mdir}/segment", max(2, tcfg.ranks * 2))
-    train_rows, train_groups = parquet_stats(spec.split_path("train"))
-    val_rows, val_groups = parquet_stats(spec.split_path("val"))
-    if train_rows == 0 or val_rows == 0:
-        raise DataError(
-            f"no training ({train_rows}) or validation ({val_rows}) examples"
-            + (f" in segment '{segment}'" if segment else "")
-        )
-    plan = TrainPlan(
-        spec=spec.to_dict(),
-        model=setup.model_cfg,
-        train=train_cfg,
-        train_url=_url(spec.split_path("train")),
-        val_url=_url(spec.split_path("val")),
-        train_rows=train_rows,
-        val_rows=val_rows,
-        train_row_groups=train_groups,
-        val_row_groups=val_groups,
-        model_dir=mdir,
-        learning_rate=setup.learning_rate,
-        init_weights=setup.init_weights,
-        freeze=setup.freeze,
-    )
+    plan = make_plan(spec, setup, train_cfg, mdir, segment)
     meta = {
         "model_id": mid,
         "mode": mode,
@@ -217,8 +193,8 @@ def run_training(
         {
             "run_date": spec.run_date,
             "features_dir": cfg.path("features"),
-            "train": {"path": spec.split_path("train"), "rows": train_rows},
-            "val": {"path": spec.split_path("val"), "rows": val_rows},
+            "train": {"path": spec.split_path("train"), "rows": plan.train_rows},
+            "val": {"path": spec.split_path("val"), "rows": plan.val_rows},
             "features_config": spec.features_config,
             "parent": setup.parent_id,
             "config_sources": cfg.sources,
@@ -230,12 +206,13 @@ def run_training(
         mid,
         mode,
         tcfg.ranks,
-        train_rows,
-        val_rows,
+        plan.train_rows,
+        plan.val_rows,
         f", resuming after epoch {resumed['epoch']}" if resumed else "",
     )
     results = run_ranks(plan, tcfg.ranks)
     history = results[0].get("history", {})
+    calibration = calibrate(spark, cfg, spec, mdir, mid, setup.model_cfg["quantiles"])
     meta.update(
         status="complete",
         ranks=[{k: v for k, v in r.items() if k != "history"} for r in results],
@@ -243,6 +220,7 @@ def run_training(
         best_val_loss=min(history.get("val_loss", [float("nan")])),
         initial_val_loss=results[0].get("initial_val_loss"),
         finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        calibration=calibration,
     )
     write_json(f"{mdir}/model.json", meta)
     model_store.set_aliases(root, mid, names)
@@ -254,15 +232,73 @@ def run_training(
         meta["best_val_loss"],
         names,
     )
-    summary.rows_in = train_rows + val_rows
+    summary.rows_in = plan.train_rows + plan.val_rows
     summary.details = {
-        "mode": mode,
-        "ranks": meta["ranks"],
-        "epochs": meta["epochs_trained"],
-        "initial_val_loss": meta["initial_val_loss"],
-        "best_val_loss": meta["best_val_loss"],
+        k: meta[k] for k in ("mode", "ranks", "epochs_trained", "initial_val_loss", "best_val_loss")
     }
     return TrainResult(mid, mdir, skipped=False, results=results, history=history, summary=summary)
+
+
+def calibrate(
+    spark: SparkSession, cfg: Config, spec: FeatureSpec, mdir: str, mid: str, quantiles: list[float]
+) -> dict[str, Any]:
+    """Fit the conformal interval offsets on the validation windows (train.calibrate) and
+    store them with the model; returns them (empty when turned off)."""
+    from sales_st.serving.calibration import CALIBRATION_FILE, fit_calibration
+
+    if not cfg.train.calibrate:
+        return {}
+    val = spark.read.parquet(spec.split_path("val"))
+    offsets = fit_calibration(
+        spark,
+        val,
+        cfg.path("models"),
+        mid,
+        quantiles,
+        cfg.data.region_columns,
+        spec.run_date,
+        spec.horizon,
+        spec.history,
+    )
+    write_json(f"{mdir}/{CALIBRATION_FILE}", offsets)
+    for key, values in offsets["offsets"].items():
+        log.info(
+            "calibration %s: interval %s offsets (scaled) h=1 %.3f, h=%d %.3f",
+            mid,
+            key,
+            values[0],
+            len(values),
+            values[-1],
+        )
+    return offsets
+
+
+def make_plan(
+    spec: FeatureSpec, setup: _Setup, train_cfg: dict[str, Any], model_dir: str, segment: str | None
+) -> TrainPlan:
+    """The plan the ranks run, with the row and row-group counts of its Parquet inputs."""
+    train_rows, train_groups = parquet_stats(spec.split_path("train"))
+    val_rows, val_groups = parquet_stats(spec.split_path("val"))
+    if train_rows == 0 or val_rows == 0:
+        raise DataError(
+            f"no training ({train_rows}) or validation ({val_rows}) examples"
+            + (f" in segment '{segment}'" if segment else "")
+        )
+    return TrainPlan(
+        spec=spec.to_dict(),
+        model=setup.model_cfg,
+        train=train_cfg,
+        train_url=_url(spec.split_path("train")),
+        val_url=_url(spec.split_path("val")),
+        train_rows=train_rows,
+        val_rows=val_rows,
+        train_row_groups=train_groups,
+        val_row_groups=val_groups,
+        model_dir=model_dir,
+        learning_rate=setup.learning_rate,
+        init_weights=setup.init_weights,
+        freeze=setup.freeze,
+    )
 
 
 def run_ranks(plan: TrainPlan, ranks: int) -> list[dict[str, Any]]:

@@ -152,6 +152,14 @@ def verify_outputs(full: Any, spec: FeatureSpec, directory: str) -> None:
         )
 
 
+def load_calibration(root: str, mid: str) -> dict[str, Any] | None:
+    """The conformal offsets fitted for a model on its validation windows, if any."""
+    from sales_st.serving.calibration import CALIBRATION_FILE
+
+    path = f"{model_dir(root, mid)}/{CALIBRATION_FILE}"
+    return read_json(path) if json_exists(path) else None
+
+
 def _temp_file() -> str:
     import os
     import tempfile

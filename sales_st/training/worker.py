@@ -269,6 +269,30 @@ def _callbacks(
     return callbacks
 
 
+def _compiled_model(
+    plan: TrainPlan, spec: FeatureSpec, mcfg: ModelConfig, hvd: Any
+) -> tuple[Any, Any, Any, str]:
+    """(full model, its quantile-output twin compiled with the distributed optimizer, the
+    optimizer, the digest of the starting weights -- the parent's when fine-tuning)."""
+    from tensorflow import keras
+
+    from sales_st.model.network import build_model, pinball_loss, set_trainable
+
+    full = build_model(spec, mcfg)
+    model = keras.Model(full.input, full.output["quantiles"])
+    if plan.init_weights:
+        full.load_weights(plan.init_weights)
+        log.info("initialised from %s", plan.init_weights)
+    initial_digest = weights_digest(full)
+    frozen = set_trainable(full, plan.freeze)
+    if frozen:
+        log.info("frozen encoders %s (%d layers)", plan.freeze, len(frozen))
+    lr = plan.learning_rate * hvd.size()
+    opt = hvd.DistributedOptimizer(keras.optimizers.legacy.Adam(learning_rate=lr))
+    model.compile(optimizer=opt, loss=pinball_loss(mcfg.quantiles))
+    return full, model, opt, initial_digest
+
+
 def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     """One Horovod rank.  Returns its final weights digest and, on rank 0, the history."""
     if isinstance(plan, str):
@@ -278,7 +302,6 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     import tensorflow as tf
     from tensorflow import keras
 
-    from sales_st.model.network import build_model, pinball_loss, set_trainable
     from sales_st.storage.files import write_json
     from sales_st.training import callbacks as cb
 
@@ -288,31 +311,22 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     spec, mcfg, tcfg = plan.feature_spec(), plan.model_config(), plan.train_config()
     keras.utils.set_random_seed(tcfg.seed)  # python, numpy and TF: same init on every rank
 
-    full = build_model(spec, mcfg)
-    model = keras.Model(full.input, full.output["quantiles"])
-    if plan.init_weights:
-        full.load_weights(plan.init_weights)
-        log.info("initialised from %s", plan.init_weights)
-    initial_digest = weights_digest(full)  # fine-tuning: must equal the parent's weights
-    frozen = set_trainable(full, plan.freeze)
-    if frozen:
-        log.info("frozen encoders %s (%d layers)", plan.freeze, len(frozen))
-
-    lr = plan.learning_rate * size
-    opt = hvd.DistributedOptimizer(keras.optimizers.legacy.Adam(learning_rate=lr))
-    model.compile(optimizer=opt, loss=pinball_loss(mcfg.quantiles))
-
+    full, model, opt, initial_digest = _compiled_model(plan, spec, mcfg, hvd)
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
     state = read_state(plan.checkpoint_dir)
-    initial_epoch = 0
-    history: dict[str, list[float]] = {}
+    initial_epoch = int(state["epoch"]) if state else 0
+    history: dict[str, list[float]] = state.get("history", {}) if state else {}
     if state:
         ckpt.restore(state["path"]).expect_partial()
-        initial_epoch = int(state["epoch"])
-        history = state.get("history", {})
         log.info("resuming after epoch %d from %s", initial_epoch, state["path"])
+    lr = plan.learning_rate * size
 
-    steps_per_epoch = steps(plan.train_rows, size, tcfg.batch_size, tcfg.max_steps_per_epoch)
+    steps_per_epoch = steps(
+        round(plan.train_rows * tcfg.epoch_fraction),
+        size,
+        tcfg.batch_size,
+        tcfg.max_steps_per_epoch,
+    )
     val_steps = steps(plan.val_rows, size, tcfg.batch_size, tcfg.max_steps_per_epoch)
     train_reader, train_ds, val_reader, val_ds = _datasets(plan, spec, tcfg, rank, size)
     with train_reader, val_reader:
