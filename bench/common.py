@@ -134,3 +134,31 @@ def _f(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def write_results(name: str, figures: dict[str, Any]) -> Path:
+    """``bench/results/<name>.json``: the figures, the commit they were measured at, when."""
+    import subprocess
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    out = ROOT / "bench" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": name,
+        "commit": commit,
+        "dirty_tree": dirty,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **figures,
+    }
+    out.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    return out

@@ -355,12 +355,12 @@ def test_event_distances_at_known_offsets(built):
     days = range(42, 42 + H)
     until_promo = [min(p - d for p in (40, 50, 60) if p >= d) / 15 for d in days]
     since_promo = [min(d - p for p in (40, 50) if p <= d) / 15 for d in days]
-    np.testing.assert_allclose(r.fut_until_promo, until_promo, rtol=1e-5)
-    np.testing.assert_allclose(r.fut_since_promo, since_promo, rtol=1e-5)
-    assert list(r.fut_until_closed) == [1.0] * H and list(r.fut_since_closed) == [1.0] * H
+    np.testing.assert_allclose(r.fut_days_to_promo, until_promo, rtol=1e-5)
+    np.testing.assert_allclose(r.fut_days_since_promo, since_promo, rtol=1e-5)
+    assert list(r.fut_days_to_closed) == [1.0] * H and list(r.fut_days_since_closed) == [1.0] * H
     since_school = [(d - 30) / 15 if d - 30 <= 14 else 1.0 for d in days]
-    np.testing.assert_allclose(r.fut_since_school, since_school, rtol=1e-5)
-    assert list(r.fut_until_school) == [1.0] * H
+    np.testing.assert_allclose(r.fut_days_since_school, since_school, rtol=1e-5)
+    assert list(r.fut_days_to_school) == [1.0] * H
 
 
 def test_a_declared_event_type_reaches_only_the_stores_in_its_scope(spark, data_root):
@@ -376,10 +376,10 @@ def test_a_declared_event_type_reaches_only_the_stores_in_its_scope(spark, data_
     _, ex = examples_for(spark, cfg)
     at = ex[ex.origin == T0 + dt.timedelta(days=41)].set_index("store_id")
     until_flood = [(44 - d) / 15 if d <= 44 else 1.0 for d in range(42, 42 + H)]
-    np.testing.assert_allclose(at.loc["s3", "fut_until_flood"], until_flood, rtol=1e-5)
+    np.testing.assert_allclose(at.loc["s3", "fut_days_to_flood"], until_flood, rtol=1e-5)
     for store in ("s1", "s2"):
-        assert list(at.loc[store, "fut_until_flood"]) == [1.0] * H
+        assert list(at.loc[store, "fut_days_to_flood"]) == [1.0] * H
     for store in ("s1", "s2", "s3"):
-        assert list(at.loc[store, "fut_until_fair"]) == [1.0] * H
+        assert list(at.loc[store, "fut_days_to_fair"]) == [1.0] * H
     months = [(T0 + dt.timedelta(days=d)).month for d in range(42, 42 + H)]
     assert list(at.loc["s1", "fut_month"]) == months

@@ -476,3 +476,20 @@ def test_random_overlay_mappings_fail_with_a_config_error_or_lose_nothing(
     assert c["input"] == len(lines)
     assert c["input"] == c["accepted"] + res.quarantined_total + c.get("filtered", 0)
     assert res.accepted.count() + res.quarantined.count() == len(lines)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["scripts/sql.sh", "SELECT 1", "bogus.key=1"],
+        ["./spark-submit.sh", "features", "bogus.key=1"],
+        ["scripts/thrift-server.sh", "start", "--port", "1", "bogus.key=1"],
+        ["scripts/metastore.sh", "start", "--port", "1", "bogus.key=1"],
+    ],
+)
+def test_wrappers_pass_a_config_error_on_and_start_nothing(command):
+    before = set(os.listdir(ROOT))
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "bogus" in proc.stderr.strip().splitlines()[-1]
+    assert set(os.listdir(ROOT)) - before == set()  # no metastore_db, derby.log, spark-warehouse

@@ -254,7 +254,16 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
                 f"config key '{key}' in {_where(origin, key)}: event {event!r} "
                 "must be a name (letters, digits, _)"
             )
+    from sales_st.features import names as N
+
+    taken = set(N.FUTURE) | set(N.event_channels(f.event_distances))
     for name in f.future_expressions:
+        if name in taken:
+            key = f"features.future_expressions.{name}"
+            raise ConfigError(
+                f"config key '{key}' in {_where(origin, key)}: '{name}' is already "
+                "a known-future channel; choose another name"
+            )
         if not (name.startswith("fut_") and name.isidentifier()):
             key = f"features.future_expressions.{name}"
             raise ConfigError(

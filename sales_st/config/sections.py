@@ -55,6 +55,9 @@ class SparkConfig:
     )
     # Spark log level (ALL, DEBUG, INFO, WARN, ERROR, OFF).
     log_level: str = "WARN"
+    # The driver JVM's log4j2 configuration (relative to the repository root): quiets the
+    # metastore's routine notices.  Empty: Spark's own defaults (what --verbose does).
+    log_config: str = "conf/log4j2.properties"
     # A Hive metastore service shared by concurrent jobs, e.g. thrift://127.0.0.1:9083
     # (scripts/metastore.sh start); empty: the embedded Derby metastore, one job at a time.
     metastore_uri: str = ""
@@ -291,7 +294,7 @@ class FeaturesConfig:
     # Days to/since a public holiday are counted up to this many days (and scaled by it).
     holiday_window: int = 14
     # Events whose days-until and days-since become known-future channels for every horizon
-    # day (fut_until_<e>, fut_since_<e>): promo, closed (open = 0), holiday, school, or any
+    # day (fut_days_to_<e>, fut_days_since_<e>): promo, closed (open = 0), holiday, school, or any
     # declared event type.  Planned events only: their future days are known in advance.
     event_distances: list[str] = field(default_factory=lambda: ["promo", "closed", "school"])
     # Days searched either side for those distances; farther events read as "none".

@@ -1,0 +1,2 @@
+"""Input data: the contract, sources mapped by config, validation with row accounting, the
+synthetic generator."""

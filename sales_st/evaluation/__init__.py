@@ -1,0 +1,1 @@
+"""The evaluation stage: baselines, metrics, the backtest and its report."""

@@ -70,8 +70,12 @@ EVENT_SOURCES = {
 
 
 def event_channels(events: list[str]) -> list[str]:
-    """fut_until_<e>, fut_since_<e> per event: days to the next / since the last one."""
-    return [f"fut_{side}_{e}" for e in events for side in ("until", "since")]
+    """fut_days_to_<e>, fut_days_since_<e> per event: to the next one / since the last one."""
+    return [event_channel(side, e) for e in events for side in ("to", "since")]
+
+
+def event_channel(side: str, event: str) -> str:
+    return f"fut_days_{side}_{event}"
 
 
 def aggregate_channel(level: str) -> str:

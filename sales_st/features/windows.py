@@ -209,29 +209,42 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
     )
 
 
-def event_distance(event: str, side: str, H: int, window: int) -> str:
-    """SQL: for each horizon day d = o+1..o+H, the days until the next (``side`` = until) or
-    since the last (since) day of ``event`` within ``window`` days, over window + 1; 1 when
-    there is none.  Reads the series' day arrays on both sides of the origin: only planned
-    events (promotions, closures, holidays) may be used this way."""
-    sign = "+" if side == "until" else "-"
+def event_distance(event: str, side: str, n_days: int, window: int) -> str:
+    """SQL: for every day i of the axis, the days to the next (``side`` = to) or since the
+    last (since) day of ``event`` within ``window`` days, over window + 1; 1 when there is
+    none.  Computed once per series on the whole axis and sliced per example: it reads both
+    sides of an origin, so only planned events (promotions, closures, holidays) may be used."""
+    sign = "+" if side == "to" else "-"
     hit = N.EVENT_SOURCES.get(event, f"coalesce(event_{event}[{{i}}], 0) = 1").format(
-        i=f"d {sign} k"
+        i=f"i {sign} k"
     )
     first = f"element_at(filter(sequence(0, {window}), k -> {hit}), 1)"
-    return f"transform(sequence(o + 1, o + {H}), d -> coalesce({first} / {float(window + 1)}, 1D))"
+    return (
+        f"transform(sequence(0, {n_days - 1}), i -> "
+        f"CAST(coalesce({first} / {float(window + 1)}, 1D) AS FLOAT))"
+    )
+
+
+def with_event_distance_arrays(wide: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
+    """Per series, one axis-long array per event and side (``_ed_<side>_<event>``)."""
+    cols = [
+        F.expr(event_distance(e, side, axis.n_days, cfg.event_window)).alias(f"_ed_{side}_{e}")
+        for e in cfg.event_distances
+        for side in ("to", "since")
+    ]
+    return wide.select("*", *cols) if cols else wide
 
 
 def with_event_distances(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
-    """fut_until_<e> / fut_since_<e> for every event of ``features.event_distances``."""
-    cols = []
-    for event in cfg.event_distances:
-        for side in ("until", "since"):
-            cols.append(
-                F.expr(event_distance(event, side, cfg.horizon, cfg.event_window)).alias(
-                    f"fut_{side}_{event}"
-                )
-            )
+    """fut_days_to_<e> / fut_days_since_<e> for every event of ``features.event_distances``:
+    the horizon days' slice of the series' distance arrays."""
+    cols = [
+        F.expr(f"transform({_fut(f'_ed_{side}_{e}', cfg.horizon)}, v -> CAST(v AS DOUBLE))").alias(
+            N.event_channel(side, e)
+        )
+        for e in cfg.event_distances
+        for side in ("to", "since")
+    ]
     return df.select("*", *cols) if cols else df
 
 
@@ -364,7 +377,7 @@ def build_examples(
     levels: list[str],
 ) -> DataFrame:
     """All examples for ``rules`` from the wide per-series table (arrays + context)."""
-    df = explode_origins(wide, rules, cfg)
+    df = explode_origins(with_event_distance_arrays(wide, cfg, axis), rules, cfg)
     df = with_history(df, cfg)
     # weekday of the history (needs the axis' first weekday)
     df = df.withColumn(

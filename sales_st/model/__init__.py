@@ -1,0 +1,1 @@
+"""The fused spatio-temporal Keras model and the tensors it reads."""

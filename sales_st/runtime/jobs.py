@@ -68,6 +68,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default=os.environ.get("SALES_ST_LOG_LEVEL", "INFO"))
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="everything the libraries log (Spark's default log4j2 setup, Spark INFO)",
+    )
+    p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2"
     )
     return p
@@ -76,8 +81,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> JobArgs:
     args = p.parse_args(argv)
     setup_logging(args.log_level)
+    overrides = list(args.overrides)
+    if args.verbose:
+        overrides += ["spark.log_config=", "spark.log_level=INFO"]
     try:
-        cfg = load_config(args.conf, args.env, args.overrides)
+        cfg = load_config(args.conf, args.env, overrides)
     except ConfigError as exc:
         logging.getLogger("sales_st").error("%s", exc)
         sys.exit(2)

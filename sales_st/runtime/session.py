@@ -34,6 +34,15 @@ def metastore_properties(cfg: Config) -> dict[str, str]:
     }
 
 
+def _log_config(cfg: Config) -> list[str]:
+    if not cfg.spark.log_config:
+        return []
+    path = os.path.join(cfg.root, cfg.spark.log_config) if cfg.root else cfg.spark.log_config
+    return (
+        [f"-Dlog4j2.configurationFile=file:{os.path.abspath(path)}"] if os.path.isfile(path) else []
+    )
+
+
 def spark_properties(cfg: Config) -> dict[str, str]:
     """All Spark properties the project sets, as plain strings (also used by spark-submit.sh
     and the Thrift-server launcher so that every process sees the same catalog)."""
@@ -47,7 +56,9 @@ def spark_properties(cfg: Config) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         # a progress bar for people at a terminal, not in log files
         "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={cfg.data_dir}",
+        "spark.driver.extraJavaOptions": " ".join(
+            [f"-Dderby.system.home={cfg.data_dir}", *_log_config(cfg)]
+        ),
     }
     props.update(cfg.spark.conf)
     return props

@@ -1,0 +1,2 @@
+"""The forecast stage: scoring windows with a stored model into the forecasts table, and the
+conformal calibration of its intervals."""

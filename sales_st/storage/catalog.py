@@ -1,4 +1,4 @@
-"""Catalog tables: replace one run-date partition atomically, append the run manifest.
+"""Catalog tables: replace one partition atomically, the run manifest, the quarantine.
 
 Partition replacement uses Spark's dynamic partition overwrite, which it switches on for the
 write itself: the new files are written to a staging directory and moved into place only

@@ -1,0 +1,92 @@
+"""Accuracy of an evaluation run: every method overall, per horizon week and per run-date
+weekday, read from the run's predictions (no Spark needed), written to
+bench/results/accuracy_<dataset>.json.
+
+    .venv/bin/python jobs/pipeline.py --env local,rossmann      # the run to measure
+    .venv/bin/python bench/bench_accuracy.py --env local,rossmann
+
+Metrics follow the run's ``evaluate.metric_filter`` (Rossmann: open days with sales).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+
+import duckdb
+import numpy as np
+import pandas as pd
+from common import ROOT, config, table, write_results
+
+
+def load_predictions(cfg, run_date: str | None) -> tuple[pd.DataFrame, str]:
+    reports = cfg.path("reports")
+    dates = sorted(d.rsplit("/", 1)[1] for d in glob.glob(f"{reports}/*-*-*"))
+    run = run_date or dates[-1]
+    pointer = json.load(open(f"{reports}/{run}/predictions/_CURRENT"))
+    files = glob.glob(f"{reports}/{run}/predictions/{pointer['version']}/*.parquet")
+    return pd.concat(pd.read_parquet(f) for f in files), run
+
+
+def metrics(df: pd.DataFrame) -> dict[str, float]:
+    e = df.actual - df.point
+    y = df.actual
+    nz = y != 0
+    out = {
+        "n": int(len(df)),
+        "rmspe": float(np.sqrt(np.mean((e[nz] / y[nz]) ** 2))),
+        "wape": float(np.abs(e).sum() / np.abs(y).sum()),
+        "mae": float(np.abs(e).mean()),
+    }
+    if df.p_lo.notna().any():
+        out["coverage"] = float(((y >= df.p_lo) & (y <= df.p_hi)).mean())
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--env", default="local")
+    p.add_argument("--run-date", default=None)
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args()
+    cfg = config(ROOT / "data", *a.overrides, env=a.env)
+    preds, run = load_predictions(cfg, a.run_date)
+    # the run's own SQL predicate, applied by DuckDB to the predictions frame
+    scored = duckdb.sql(f"SELECT * FROM preds WHERE {cfg.evaluate.metric_filter}").df()
+    scored = scored.assign(
+        week=(scored.horizon - 1) // 7 + 1, weekday=pd.to_datetime(scored.origin).dt.day_name()
+    )
+    overall = {m: metrics(g) for m, g in scored.groupby("method")}
+    weeks = {
+        m: {int(w): metrics(gw)["rmspe"] for w, gw in g.groupby("week")}
+        for m, g in scored.groupby("method")
+    }
+    rows = [
+        {"method": m, **stats}
+        for m, stats in sorted(overall.items(), key=lambda kv: kv[1]["rmspe"])
+    ]
+    print(
+        table(
+            rows,
+            f"{cfg.data.name}, run date {run}: overall (filter '{cfg.evaluate.metric_filter}')",
+        )
+    )
+    wrows = [{"method": m, **{f"week {w}": v for w, v in ws.items()}} for m, ws in weeks.items()]
+    print(table(wrows, "RMSPE by horizon week"))
+    out = write_results(
+        f"accuracy_{cfg.data.name}",
+        {
+            "dataset": cfg.data.name,
+            "run_date": run,
+            "metric_filter": cfg.evaluate.metric_filter,
+            "overall": overall,
+            "rmspe_by_horizon_week": weeks,
+            "origins": sorted(str(o) for o in scored.origin.unique()),
+        },
+    )
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
