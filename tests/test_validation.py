@@ -70,6 +70,7 @@ def test_each_rule_quarantines_its_rows(spark):
     assert res.counts["input"] == 15
     assert res.counts["accepted"] == 3
     expected_counts = {
+        "malformed": 0,  # typed input: nothing to parse
         "null_key": 2,
         "date_out_of_range": 1,
         "unknown_store": 1,
