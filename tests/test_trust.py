@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from sales_st.config import TableSource, ValidationConfig
 from sales_st.config.sections import RULES
-from sales_st.data.contract import EVENTS, ITEMS, MALFORMED, SALES, STORES, ContractError, conform
+from sales_st.data.contract import EVENTS, ITEMS, MALFORMED, STORES, ContractError, conform
 from sales_st.data.sources import map_table
 from sales_st.data.validation import validate_inputs, validate_sales
 from sales_st.errors import ConfigError, DataError
@@ -34,19 +34,11 @@ from sales_st.storage.catalog import (
 )
 from sales_st.storage.files import POINTER, current_version, write_parquet_atomic
 from tests.conftest import ROOT, TINY, make_config
+from tests.test_validation import sales_df
 
 D = dt.date
 QUARANTINE_ALL = ValidationConfig(rules=dict.fromkeys(RULES, "quarantine"))
 PY = sys.executable
-
-
-def sales_df(spark, rows):
-    df = spark.createDataFrame(
-        rows,
-        "date date, store_id string, item_id string, target double, price double, "
-        "promo int, open int, customers double",
-    )
-    return conform(df, SALES)
 
 
 def row(date, store="s1", item="i1", target=1.0):
