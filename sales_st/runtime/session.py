@@ -93,7 +93,12 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+    try:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+    except Exception:
+        # another job (on a shared metastore) created it in the same instant
+        if not spark.catalog.databaseExists(cfg.database):
+            raise
     log.info(
         "Spark %s master=%s warehouse=%s",
         spark.version,

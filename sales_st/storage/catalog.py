@@ -50,7 +50,12 @@ def ensure_table(spark: SparkSession, name: str, ddl: str, partitioned_by: list[
     """Create the table, or add the columns of ``ddl`` that an older version of it lacks."""
     part = f"PARTITIONED BY ({', '.join(partitioned_by)})" if partitioned_by else ""
     if not spark.catalog.tableExists(name):
-        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl}) USING parquet {part}")
+        try:
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl}) USING parquet {part}")
+        except Exception:
+            # another job (on a shared metastore) created it in the same instant
+            if not spark.catalog.tableExists(name):
+                raise
         return
     have = set(spark.table(name).columns)
     wanted = spark.createDataFrame([], ddl).schema
@@ -230,6 +235,9 @@ def mark_abandoned(spark: SparkSession, database: str) -> list[str]:
     if not spark.catalog.tableExists(table):
         return []
     host = socket.gethostname()
+    # a job killed between moving its row's files and registering the partition leaves a
+    # partition only the file system knows: register those first
+    spark.sql(f"ALTER TABLE {ensure_manifest(spark, database)} RECOVER PARTITIONS")
     open_runs = (
         spark.table(ensure_manifest(spark, database))
         .where((F.col("status") == RUNNING) & (F.col("host") == host))
