@@ -39,8 +39,8 @@ def metrics(df: pd.DataFrame) -> dict[str, float]:
         "wape": float(np.abs(e).sum() / np.abs(y).sum()),
         "mae": float(np.abs(e).mean()),
     }
-    if df.p_lo.notna().any():
-        out["coverage"] = float(((y >= df.p_lo) & (y <= df.p_hi)).mean())
+    has = df.p_lo.notna().any()
+    out["coverage"] = float(((y >= df.p_lo) & (y <= df.p_hi)).mean()) if has else float("nan")
     return out
 
 
