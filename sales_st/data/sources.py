@@ -148,6 +148,7 @@ def map_table(
     and rows that ``keep_if`` excludes carry ``_filtered``; validation counts both."""
     path = resolve_input(src.path, base_dir)
     df = _read(spark, path, src.format, src.options)
+    source_columns = set(df.columns)  # before the join: what the file itself must carry
     if src.join_path:
         join_path = resolve_input(src.join_path, base_dir)
         other = _without_corrupt_lines(_read(spark, join_path, src.join_format, {}), join_path)
@@ -163,9 +164,7 @@ def map_table(
             f"(columns there: {', '.join(c for c in df.columns if c != CORRUPT)})"
         )
     if src.format == "parquet":
-        check_parquet_parts(
-            path, [c for c in names if c not in _join_columns(spark, src, base_dir)]
-        )
+        check_parquet_parts(path, [c for c in names if c in source_columns])
     if src.events_from_flags:
         df = _melt_events(df, src)
     contract = TABLES[table]
@@ -200,12 +199,6 @@ def map_table(
     else:
         out = _select(df, cols, table)
     return conform(out, contract, source=path, region_columns=region_columns or [])
-
-
-def _join_columns(spark: SparkSession, src: TableSource, base_dir: str) -> set[str]:
-    if not src.join_path:
-        return set()
-    return set(_read(spark, resolve_input(src.join_path, base_dir), src.join_format, {}).columns)
 
 
 def _expr(text: str, key: str) -> Column:

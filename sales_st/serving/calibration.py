@@ -79,7 +79,6 @@ def apply(q: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
 
 
 def fit_calibration(
-    spark: Any,
     examples: DataFrame,
     root: str,
     mid: str,

@@ -237,9 +237,10 @@ def mark_abandoned(spark: SparkSession, database: str) -> list[str]:
     host = socket.gethostname()
     # a job killed between moving its row's files and registering the partition leaves a
     # partition only the file system knows: register those first
-    spark.sql(f"ALTER TABLE {ensure_manifest(spark, database)} RECOVER PARTITIONS")
+    table = ensure_manifest(spark, database)
+    spark.sql(f"ALTER TABLE {table} RECOVER PARTITIONS")
     open_runs = (
-        spark.table(ensure_manifest(spark, database))
+        spark.table(table)
         .where((F.col("status") == RUNNING) & (F.col("host") == host))
         .collect()  # open runs of this host: a handful
     )

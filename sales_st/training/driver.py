@@ -250,7 +250,6 @@ def calibrate(
         return {}
     val = spark.read.parquet(spec.split_path("val"))
     offsets = fit_calibration(
-        spark,
         val,
         cfg.path("models"),
         mid,
