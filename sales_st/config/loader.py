@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from sales_st.config.sections import RULES, Config
+from sales_st.config.sections import RULES, Config, to_dict
 from sales_st.errors import ConfigError
 
 T = TypeVar("T")
@@ -271,6 +271,7 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
                 "must start with fut_ and be a name (letters, digits, _)"
             )
     _check_mappings(cfg, origin)
+    _check_tune(cfg, origin)
 
 
 def _check_mappings(cfg: Config, origin: dict) -> None:
@@ -297,6 +298,96 @@ def _check_mappings(cfg: Config, origin: dict) -> None:
                         + (", static_num_*, static_cat_*" if name in ("stores", "items") else "")
                         + ")"
                     )
+
+
+# Sections a tuning trial may change: it trains on the features already built.
+TUNABLE = ("model", "train")
+
+
+def _field_type(key: str) -> Any:
+    """The declared type of the setting at dotted ``key``; None when there is no such setting
+    (or it is a whole section)."""
+    tp: Any = Config
+    for part in key.split("."):
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+            return None
+        if part not in {f.name for f in dataclasses.fields(tp)}:
+            return None
+        tp = typing.get_type_hints(tp)[part]
+    return None if isinstance(tp, type) and dataclasses.is_dataclass(tp) else tp
+
+
+def _bounds_problem(kind: str, low: float, high: float, log: bool) -> str:
+    """What is wrong with a numeric search dimension's bounds ("" when nothing)."""
+    if low > high:
+        return "low above high"
+    if log and low <= 0:
+        return "log scale with low <= 0"
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        return "int bounds that are not whole numbers"
+    return ""
+
+
+def _check_tune(cfg: Config, origin: dict) -> None:
+    """``tune``: a positive trial count, and a search space whose keys are model.* or train.*
+    settings and whose bounds or choices are values those settings accept."""
+    t = cfg.tune
+    checks = [
+        (t.trials >= 1, "tune.trials", "at least 1"),
+        (t.startup_trials >= 0, "tune.startup_trials", "0 or more"),
+        (t.prune_startup_trials >= 0, "tune.prune_startup_trials", "0 or more"),
+        (t.prune_warmup_epochs >= 0, "tune.prune_warmup_epochs", "0 or more"),
+        (bool(t.space), "tune.space", "a mapping of at least one setting"),
+        (bool(t.study), "tune.study", "a name"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}' in {_where(origin, key)} must be {expected}")
+    for name, p in t.space.items():
+        key = f"tune.space.{name}"
+        where = _where(origin, key)
+        tp = _field_type(name)
+        if tp is None or name.split(".")[0] not in TUNABLE:
+            raise ConfigError(
+                f"config key '{key}' in {where}: '{name}' is not a setting a trial can change "
+                f"(a dotted key of {' or '.join(s + '.*' for s in TUNABLE)}, e.g. model.units)"
+            )
+        if p.type == "categorical":
+            if not p.choices:
+                raise ConfigError(f"config key '{key}' in {where}: a categorical needs choices")
+            values = list(p.choices)
+        else:
+            bad = _bounds_problem(p.type, p.low, p.high, p.log)
+            if bad:
+                raise ConfigError(f"config key '{key}' in {where}: {bad} ({p.low}, {p.high})")
+            values = [int(p.low), int(p.high)] if p.type == "int" else [p.low, p.high]
+        for value in values:
+            _coerce(tp, value, name, {name: f"{key} in {where}"})
+
+
+def with_overrides(cfg: Config, values: dict[str, Any], source: str = "overrides") -> Config:
+    """``cfg`` with the settings at dotted keys replaced (e.g. a tuning trial's parameters),
+    type-checked and validated like a loaded config; an error names the key and ``source``.
+
+    >>> with_overrides(cfg, {"model.units": 32, "train.learning_rate": 0.001})
+    """
+    data = to_dict(cfg)
+    origin = {}
+    for key, value in values.items():
+        if _field_type(key) is None:
+            raise ConfigError(f"unknown config key '{key}' in {source}")
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+        origin[key] = source
+    try:
+        new = _build(Config, data, "", origin)
+        _check_semantics(new, origin)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return new
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:

@@ -430,6 +430,64 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class SearchParam:
+    """One dimension of the tuning search space (``tune.space``)."""
+
+    # float or int: drawn between low and high (inclusive); categorical: one of choices.
+    type: Literal["float", "int", "categorical"] = "float"
+    # Smallest value (float, int).
+    low: float = 0.0
+    # Largest value (float, int).
+    high: float = 1.0
+    # Draw on a log scale (float, int; low must then be above 0).
+    log: bool = False
+    # The values of a categorical parameter.
+    choices: list[bool | int | float | str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Hyper-parameter search (``jobs/tune.py``): Optuna's TPE sampler over ``space``, each
+    trial a Horovod training on the built features, scored by its best validation loss.  The
+    study lives in a SQLite file, so a killed search resumes where it stopped."""
+
+    # Finished (complete or pruned) trials the study should hold; a re-run runs only the
+    # missing ones, and raising this extends a finished study.
+    trials: int = 20
+    # Study name (one storage file can hold several studies).
+    study: str = "sales_st"
+    # SQLite file of the study (a local path); relative: to paths.data_dir; empty:
+    # <paths.runs>/tune/study.db.  The trials' models and the study summary go beside it.
+    storage: str = ""
+    # Seed of the TPE sampler.
+    seed: int = 42
+    # Trials drawn at random before TPE models the results.
+    startup_trials: int = 5
+    # The search space, replaced whole when given: dotted model.* or train.* key ->
+    # {type: float, int or categorical, low, high, log, choices}.
+    space: dict[str, SearchParam] = field(
+        default_factory=lambda: {
+            "model.units": SearchParam("categorical", choices=[16, 32, 48, 64]),
+            "model.dropout": SearchParam("float", 0.0, 0.3),
+            "model.embedding_dim": SearchParam("categorical", choices=[4, 8, 16]),
+            "train.learning_rate": SearchParam("float", 3e-4, 1e-2, log=True),
+            "train.batch_size": SearchParam("categorical", choices=[64, 128, 256]),
+        }
+    )
+    # Prune trials whose validation loss at some epoch is worse than the median of earlier
+    # trials at that epoch (Optuna's MedianPruner, judged on the per-epoch validation losses
+    # after the trial's training: a pruned trial is never chosen as best).
+    prune: bool = True
+    # Complete trials before any trial is pruned.
+    prune_startup_trials: int = 3
+    # First epochs of a trial that are never judged by the pruner.
+    prune_warmup_epochs: int = 1
+    # YAML overlay the best parameters are written to (relative: to the repository root);
+    # commit it and select it with --env, e.g. --env local,tuned.
+    overlay: str = "conf/tuned.yaml"
+
+
+@dataclass(frozen=True)
 class Config:
     # Where things live.
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -449,6 +507,8 @@ class Config:
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     # The backtest.
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # Hyper-parameter search.
+    tune: TuneConfig = field(default_factory=TuneConfig)
     # Spark SQL (Hive) database of every table (forecasts, metrics, run manifest).
     database: str = "sales_st"
     # Where the config came from; filled by the loader, not by YAML.

@@ -1,0 +1,240 @@
+"""Hyper-parameter search: the study's bookkeeping with a stand-in training (fast), and the tune
+job killed in the middle of a 3-trial study on the tiny panel and run again (real Horovod)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from optuna.trial import TrialState
+
+from sales_st.config import Config, load_config
+from sales_st.errors import ConfigError, DataError
+from sales_st.training.tune import (
+    TrialRun,
+    exclusive,
+    open_study,
+    overlay_path,
+    storage_path,
+    study_dir,
+    tune,
+)
+from tests.conftest import CONF, ROOT, TINY, make_config
+
+PY = sys.executable
+SPACE = (
+    "tune.space={model.dropout: {low: 0.0, high: 0.3}, "
+    "train.learning_rate: {low: 0.001, high: 0.01, log: true}}"
+)
+
+
+def conf_copy(tmp_path: Path) -> Path:
+    """A copy of conf/, so that the overlay the job writes (conf/tuned.yaml) stays in tmp."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    return conf
+
+
+def config(tmp_path: Path, *overrides: str) -> Config:
+    conf = conf_copy(tmp_path)
+    return load_config(conf, "local", [f"paths.data_dir={tmp_path / 'data'}", *overrides])
+
+
+def by_dropout(cfg: Config, number: int) -> TrialRun:
+    """A stand-in training: the validation loss after each of two epochs follows dropout."""
+    d = cfg.model.dropout
+    return TrialRun(f"model-{number}", [d + 0.5, d])
+
+
+def load(cfg: Config) -> optuna.Study:
+    return optuna.load_study(study_name=cfg.tune.study, storage=f"sqlite:///{storage_path(cfg)}")
+
+
+def test_median_pruning_on_the_epoch_losses_and_the_overlay(tmp_path):
+    cfg = config(
+        tmp_path,
+        "tune.trials=3",
+        "tune.space={model.dropout: {low: 0.0, high: 1.0}}",
+        "tune.prune_startup_trials=2",
+        "tune.prune_warmup_epochs=0",
+    )
+    study = open_study(cfg, storage_path(cfg))
+    for d in (0.1, 0.2, 0.9):  # the third is worse than the median at epoch 1: pruned
+        study.enqueue_trial({"model.dropout": d})
+    out = tune(cfg, by_dropout)
+
+    trials = load(cfg).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]
+    assert [t.value for t in trials[:2]] == [0.1, 0.2]
+    assert trials[2].user_attrs["pruned_at_epoch"] == 1
+    assert (out.finished, out.ran) == (3, 3)
+    assert out.best == {
+        "number": 0,
+        "value": 0.1,
+        "params": {"model.dropout": 0.1},
+        "model_id": "model-0",
+    }
+    # the overlay is a config overlay of the conf directory: --env local,tuned applies it
+    assert out.overlay == overlay_path(cfg) == str(tmp_path / "conf" / "tuned.yaml")
+    tuned = load_config(tmp_path / "conf", "local,tuned")
+    assert tuned.model.dropout == 0.1 and tuned.model.units == cfg.model.units
+    summary = json.loads(Path(out.summary_path).read_text())
+    assert summary["states"] == {"COMPLETE": 2, "PRUNED": 1}
+    assert [r["val_loss"] for r in summary["trials"]] == [[0.6, 0.1], [0.7, 0.2], [1.4, 0.9]]
+    assert os.path.dirname(out.summary_path) == study_dir(cfg)
+
+    again = tune(cfg, lambda c, n: pytest.fail("a finished study trains nothing"))
+    assert (again.finished, again.ran, again.best) == (3, 0, out.best)
+
+
+def test_a_trial_left_running_is_failed_and_run_again_with_its_parameters(tmp_path):
+    cfg = config(tmp_path, "tune.trials=2", "tune.space={model.dropout: {low: 0.0, high: 0.3}}")
+    study = open_study(cfg, storage_path(cfg))
+    study.enqueue_trial({"model.dropout": 0.05})
+    study.enqueue_trial({"model.dropout": 0.25})
+    first = study.ask()
+    study.tell(first, 0.05 + first.suggest_float("model.dropout", 0.0, 0.3))
+    killed = study.ask()  # a process killed while this trial trained leaves it RUNNING
+    killed.suggest_float("model.dropout", 0.0, 0.3)
+
+    seen: list[tuple[int, float]] = []
+
+    def train(c: Config, n: int) -> TrialRun:
+        seen.append((n, c.model.dropout))
+        return by_dropout(c, n)
+
+    out = tune(cfg, train)
+    assert seen == [(2, 0.25)]  # only the interrupted trial, with its parameters
+    trials = load(cfg).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].user_attrs["retry_of"] == 1
+    assert (out.finished, out.best["number"]) == (2, 0)
+
+
+def test_one_search_per_study_file(tmp_path):
+    lock = str(tmp_path / "study.db.lock")
+    with exclusive(lock), pytest.raises(DataError, match="another tune job"), exclusive(lock):
+        pass
+    with exclusive(lock):  # released
+        pass
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("tune.space={paths.models: {type: categorical, choices: [a]}}", "tune.space.paths.models"),
+        ("tune.space={model.units: {type: float, low: 8, high: 64}}", "model.units"),
+        ("tune.space={train.learning_rate: {low: 0.0, high: 0.1, log: true}}", "log scale"),
+        ("tune.space={model.units: {type: categorical}}", "needs choices"),
+        ("tune.trials=0", "tune.trials"),
+    ],
+)
+def test_a_bad_search_space_is_a_config_error_naming_the_key(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        make_config(tmp_path, override)
+
+
+# ---- the job, killed and resumed, with real trainings -----------------------------------------
+
+
+def states(db: Path) -> list[tuple[int, str]]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+    except sqlite3.OperationalError:  # not created yet, or busy: ask again
+        return []
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the job's process group and every process it started (the Horovod ranks run
+    under the Spark JVM and may have left the group)."""
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_tune_resumes_a_killed_three_trial_study(tmp_path, tiny_cfg, tiny_features):
+    conf = conf_copy(tmp_path)
+    data = tmp_path / "data"
+    args = [
+        PY,
+        "jobs/tune.py",
+        "--conf",
+        str(conf),
+        "--env",
+        "local",
+        f"paths.data_dir={data}",  # a metastore of its own: the test session holds the other
+        *TINY,
+        f"paths.features={tiny_cfg.path('features')}",
+        'spark.conf={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g", '
+        '"spark.ui.enabled": "false"}',
+        "train.epochs=2",
+        "model.units=8",
+        "model.decoder_units=8",
+        "tune.trials=3",
+        "tune.startup_trials=2",
+        SPACE,
+    ]
+    cfg = load_config(conf, "local", args[6:])
+    db = Path(storage_path(cfg))
+    log = open(tmp_path / "first.log", "w")
+    job = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and job.poll() is None:
+            seen = dict(states(db))
+            if "COMPLETE" in seen.values() and "RUNNING" in seen.values():
+                break  # the first trial is done and the second is training: kill it now
+            time.sleep(0.5)
+        assert job.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        kill_tree(job)
+    assert states(db) == [(0, "COMPLETE"), (1, "RUNNING")]  # nobody closed the killed trial
+    first = load(cfg).trials[0]
+
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    (tmp_path / "second.log").write_text(again.stderr)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    trials = load(cfg).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    kept = trials[0]  # the trial finished before the kill is kept, not trained again
+    assert (kept.state, kept.value, kept.params, kept.datetime_start) == (
+        TrialState.COMPLETE,
+        first.value,
+        first.params,
+        first.datetime_start,
+    )
+    assert "trial 0 (" not in again.stderr  # the rerun logged no start of trial 0
+    assert trials[1].state == TrialState.FAIL
+    assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == trials[1].params
+    assert len(trials) == 4
+
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    tuned = load_config(conf, "local,tuned", args[6:])
+    assert tuned.model.dropout == best.params["model.dropout"]
+    assert tuned.train.learning_rate == best.params["train.learning_rate"]
+    assert tuned.model.units == 8  # only the searched keys are in the overlay
+    summary = json.loads(Path(study_dir(cfg), "sales_st-summary.json").read_text())
+    assert summary["best"]["number"] == best.number
+    assert summary["best"]["model_id"] == best.user_attrs["model_id"]
