@@ -44,6 +44,23 @@ def metrics(df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def weekday_table(scored: pd.DataFrame) -> dict[str, dict[str, dict[int, float]]]:
+    """Per method: RMSPE of each run-date weekday's origins over the mean of the weekdays,
+    per horizon week (empty when the origins fall on fewer than two weekdays)."""
+    if scored.weekday.nunique() < 2:
+        return {}
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for m, g in scored.groupby("method"):
+        cells = {(d, int(w)): metrics(gw)["rmspe"] for (d, w), gw in g.groupby(["weekday", "week"])}
+        weeks = sorted({w for _, w in cells})
+        means = {w: float(np.mean([v for (_, ww), v in cells.items() if ww == w])) for w in weeks}
+        out[str(m)] = {
+            d: {w: cells[(d, w)] / means[w] for w in weeks if (d, w) in cells}
+            for d in sorted({d for d, _ in cells})
+        }
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--env", default="local")
@@ -74,6 +91,18 @@ def main() -> None:
     )
     wrows = [{"method": m, **{f"week {w}": v for w, v in ws.items()}} for m, ws in weeks.items()]
     print(table(wrows, "RMSPE by horizon week"))
+    by_weekday = weekday_table(scored)
+    if by_weekday:
+        for m, t in by_weekday.items():
+            print(
+                table(
+                    [
+                        {"weekday": d, **{f"week {w}": v for w, v in ws.items()}}
+                        for d, ws in t.items()
+                    ],
+                    f"{m}: RMSPE by run-date weekday / mean over weekdays, per horizon week",
+                )
+            )
     out = write_results(
         f"accuracy_{cfg.data.name}",
         {
@@ -83,6 +112,7 @@ def main() -> None:
             "overall": overall,
             "rmspe_by_horizon_week": weeks,
             "origins": sorted(str(o) for o in scored.origin.unique()),
+            "rmspe_ratio_by_weekday_and_week": by_weekday,
         },
     )
     print(f"written: {out}")

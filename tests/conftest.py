@@ -50,6 +50,7 @@ TINY = [
     "train.ablation=false",
     "evaluate.lightgbm_rounds=30",
     "evaluate.sample_series=2",
+    "forecast.model=latest",  # the forecast tests run without an evaluation; see test_selection
 ]
 
 

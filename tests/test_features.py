@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from sales_st.data.geo import haversine_km
 from sales_st.features.assemble import build_examples_df
 from sales_st.features.job import prepare, run_features
+from sales_st.features.windows import series_offset
 from tests.conftest import make_config
 
 T0 = dt.date(2024, 1, 1)  # a Monday
@@ -82,6 +83,7 @@ def small_cfg(data_root, tag, *extra):
         "features.splits.val_end=-14",
         "features.rows_per_file=100",
         "features.spatial.aggregate_levels=[city,state]",
+        "features.splits.train_offsets=run_date",  # hand-computed origins below
         *extra,
     )
 
@@ -238,6 +240,31 @@ def test_splits_respect_boundaries(built):
     assert {(run - o).days % 7 for o in ex.origin} == {0}
     # a series needs min_history days before its first origin
     assert ex.origin.min() >= T0 + dt.timedelta(days=L - 1)
+
+
+def test_training_origins_shifted_per_series_cover_the_weekdays(spark, data_root, built):
+    """train_offsets=series: each series keeps the stride, shifted by its own offset."""
+    cfg = small_cfg(data_root, "explicit", "features.splits.train_offsets=series")
+    prep, ex = examples_for(spark, cfg)
+    run = prep.run_date
+    tr = ex[ex.split == "train"]
+    # validation, test and score origins stay on the run date's grid
+    assert {(run - o).days % 7 for o in ex[ex.split != "train"].origin} == {0}
+    keys = tr[["store_id", "item_id"]].drop_duplicates()
+    want = (
+        spark.createDataFrame(keys)
+        .select("store_id", "item_id", series_offset(7).alias("offset"))
+        .toPandas()
+        .set_index(["store_id", "item_id"])["offset"]
+    )
+    assert len(want) == 3 and want.nunique() > 1  # these keys' offsets differ
+    for key, g in tr.groupby(["store_id", "item_id"]):
+        assert {(run - o).days % 7 for o in g.origin} == {want[key]}
+        steps = np.diff(np.sort(g.origin.to_numpy())).astype("timedelta64[D]").astype(int)
+        assert set(steps) == {7}
+    # about as many training origins as on the run date's grid (up to the data's edges)
+    fixed = built[1][built[1].split == "train"]
+    assert abs(len(tr) - len(fixed)) <= len(keys)
 
 
 def test_feature_job_accounts_for_every_row(spark, data_root):

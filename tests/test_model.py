@@ -116,6 +116,35 @@ def test_masked_pinball_loss_by_hand():
     assert float(loss(y_true, y_pred)[0]) == pytest.approx((0.1 + 0.0 + 0.1) / 3, rel=1e-6)
 
 
+def test_log_space_pinball_loss_by_hand():
+    loss = pinball_loss([0.1, 0.5, 0.9], log_offset=1.0)
+    e = float(np.e)
+    # target e - 1 -> log(e - 1 + 1) = 1; predictions 0, e - 1, e^2 - 1 -> logs 0, 1, 2:
+    # errors 1, 0, -1 -> pinball 0.1, 0, 0.1 (as in the scaled case, one unit apart in log)
+    y_true = tf.constant([[[e - 1.0, 1.0]]])
+    y_pred = tf.constant([[[0.0, e - 1.0, e * e - 1.0]]])
+    assert float(loss(y_true, y_pred)[0]) == pytest.approx(0.2 / 3, rel=1e-5)
+    # the same absolute miss costs less on a big day than on a small one
+    small = loss(tf.constant([[[1.0, 1.0]]]), tf.constant([[[1.5, 1.5, 1.5]]]))
+    big = loss(tf.constant([[[10.0, 1.0]]]), tf.constant([[[10.5, 10.5, 10.5]]]))
+    assert float(big[0]) < float(small[0]) / 5
+
+
+def test_log_space_model_starts_at_the_same_weekday_baseline():
+    """With the head's output at zero, both target spaces forecast fut_sw_mean exactly."""
+    x = inputs(3, 64)
+    outs = []
+    for space in ("log", "scaled"):
+        full = build_model(fake_spec(), ModelConfig(units=16, heads=2, target_space=space))
+        for w in full.get_layer("decoder_q").weights:
+            w.assign(tf.zeros_like(w))
+        outs.append(full(x, training=False)["quantiles"].numpy())
+    # raw 0 -> median = baseline; the outer quantiles sit softplus(0) away (in log / scaled)
+    sw = x["fut"].numpy()[..., fake_spec().layout.fut.index("fut_sw_mean")]
+    np.testing.assert_allclose(outs[0][..., 1], sw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs[1][..., 1], sw, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_reach_both_encoders():
     cfg = ModelConfig(units=16, heads=2, decoder_units=16)
     full = build_model(fake_spec(), cfg)

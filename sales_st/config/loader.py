@@ -225,6 +225,14 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
             "values in (0, 1) including 0.5",
         ),
         (cfg.model.units % max(cfg.model.heads, 1) == 0, "model.heads", "a divisor of model.units"),
+        (
+            0 < cfg.evaluate.ensemble_step <= 0.5
+            and abs(round(1 / cfg.evaluate.ensemble_step) * cfg.evaluate.ensemble_step - 1) < 1e-9,
+            "evaluate.ensemble_step",
+            "1/n for a whole n >= 2 (0.05, 0.1, 0.25, ...)",
+        ),
+        (cfg.evaluate.selection_max_rows >= 1, "evaluate.selection_max_rows", "at least 1"),
+        (cfg.model.log_offset > 0, "model.log_offset", "above 0"),
     ]
     for ok, key, expected in checks:
         if not ok:

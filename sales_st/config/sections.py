@@ -254,9 +254,14 @@ class SplitsConfig:
     val_end: int | str = -42
     # Days between backtest (test) origins, from val_end up to the run date.
     test_stride: int = 7
-    # Days between training origins (0: features.stride).  1 puts origins on every weekday,
-    # so the model serves any run date's weekday alike; pair it with train.epoch_fraction.
+    # Days between training origins (0: features.stride).  1 puts origins on every weekday
+    # of every series; pair it with train.epoch_fraction.
     train_stride: int = 0
+    # Where each series' training origins fall within the stride: "series" shifts them by
+    # a per-series offset (a hash of the series key, 0 .. stride - 1), so that with a stride
+    # of 7 the training origins cover every weekday at no extra cost and the model serves
+    # any run date's weekday alike; "run_date" puts them all on the run date's weekday.
+    train_offsets: Literal["series", "run_date"] = "series"
 
 
 @dataclass(frozen=True)
@@ -339,6 +344,13 @@ class ModelConfig:
     # The decoder predicts corrections to the same-weekday mean of recent weeks (a skip
     # connection from the fut_sw_mean input), not levels from scratch.
     baseline_skip: bool = True
+    # Space the quantile head and the loss work in: "log" learns log(y / scale + c)
+    # (c = log_offset), so that errors count relative to the day's level, as RMSPE, WAPE
+    # over mixed-size series and sMAPE read them; quantiles map back exactly (a quantile of
+    # a monotone transform is the transform of the quantile).  "scaled": y / scale as is.
+    target_space: Literal["log", "scaled"] = "log"
+    # c of the log space: larger is closer to the scaled space (more weight on big days).
+    log_offset: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -395,8 +407,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ForecastConfig:
-    # Model id or alias (latest, pretrained, finetuned, ...) to score with.
-    model: str = "latest"
+    # What to publish: "best" = the method that won the validation backtest (a network,
+    # LightGBM or their ensemble; written by the evaluation job to <models>/selection.json),
+    # or a network's model id or alias (latest, pretrained, finetuned, ...).
+    model: str = "best"
     # Rows per Arrow batch fed to the model when scoring (forecast and backtest).
     batch_size: int = 512
     # Add explanations: fusion gate, most-attended history days, spatial sources.
@@ -427,6 +441,14 @@ class EvaluateConfig:
     lightgbm_max_rows: int = 1_000_000
     # Series plotted in the report.
     sample_series: int = 6
+    # Metric the validation backtest selects the published method and fits the ensemble
+    # weights with (weights per horizon week over the networks and LightGBM).
+    selection_metric: Literal["wape", "rmspe", "mae"] = "wape"
+    # Grid step of the ensemble weights (each weight a multiple of it, summing to 1).
+    ensemble_step: float = 0.05
+    # Most validation rows (per method) brought to the driver for the selection; more are
+    # sampled by series, origin and horizon.
+    selection_max_rows: int = 2_000_000
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,7 +21,6 @@ from sales_st.evaluation.baselines import (
     KEYS,
     predict_lightgbm,
     simple_baselines,
-    train_lightgbm,
     truth_rows,
 )
 from sales_st.features.spec import FeatureSpec
@@ -79,31 +79,34 @@ def model_predictions(
 def all_predictions(
     spark: SparkSession,
     test: DataFrame,
-    train: DataFrame,
     spec: FeatureSpec,
     cfg: Config,
     run_date: dt.date,
+    lightgbm: dict[float, Any] | None,
+    baselines: bool = True,
 ) -> tuple[DataFrame, dict[str, str]]:
-    """``method, KEYS, horizon, point, quantile columns`` for every method; the model ids."""
+    """``method, KEYS, horizon, point, quantile columns`` for every method (the simple
+    baselines only when ``baselines``); the networks' model ids."""
     quantiles = sorted(cfg.model.quantiles)
     qcols = quantile_columns(quantiles)
-    preds = [
-        simple_baselines(test, spec.history, spec.horizon).select(
-            "*", *[F.lit(None).cast("double").alias(c) for c in qcols]
+    preds = []
+    if baselines:
+        preds.append(
+            simple_baselines(test, spec.history, spec.horizon).select(
+                "*", *[F.lit(None).cast("double").alias(c) for c in qcols]
+            )
         )
-    ]
     models, model_ids = model_predictions(test, spec, cfg, run_date, quantiles)
     preds += models
-    if "lightgbm" in cfg.evaluate.baselines:
-        e = cfg.evaluate
-        lgbm = train_lightgbm(
-            spark, train, spec, quantiles, e.lightgbm_rounds, e.lightgbm_leaves, e.lightgbm_max_rows
-        )
-        preds.append(predict_lightgbm(spark, lgbm, test, spec, qcols))
+    if lightgbm is not None:
+        preds.append(predict_lightgbm(spark, lightgbm, test, spec, qcols))
+    if not preds:
+        raise MissingInputError("evaluate: no method to backtest (no model and no baseline)")
     wanted = sorted(set(cfg.evaluate.baselines) | set(model_ids))
-    out = preds[0].select("method", *KEYS, "horizon", "point", *qcols)
+    cols = ["method", *KEYS, "horizon", "point", *qcols]
+    out = preds[0].select(*cols)
     for p in preds[1:]:
-        out = out.unionByName(p.select("method", *KEYS, "horizon", "point", *qcols))
+        out = out.unionByName(p.select(*cols))
     return out.where(F.col("method").isin(wanted)), model_ids
 
 

@@ -19,10 +19,12 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sales_st.config import EvaluateConfig
 from sales_st.data.contract import SERIES_KEY
 from sales_st.features import names as N
 from sales_st.features.spec import FeatureSpec
 from sales_st.frames import to_pandas
+from sales_st.storage.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,74 @@ def train_lightgbm(
         ds = lgb.Dataset(X, label=pdf["target"], categorical_feature=cats, free_raw_data=False)
         models[q] = lgb.train(params, ds, num_boost_round=rounds)
     return models
+
+
+LIGHTGBM_FILE = "lightgbm.json"
+
+
+def lightgbm_params(cfg: EvaluateConfig, quantiles: list[float]) -> dict[str, Any]:
+    return {
+        "quantiles": sorted(quantiles),
+        "rounds": cfg.lightgbm_rounds,
+        "leaves": cfg.lightgbm_leaves,
+        "max_rows": cfg.lightgbm_max_rows,
+    }
+
+
+def lightgbm_model(
+    spark: SparkSession,
+    train: DataFrame,
+    spec: FeatureSpec,
+    cfg: EvaluateConfig,
+    quantiles: list[float],
+    root: str,
+) -> tuple[str, dict[float, Any]]:
+    """The LightGBM baseline for these features and settings, from the model store when it
+    was trained before, else trained and stored (``lightgbm-<run date>-<hash>``, alias
+    ``lightgbm``) so that the forecast job can publish it."""
+    from sales_st.features.spec import write_spec
+    from sales_st.training import store as model_store
+
+    params = lightgbm_params(cfg, quantiles)
+    mid = model_store.model_id(
+        "lightgbm", spec.run_date.isoformat(), {"features": spec.features_id, **params}
+    )
+    if model_store.is_complete(root, mid):
+        log.info("lightgbm: model %s is already trained with these features: loaded", mid)
+        return mid, load_lightgbm(root, mid)
+    models = train_lightgbm(
+        spark,
+        train,
+        spec,
+        quantiles,
+        cfg.lightgbm_rounds,
+        cfg.lightgbm_leaves,
+        cfg.lightgbm_max_rows,
+    )
+    d = model_store.model_dir(root, mid)
+    write_spec(d, spec)
+    write_json(f"{d}/{LIGHTGBM_FILE}", {str(q): m.model_to_string() for q, m in models.items()})
+    write_json(
+        f"{d}/model.json",
+        {
+            "kind": "lightgbm",
+            "status": "complete",
+            "model_config": {"quantiles": sorted(quantiles)},
+            "params": params,
+            "features_id": spec.features_id,
+        },
+    )
+    model_store.set_aliases(root, mid, ["lightgbm"])
+    return mid, models
+
+
+def load_lightgbm(root: str, mid: str) -> dict[float, Any]:
+    import lightgbm as lgb
+
+    from sales_st.training import store as model_store
+
+    texts = read_json(f"{model_store.model_dir(root, mid)}/{LIGHTGBM_FILE}")
+    return {float(q): lgb.Booster(model_str=t) for q, t in texts.items()}
 
 
 def predict_lightgbm(

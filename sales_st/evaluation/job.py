@@ -12,17 +12,27 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sales_st.config import Config
 from sales_st.errors import DataError
 from sales_st.evaluation.backtest import all_predictions, metric_levels, scored_rows
+from sales_st.evaluation.baselines import KEYS, lightgbm_model
 from sales_st.evaluation.metrics import METRICS, bottom_up, compute_metrics
 from sales_st.evaluation.report import write_report
-from sales_st.features.spec import read_spec
+from sales_st.evaluation.selection import (
+    ENSEMBLE,
+    ensemble_id,
+    ensemble_rows,
+    select,
+    write_selection,
+)
+from sales_st.features.spec import FeatureSpec, read_spec
 from sales_st.frames import to_pandas
 from sales_st.serving.scoring import quantile_columns
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
@@ -44,6 +54,7 @@ class EvaluationResult:
     metrics_table: str
     predictions: str
     summary: RunSummary = field(default_factory=RunSummary)
+    selection: dict[str, Any] | None = None
 
 
 def run_evaluate(
@@ -60,9 +71,20 @@ def run_evaluate(
                 "(check features.splits and the run date)"
             )
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
-        train = spark.read.parquet(spec.split_path("train"))
-        predictions, model_ids = all_predictions(spark, test, train, spec, cfg, run_date)
-        qcols = quantile_columns(sorted(cfg.model.quantiles))
+        quantiles = sorted(cfg.model.quantiles)
+        qcols = quantile_columns(quantiles)
+        lgbm, lgbm_id = None, None
+        if "lightgbm" in cfg.evaluate.baselines:
+            train = spark.read.parquet(spec.split_path("train"))
+            lgbm_id, lgbm = lightgbm_model(
+                spark, train, spec, cfg.evaluate, quantiles, cfg.path("models")
+            )
+        predictions, model_ids = all_predictions(spark, test, spec, cfg, run_date, lgbm)
+        if lgbm_id:
+            model_ids["lightgbm"] = lgbm_id
+        selection = fit_selection(spark, cfg, spec, run_date, lgbm, model_ids)
+        if selection:
+            predictions, model_ids = with_selected(predictions, selection, model_ids, qcols)
         out_dir = f"{cfg.path('reports')}/{run_date}"
         rows = scored_rows(test, predictions, spec, cfg.data.region_columns, qcols)
         predictions_dir = write_parquet_atomic(rows.repartition(2), f"{out_dir}/predictions")
@@ -104,6 +126,7 @@ def run_evaluate(
         details={
             "report": report,
             "overall": overall[["method", *METRICS]].to_dict(orient="records"),
+            "selection": selection,
         },
     )
     return EvaluationResult(
@@ -112,4 +135,82 @@ def run_evaluate(
         metrics_table=table,
         predictions=predictions_dir,
         summary=summary,
+        selection=selection,
     )
+
+
+def fit_selection(
+    spark: SparkSession,
+    cfg: Config,
+    spec: FeatureSpec,
+    run_date: dt.date,
+    lgbm: dict[float, Any] | None,
+    model_ids: dict[str, str],
+) -> dict[str, Any] | None:
+    """Score the validation windows with every publishable method, fit the ensemble and
+    pick the winner (see ``selection``); written to ``<models>/selection.json``."""
+    e = cfg.evaluate
+    members = [m for m in e.models if m in model_ids] + (["lightgbm"] if lgbm else [])
+    if not members:
+        log.warning("evaluate: no trained model or LightGBM: no selection for forecast.model=best")
+        return None
+    val = spark.read.parquet(spec.split_path("val"))
+    qcols = quantile_columns(sorted(cfg.model.quantiles))
+    preds, _ = all_predictions(spark, val, spec, cfg, run_date, lgbm, baselines=False)
+    rows = scored_rows(val, preds, spec, [], qcols).where(F.expr(e.metric_filter))
+    n = rows.where(F.col("method") == members[0]).count()
+    if n == 0:
+        log.warning("evaluate: the validation split has no rows under the metric filter")
+        return None
+    if n > e.selection_max_rows:  # the same rows for every method: sample by key
+        keep = e.selection_max_rows / n
+        bucket = F.abs(F.hash(*KEYS, "horizon")) % 1_000_000
+        rows = rows.where(bucket < F.lit(int(keep * 1_000_000)))
+    pdf = to_pandas(rows.select("method", *KEYS, "horizon", "actual", "point"))
+    index = [*KEYS, "horizon"]
+    wide = pdf.pivot_table(index=index, columns="method", values="point", aggfunc="first")
+    wide["actual"] = pdf.groupby(index)["actual"].first()
+    wide = wide.reset_index()
+    for m in members:
+        if m not in wide:
+            wide[m] = np.nan
+    sel = select(wide, members, e.selection_metric, e.ensemble_step)
+    sel.update(
+        model_ids={m: model_ids[m] for m in members},
+        run_date=str(run_date),
+        features_id=spec.features_id,
+    )
+    write_selection(cfg.path("models"), sel)
+    table = "\n".join(
+        f"  {m:<16} {v:.4f}{'  <- published by forecast.model=best' if m == sel['winner'] else ''}"
+        for m, v in sorted(sel["validation"].items(), key=lambda kv: kv[1])
+    )
+    log.info(
+        "model selection on %d validation rows (%d origins), %s:\n%s\n  ensemble weights "
+        "per horizon week over %s: %s",
+        sel["validation_rows"],
+        sel["validation_origins"],
+        sel["metric"],
+        table,
+        members,
+        sel["weights"],
+    )
+    return sel
+
+
+def with_selected(
+    predictions: DataFrame,
+    selection: dict[str, Any],
+    model_ids: dict[str, str],
+    qcols: list[str],
+) -> tuple[DataFrame, dict[str, str]]:
+    """Test predictions plus the ``ensemble`` (weights from the validation fit) and ``best``
+    (the validation winner's rows) methods."""
+    ids = dict(model_ids)
+    if len(selection["members"]) > 1:
+        predictions = predictions.unionByName(ensemble_rows(predictions, selection, qcols))
+        ids[ENSEMBLE] = ensemble_id(selection)
+    winner = selection["winner"]
+    best = predictions.where(F.col("method") == winner).withColumn("method", F.lit("best"))
+    ids["best"] = ids.get(winner, winner)
+    return predictions.unionByName(best), ids

@@ -25,6 +25,7 @@ known-future block, which is what the leakage test checks.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from pyspark.errors import ParseException
@@ -32,6 +33,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sales_st.config import FeaturesConfig
+from sales_st.data.contract import SERIES_KEY
 from sales_st.errors import ConfigError, DataError
 from sales_st.features import names as N
 from sales_st.features.calendar import NO_HOLIDAY, Axis
@@ -44,25 +46,55 @@ SCALE_FALLBACK_DAYS = 364
 def explode_origins(series: DataFrame, rules: list[OriginRule], cfg: FeaturesConfig) -> DataFrame:
     """Cross every series with its split origins (``split``, ``o``), honouring min_history.
 
-    One explode of a literal array of (split, origin) pairs, so the (expensive) per-series
-    input is read once whatever the number of splits.
+    One explode of an array of (split, origin) pairs, so the (expensive) per-series input is
+    read once whatever the number of splits.  With ``splits.train_offsets: series`` the
+    training origins of a series are shifted by its own offset within the stride (see
+    ``series_offset``): every weekday is a training origin of some series.
     """
     L = cfg.history
-    pairs = []
+    arrays, any_origin = [], False
     for rule in rules:
-        days = origin_candidates(rule, 0 if rule.name == "score" else cfg.horizon, L - 1)
-        pairs += [F.struct(F.lit(rule.name).alias("split"), F.lit(d).alias("o")) for d in days]
-    if not pairs:
+        horizon = 0 if rule.name == "score" else cfg.horizon
+        shifted = rule.name == "train" and cfg.splits.train_offsets == "series"
+        if shifted and rule.stride > 1:
+            days = origin_candidates(dataclasses.replace(rule, stride=1), horizon, L - 1)
+            pairs = shifted_pairs(rule, days)
+        else:
+            days = origin_candidates(rule, horizon, L - 1)
+            pairs = F.array(
+                *[F.struct(F.lit(rule.name).alias("split"), F.lit(d).alias("o")) for d in days]
+            )
+        if days:
+            arrays.append(pairs)
+            any_origin = True
+    if not any_origin:
         raise DataError(
             "no forecast origin fits the configured splits and history length: the data "
             "is shorter than features.history plus the split offsets"
         )
     out = (
-        series.select("*", F.explode(F.array(*pairs)).alias("_so"))
+        series.select("*", F.explode(F.concat(*arrays)).alias("_so"))
         .select("*", F.col("_so.split").alias("split"), F.col("_so.o").alias("o"))
         .drop("_so")
     )
     return out.where(F.expr(f"o >= first_day + {cfg.min_history - 1}"))
+
+
+def shifted_pairs(rule: OriginRule, days: list[int]) -> Column:
+    """(split, origin) pairs of the days ``d`` with ``anchor - d = offset (mod stride)``, the
+    offset being the series' own (an array expression evaluated per series row)."""
+    offset = series_offset(rule.stride)
+    kept = F.filter(
+        F.array(*[F.lit(d) for d in days]),
+        lambda d: F.pmod(F.lit(rule.anchor) - d, F.lit(rule.stride)) == offset,
+    )
+    return F.transform(kept, lambda d: F.struct(F.lit(rule.name).alias("split"), d.alias("o")))
+
+
+def series_offset(stride: int) -> Column:
+    """A series' training-origin offset within the stride: 0 .. stride - 1 from a hash of
+    its key (stable across runs, spread evenly over many series)."""
+    return F.pmod(F.xxhash64(*[F.col(c).cast("string") for c in SERIES_KEY]), F.lit(stride))
 
 
 def select_declared(df: DataFrame, exprs: dict[str, Column], declared: dict[str, str]) -> DataFrame:

@@ -251,9 +251,18 @@ def build_model(spec: FeatureSpec, cfg: ModelConfig) -> keras.Model:
     raw = layers.Dense(len(cfg.quantiles), name="decoder_q")(x)
     quantiles = monotone_quantiles(raw, cfg.quantiles)
     fut_names = spec.layout.fut
+    skip = None
     if cfg.baseline_skip and N.SW_MEAN in fut_names:
         i = fut_names.index(N.SW_MEAN)
-        quantiles = quantiles + inp["fut"][..., i : i + 1]
+        skip = inp["fut"][..., i : i + 1]
+    if cfg.target_space == "log":  # the head works in log(y / scale + c)
+        c = cfg.log_offset
+        if skip is not None:
+            quantiles = quantiles + tf.math.log(tf.maximum(skip, 0.0) + c)
+        # capped at e^20 times the series' scale: keeps a diverging head finite (and ordered)
+        quantiles = tf.exp(tf.minimum(quantiles, 20.0)) - c
+    elif skip is not None:
+        quantiles = quantiles + skip
     outputs = {
         "quantiles": quantiles,
         "temporal_attention": alpha,
@@ -275,12 +284,17 @@ def monotone_quantiles(raw: tf.Tensor, quantiles: list[float]) -> tf.Tensor:
     return tf.concat([lower, median, upper], axis=-1)
 
 
-def pinball_loss(quantiles: list[float]):
-    """Masked pinball loss; ``y_true`` is [B, H, 2] = (scaled target, mask)."""
+def pinball_loss(quantiles: list[float], log_offset: float | None = None):
+    """Masked pinball loss; ``y_true`` is [B, H, 2] = (scaled target, mask).  With
+    ``log_offset`` c, on log(y + c) and log(prediction + c) (see ``target_space``)."""
     q = tf.constant(sorted(quantiles), dtype=tf.float32)
 
     def loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         y, mask = y_true[..., :1], y_true[..., 1]
+        if log_offset is not None:
+            c = log_offset
+            y = tf.math.log(tf.maximum(y, 0.0) + c)
+            y_pred = tf.math.log(tf.maximum(y_pred + c, 1e-6))
         err = y - y_pred  # [B, H, Q]
         pin = tf.reduce_mean(tf.maximum(q * err, (q - 1.0) * err), axis=-1)
         return tf.reduce_sum(pin * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)

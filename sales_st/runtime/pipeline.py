@@ -1,4 +1,4 @@
-"""The main job: inputs -> features -> train -> forecast -> evaluate, in one Spark session.
+"""The main job: inputs -> features -> train -> evaluate -> forecast, in one Spark session.
 
 Each stage has a fingerprint of what it depends on (its config sections, the run date, the
 fingerprint of the stage before it, the library's code, and for external inputs their
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGES = ("generate", "features", "train", "forecast", "evaluate")
+STAGES = ("generate", "features", "train", "evaluate", "forecast")
 
 
 def _hash(*parts: Any) -> str:

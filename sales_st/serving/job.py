@@ -6,19 +6,22 @@ of the catalog table ``<database>.forecasts``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass, field
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sales_st.config import Config
 from sales_st.data.contract import SERIES_KEY
 from sales_st.errors import DataError
+from sales_st.evaluation.baselines import KEYS
+from sales_st.evaluation.selection import ENSEMBLE, ensemble_id, ensemble_rows, read_selection
 from sales_st.features.assemble import build_examples_df
 from sales_st.features.job import prepare
 from sales_st.features.spec import FeatureSpec
-from sales_st.serving.scoring import forecast_ddl, score_examples
+from sales_st.serving.scoring import forecast_ddl, quantile_columns, score_examples
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
 from sales_st.training import store as model_store
 
@@ -32,14 +35,52 @@ class ForecastResult:
     series: int
     model_id: str
     run_date: dt.date
+    method: str = ""
     summary: RunSummary = field(default_factory=RunSummary)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the forecast job publishes: one network (``members`` empty), or a weighted mix
+    of stored models (LightGBM alone is a mix of one)."""
+
+    model_id: str  # the network's id, or the mix's recorded id
+    method: str
+    members: dict[str, str] = field(default_factory=dict)  # name -> model id
+    weights: dict[str, list[float]] = field(default_factory=dict)  # horizon week -> weights
+
+
+def resolve_published(root: str, ref: str) -> Published:
+    """``forecast.model`` -> what to publish; ``best`` reads the evaluation's selection."""
+    if ref != "best":
+        mid = model_store.resolve(root, ref)
+        if model_store.load_meta(root, mid).get("kind") == "lightgbm":
+            return Published(mid, "lightgbm", {"lightgbm": mid}, {"0": [1.0]})
+        return Published(mid, ref)
+    sel = read_selection(root)
+    winner, ids = sel["winner"], sel["model_ids"]
+    for name, mid in ids.items():
+        model_store.resolve(root, mid)  # a clear error when a member was deleted
+        if model_store.load_spec(root, mid).features_id != sel["features_id"]:
+            raise DataError(
+                f"model selection in {root}: member {name} ({mid}) was trained on other "
+                "features than the selection; re-run the evaluation job"
+            )
+    if winner == ENSEMBLE:
+        return Published(ensemble_id(sel), winner, ids, sel["weights"])
+    mid = ids[winner]
+    if model_store.load_meta(root, mid).get("kind") == "lightgbm":
+        return Published(mid, winner, {winner: mid}, {"0": [1.0]})
+    return Published(mid, winner)
 
 
 def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> ForecastResult:
     root = cfg.path("models")
-    mid = model_store.resolve(root, cfg.forecast.model)
-    meta = model_store.load_meta(root, mid)
-    spec = model_store.load_spec(root, mid)
+    pub = resolve_published(root, cfg.forecast.model)
+    first = next(iter(pub.members.values()), pub.model_id)
+    meta = model_store.load_meta(root, first)
+    spec = model_store.load_spec(root, first)
+    log.info("forecast: publishing %s (%s)", pub.method, pub.model_id)
     prep = prepare(spark, cfg, run_date, vocab=spec.vocab)
     try:
         check_compatible(spec, cfg, prep.wide.levels)
@@ -47,16 +88,19 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
         quantiles = meta["model_config"]["quantiles"]
         regions = cfg.data.region_columns
-        rows = score_examples(
-            examples,
-            root,
-            mid,
-            quantiles,
-            regions,
-            prep.run_date,
-            cfg.forecast.explain,
-            cfg.forecast.top_steps,
-        )
+        if pub.members:
+            rows = mixed_rows(spark, examples, root, pub, quantiles, regions, prep.run_date, cfg)
+        else:
+            rows = score_examples(
+                examples,
+                root,
+                pub.model_id,
+                quantiles,
+                regions,
+                prep.run_date,
+                cfg.forecast.explain,
+                cfg.forecast.top_steps,
+            )
         table = f"{cfg.database}.{cfg.forecast.table}"
         ensure_table(spark, table, forecast_ddl(quantiles, regions), ["run_date"])
         replace_partition(rows, table, {"run_date": prep.run_date})
@@ -77,15 +121,16 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         n_rows,
         n_series,
         prep.run_date,
-        mid,
+        pub.model_id,
         table,
     )
     summary = RunSummary(
         run_date=prep.run_date,
-        model_id=mid,
+        model_id=pub.model_id,
         rows_in=total_series,
         rows_out=n_rows,
         details={
+            "method": pub.method,
             "series_forecast": n_series,
             "series_total": total_series,
             "series_without_forecast": total_series - n_series,
@@ -95,9 +140,94 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         table=table,
         rows=n_rows,
         series=n_series,
-        model_id=mid,
+        model_id=pub.model_id,
+        method=pub.method,
         run_date=prep.run_date,
         summary=summary,
+    )
+
+
+EXPLANATIONS = [
+    "gate",
+    "top_history_dates",
+    "top_history_weights",
+    "spatial_sources",
+    "spatial_weights",
+]
+
+
+def mixed_rows(
+    spark: SparkSession,
+    examples: DataFrame,
+    root: str,
+    pub: Published,
+    quantiles: list[float],
+    regions: list[str],
+    run_date: dt.date,
+    cfg: Config,
+) -> DataFrame:
+    """Forecast rows of a weighted mix of stored models (see ``evaluation.selection``); the
+    explanations come from the first network among the members, if any."""
+    from sales_st.evaluation.baselines import load_lightgbm, predict_lightgbm
+
+    qcols = quantile_columns(quantiles)
+    median = qcols[sorted(quantiles).index(0.5)]
+    parts, explained = [], None
+    for name, mid in pub.members.items():
+        if model_store.load_meta(root, mid).get("kind") == "lightgbm":
+            lgbm = load_lightgbm(root, mid)
+            part = predict_lightgbm(spark, lgbm, examples, model_store.load_spec(root, mid), qcols)
+            part = part.withColumn("method", F.lit(name))
+        else:
+            scored = score_examples(
+                examples,
+                root,
+                mid,
+                quantiles,
+                regions,
+                run_date,
+                cfg.forecast.explain,
+                cfg.forecast.top_steps,
+            ).persist()
+            explained = scored if explained is None else explained
+            part = scored.select(
+                F.lit(name).alias("method"),
+                *SERIES_KEY,
+                F.expr("date_sub(target_date, horizon)").alias("origin"),
+                "horizon",
+                F.col(median).alias("point"),
+                *qcols,
+            )
+        parts.append(part.select("method", *KEYS, "horizon", "point", *qcols))
+    preds = functools.reduce(DataFrame.unionByName, parts)
+    mixed = ensemble_rows(
+        preds, {"members": list(pub.members), "weights": pub.weights}, qcols
+    ).withColumn("target_date", F.expr("date_add(origin, horizon)"))
+    if explained is not None:
+        extra = explained.select(*SERIES_KEY, *regions, "target_date", *EXPLANATIONS)
+        out = mixed.join(extra, [*SERIES_KEY, "target_date"], "left")
+    else:
+        present = [c for c in regions if c in examples.columns]
+        keys = examples.select(*SERIES_KEY, *present).dropDuplicates(SERIES_KEY)
+        out = mixed.join(keys, SERIES_KEY, "left")
+        out = out.select(
+            "*",
+            *[F.lit(None).cast("string").alias(c) for c in regions if c not in present],
+            F.lit(None).cast("double").alias("gate"),
+            F.lit(None).cast("array<date>").alias("top_history_dates"),
+            F.lit(None).cast("array<double>").alias("top_history_weights"),
+            F.lit(None).cast("array<string>").alias("spatial_sources"),
+            F.lit(None).cast("array<double>").alias("spatial_weights"),
+        )
+    return out.select(
+        *SERIES_KEY,
+        *regions,
+        "target_date",
+        F.col("horizon").cast("int").alias("horizon"),
+        *qcols,
+        F.lit(pub.model_id).alias("model_id"),
+        *EXPLANATIONS,
+        F.lit(run_date).cast("date").alias("run_date"),
     )
 
 

@@ -289,7 +289,8 @@ def _compiled_model(
         log.info("frozen encoders %s (%d layers)", plan.freeze, len(frozen))
     lr = plan.learning_rate * hvd.size()
     opt = hvd.DistributedOptimizer(keras.optimizers.legacy.Adam(learning_rate=lr))
-    model.compile(optimizer=opt, loss=pinball_loss(mcfg.quantiles))
+    log_offset = mcfg.log_offset if mcfg.target_space == "log" else None
+    model.compile(optimizer=opt, loss=pinball_loss(mcfg.quantiles, log_offset))
     return full, model, opt, initial_digest
 
 
