@@ -3,6 +3,7 @@ job killed in the middle of a 3-trial study on the tiny panel and run again (rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 from sales_st.config import Config, load_config
 from sales_st.errors import ConfigError, DataError
 from sales_st.training.tune import (
+    EpochWatcher,
     TrialRun,
     exclusive,
     open_study,
@@ -50,10 +52,16 @@ def config(tmp_path: Path, *overrides: str) -> Config:
     return load_config(conf, "local", [f"paths.data_dir={tmp_path / 'data'}", *overrides])
 
 
-def by_dropout(cfg: Config, number: int) -> TrialRun:
-    """A stand-in training: the validation loss after each of two epochs follows dropout."""
+def by_dropout(cfg: Config, number: int, on_epoch) -> TrialRun:
+    """A stand-in training of two epochs whose validation loss follows dropout; it tells the
+    hook after each epoch and stops when asked, as the real training does."""
     d = cfg.model.dropout
-    return TrialRun(f"model-{number}", [d + 0.5, d])
+    losses: list[float] = []
+    for value in (d + 0.5, d):
+        losses.append(value)
+        if on_epoch(len(losses) - 1, value):
+            break
+    return TrialRun(f"model-{number}", losses)
 
 
 def load(cfg: Config) -> optuna.Study:
@@ -90,10 +98,11 @@ def test_median_pruning_on_the_epoch_losses_and_the_overlay(tmp_path):
     assert tuned.model.dropout == 0.1 and tuned.model.units == cfg.model.units
     summary = json.loads(Path(out.summary_path).read_text())
     assert summary["states"] == {"COMPLETE": 2, "PRUNED": 1}
-    assert [r["val_loss"] for r in summary["trials"]] == [[0.6, 0.1], [0.7, 0.2], [1.4, 0.9]]
+    # the pruned trial's training stopped after its first epoch
+    assert [r["val_loss"] for r in summary["trials"]] == [[0.6, 0.1], [0.7, 0.2], [1.4]]
     assert os.path.dirname(out.summary_path) == study_dir(cfg)
 
-    again = tune(cfg, lambda c, n: pytest.fail("a finished study trains nothing"))
+    again = tune(cfg, lambda c, n, h: pytest.fail("a finished study trains nothing"))
     assert (again.finished, again.ran, again.best) == (3, 0, out.best)
 
 
@@ -109,9 +118,9 @@ def test_a_trial_left_running_is_failed_and_run_again_with_its_parameters(tmp_pa
 
     seen: list[tuple[int, float]] = []
 
-    def train(c: Config, n: int) -> TrialRun:
+    def train(c: Config, n: int, on_epoch) -> TrialRun:
         seen.append((n, c.model.dropout))
-        return by_dropout(c, n)
+        return by_dropout(c, n, on_epoch)
 
     out = tune(cfg, train)
     assert seen == [(2, 0.25)]  # only the interrupted trial, with its parameters
@@ -119,6 +128,53 @@ def test_a_trial_left_running_is_failed_and_run_again_with_its_parameters(tmp_pa
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert trials[2].user_attrs["retry_of"] == 1
     assert (out.finished, out.best["number"]) == (2, 0)
+
+
+def test_the_watcher_reports_each_epoch_once_and_asks_the_training_to_stop(tmp_path):
+    from sales_st.storage.files import write_json
+
+    calls: list[tuple[int, float]] = []
+
+    def hook(epoch: int, value: float) -> bool:
+        calls.append((epoch, value))
+        return value > 1.5  # "prune" on the second epoch's loss
+
+    mdir = tmp_path / "model"
+    w = EpochWatcher(hook)
+    w.model_dir = str(mdir)
+    w.poll()  # no state yet: nothing to report
+    write_json(f"{mdir}/checkpoints/state.json", {"history": {"val_loss": [1.0]}})
+    w.poll()
+    assert calls == [(0, 1.0)] and not (mdir / "STOP").exists()
+    write_json(f"{mdir}/checkpoints/state.json", {"history": {"val_loss": [1.0, 2.0]}})
+    w.poll()
+    w.poll()
+    assert calls == [(0, 1.0), (1, 2.0)]
+    assert json.loads((mdir / "STOP").read_text()) == {"epoch": 2}
+
+
+@pytest.mark.slow
+def test_a_stop_request_ends_a_real_training_after_the_epoch(
+    spark, tmp_path, tiny_cfg, tiny_features
+):
+    """The file the watcher writes stops both Horovod ranks after the current epoch."""
+    from sales_st.training.driver import run_training
+
+    cfg = dataclasses.replace(
+        tiny_cfg,
+        paths=dataclasses.replace(tiny_cfg.paths, models=str(tmp_path / "models")),
+        train=dataclasses.replace(tiny_cfg.train, epochs=3, calibrate=False, ablation=False),
+    )
+    out = run_training(
+        spark,
+        cfg,
+        "pretrain",
+        on_start=lambda mdir: Path(mdir, "STOP").write_text("{}"),
+    )
+    meta = json.loads(Path(out.model_dir, "model.json").read_text())
+    assert meta["stopped_on_request"] is True and meta["status"] == "complete"
+    assert meta["epochs_trained"] == 1 and len(out.history["val_loss"]) == 1
+    assert {r["epochs_run"] for r in out.results} == {1}  # both ranks stopped
 
 
 def test_one_search_per_study_file(tmp_path):

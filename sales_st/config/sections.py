@@ -497,8 +497,8 @@ class TuneConfig:
         }
     )
     # Prune trials whose validation loss at some epoch is worse than the median of earlier
-    # trials at that epoch (Optuna's MedianPruner, judged on the per-epoch validation losses
-    # after the trial's training: a pruned trial is never chosen as best).
+    # trials at that epoch (Optuna's MedianPruner), stopping its training after that epoch;
+    # a pruned trial is never chosen as best.
     prune: bool = True
     # Complete trials before any trial is pruned.
     prune_startup_trials: int = 3

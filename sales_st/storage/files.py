@@ -149,6 +149,13 @@ def read_json(path: str) -> Any:
         return json.load(fh)
 
 
+def remove_file(path: str) -> None:
+    """Delete a file if it exists (any fsspec URL)."""
+    fs, fpath = fsspec.core.url_to_fs(path)
+    if fs.exists(fpath):
+        fs.rm(fpath)
+
+
 def json_exists(path: str) -> bool:
     fs, fpath = fsspec.core.url_to_fs(path)
     return fs.exists(fpath)

@@ -1,5 +1,6 @@
-"""Keras callbacks of the Horovod worker: checkpointing with resume state, epoch timing, and
-fault injection for the resume test.
+"""Keras callbacks of the Horovod worker: checkpointing with resume state, epoch timing, a
+stop on request (a file, e.g. from the tuning job's pruner), and fault injection for the
+resume test.
 
 Import this module inside the worker only: it loads TensorFlow.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 from tensorflow import keras
 
-from sales_st.storage.files import write_json
+from sales_st.storage.files import json_exists, write_json
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,26 @@ class EpochTimer(keras.callbacks.Callback):
         if self._t0:
             self.seconds.append(time.perf_counter() - self._t0)
             self._t0 = 0.0
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """End the training after an epoch when ``path`` exists (rank 0 looks; every rank learns
+    the answer through an allreduce, so all of them stop at the same epoch)."""
+
+    def __init__(self, path: str, hvd: Any):
+        super().__init__()
+        self.path, self.hvd = path, hvd
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        import tensorflow as tf
+
+        asked = 1.0 if self.hvd.rank() == 0 and json_exists(self.path) else 0.0
+        total = self.hvd.allreduce(
+            tf.constant(asked, tf.float32), op=self.hvd.Sum, name="stop_requested"
+        )
+        if float(total) > 0:
+            log.info("training stopped on request after epoch %d (%s)", epoch + 1, self.path)
+            self.model.stop_training = True
 
 
 class FailAfter(keras.callbacks.Callback):

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,9 @@ from sales_st.config import Config, to_dict
 from sales_st.errors import ConfigError, DataError
 from sales_st.features.spec import FeatureSpec, SplitInfo, read_spec, write_spec
 from sales_st.storage.catalog import RunSummary
-from sales_st.storage.files import write_json, write_parquet_atomic
+from sales_st.storage.files import json_exists, remove_file, write_json, write_parquet_atomic
 from sales_st.training import store as model_store
-from sales_st.training.worker import TrainPlan, read_state
+from sales_st.training.worker import STOP_FILE, TrainPlan, read_state
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,13 @@ def run_training(
     parent: str | None = None,
     force: bool = False,
     aliases: list[str] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Pre-train on every series, or fine-tune ``parent`` on ``train.finetune.segment``."""
+    """Pre-train on every series, or fine-tune ``parent`` on ``train.finetune.segment``.
+
+    ``on_start`` is called with the model directory just before the ranks start: a watcher
+    can read each epoch's losses from ``checkpoints/state.json`` there, and end the training
+    after an epoch by creating the file ``STOP`` there (see ``tune``)."""
     root, tcfg = cfg.path("models"), cfg.train
     setup = _setup(cfg, read_spec(cfg.path("features")), mode, parent)
     segment = tcfg.finetune.segment if mode == "finetune" else None
@@ -210,8 +216,15 @@ def run_training(
         plan.val_rows,
         f", resuming after epoch {resumed['epoch']}" if resumed else "",
     )
+    stop = f"{mdir}/{STOP_FILE}"
+    remove_file(stop)  # a request left by an earlier run of this model is not for this one
+    if on_start is not None:
+        on_start(mdir)
     results = run_ranks(plan, tcfg.ranks)
     history = results[0].get("history", {})
+    if json_exists(stop):
+        meta["stopped_on_request"] = True
+        log.info("model %s: training ended on request (%s)", mid, stop)
     calibration = calibrate(spark, cfg, spec, mdir, mid, setup.model_cfg["quantiles"])
     meta.update(
         status="complete",

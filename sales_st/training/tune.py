@@ -10,11 +10,12 @@ time; a lock file beside the database enforces it, which is what makes "running"
 "killed" at the next start.
 
 Pruning (``tune.prune``, Optuna's MedianPruner) judges a trial's validation loss epoch by
-epoch against the earlier trials' at the same epoch, but only once its training has ended:
-the ranks run inside Spark tasks that cannot reach the study, and the training has no hook
-to be stopped between epochs.  So a pruned trial saves no training time (early stopping,
-``train.patience``, is what cuts a poor training short); it is recorded as pruned, as the
-pruner would have stopped it, and is never chosen as best.
+epoch against the earlier trials' at the same epoch, while it trains: the ranks run inside
+Spark tasks that cannot reach the study, so a watcher thread on the driver reads each
+epoch's losses from the checkpoint state rank 0 writes (``<model dir>/checkpoints/
+state.json``), reports them, and when the pruner says so creates ``<model dir>/STOP``, which
+ends the training after the current epoch on every rank.  A pruned trial is never chosen as
+best.
 
 Each trial trains with ``train.calibrate`` and ``train.ablation`` off, into a model store of
 its own beside the study (``<storage dir>/<study>/models``), so the production aliases never
@@ -31,6 +32,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -64,8 +66,10 @@ class TrialRun:
     val_loss: list[float]
 
 
-# (the trial's config, its number) -> what its training reported
-TrainFn = Callable[[Config, int], TrialRun]
+# Told each epoch's validation loss as soon as it is known; True asks the training to stop.
+EpochHook = Callable[[int, float], bool]
+# (the trial's config, its number, the epoch hook) -> what its training reported
+TrainFn = Callable[[Config, int, EpochHook], TrialRun]
 
 
 @dataclass
@@ -115,19 +119,69 @@ def study_dir(cfg: Config) -> str:
 def run_tuning(spark: SparkSession, cfg: Config) -> TuneResult:
     """Run the missing trials of the configured study, each a Horovod training on Spark."""
     read_spec(cfg.path("features"))  # missing features: one clear error, no failed trial
-    return tune(cfg, lambda trial_cfg, number: train_trial(spark, trial_cfg, number))
+    return tune(cfg, lambda trial_cfg, number, hook: train_trial(spark, trial_cfg, number, hook))
 
 
-def train_trial(spark: SparkSession, cfg: Config, number: int) -> TrialRun:
+def train_trial(spark: SparkSession, cfg: Config, number: int, on_epoch: EpochHook) -> TrialRun:
     """One trial's training (pre-training on every series), aliased ``trial-<number>`` in the
-    trials' model store; a model already trained with these settings is read, not retrained."""
+    trials' model store; a model already trained with these settings is read, not retrained.
+    Each epoch's validation loss reaches ``on_epoch`` while the training runs."""
     from sales_st.training.driver import run_training
 
-    result = run_training(spark, cfg, "pretrain", aliases=[f"trial-{number}"])
+    watcher = EpochWatcher(on_epoch)
+    try:
+        result = run_training(
+            spark, cfg, "pretrain", aliases=[f"trial-{number}"], on_start=watcher.start
+        )
+    finally:
+        watcher.stop()
     history = result.history
     if not history and json_exists(f"{result.model_dir}/history.json"):
         history = read_json(f"{result.model_dir}/history.json")
     return TrialRun(result.model_id, [float(v) for v in history.get("val_loss", [])])
+
+
+class EpochWatcher:
+    """Polls a training's checkpoint state (``<model dir>/checkpoints/state.json``, written
+    by rank 0 after every epoch) from a driver thread: each new epoch's validation loss goes
+    to the hook, and when the hook answers True the file ``<model dir>/STOP`` asks the ranks
+    to end the training after their current epoch."""
+
+    def __init__(self, hook: EpochHook, interval_s: float = 1.0):
+        self.hook, self.interval_s = hook, interval_s
+        self.seen = 0
+        self.model_dir = ""
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, model_dir: str) -> None:
+        self.model_dir = model_dir
+        self._thread = threading.Thread(target=self._run, name="tune-epoch-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval_s):
+            try:
+                self.poll()
+            except Exception:  # a half-written state file: read it again next time
+                log.debug("epoch watcher: state not readable yet", exc_info=True)
+
+    def poll(self) -> None:
+        from sales_st.training.worker import STOP_FILE
+
+        path = f"{self.model_dir}/checkpoints/state.json"
+        if not json_exists(path):
+            return
+        losses = read_json(path).get("history", {}).get("val_loss", [])
+        for epoch in range(self.seen, len(losses)):
+            if self.hook(epoch, float(losses[epoch])):
+                write_json(f"{self.model_dir}/{STOP_FILE}", {"epoch": epoch + 1})
+        self.seen = max(self.seen, len(losses))
 
 
 def tune(cfg: Config, train: TrainFn) -> TuneResult:
@@ -300,8 +354,27 @@ def objective(
             f", again for killed trial {retry}" if retry is not None else "",
             format_params(params),
         )
+        reported: dict[int, float] = {}
+        pruned_at: list[int] = []
+
+        def on_epoch(epoch: int, value: float) -> bool:
+            """Report an epoch's loss once; True (stop the training) once pruned."""
+            if epoch not in reported and math.isfinite(value):
+                reported[epoch] = value
+                trial.report(value, epoch)
+                if not pruned_at and trial.should_prune():
+                    pruned_at.append(epoch)
+                    log.info(
+                        "trial %d: val loss %.4f at epoch %d is worse than the earlier "
+                        "trials' median there: pruned, its training stops",
+                        trial.number,
+                        value,
+                        epoch + 1,
+                    )
+            return bool(pruned_at)
+
         started = time.monotonic()
-        out = train(trial_cfg, trial.number)
+        out = train(trial_cfg, trial.number, on_epoch)
         seconds = time.monotonic() - started
         trial.set_user_attr("model_id", out.model_id)
         trial.set_user_attr("val_loss", [v if math.isfinite(v) else None for v in out.val_loss])
@@ -312,20 +385,21 @@ def objective(
                 "trial %d: no finite validation loss (%s): the trial fails", trial.number, out
             )
             return float("nan")  # Optuna records the trial as failed
-        for epoch, value in finite:
-            trial.report(value, epoch)
-            if trial.should_prune():
-                trial.set_user_attr("pruned_at_epoch", epoch + 1)
-                log.info(
-                    "trial %d pruned: val loss %.4f at epoch %d is worse than the earlier "
-                    "trials' median there (%.0f s, model %s)",
-                    trial.number,
-                    value,
-                    epoch + 1,
-                    seconds,
-                    out.model_id,
-                )
-                raise optuna.TrialPruned(f"epoch {epoch + 1}: val loss {value:.4f}")
+        for epoch, value in finite:  # the epochs the watcher had not seen yet
+            if on_epoch(epoch, value):
+                break
+        if pruned_at:
+            epoch = pruned_at[0]
+            trial.set_user_attr("pruned_at_epoch", epoch + 1)
+            log.info(
+                "trial %d pruned at epoch %d after %d epochs (%.0f s, model %s)",
+                trial.number,
+                epoch + 1,
+                len(out.val_loss),
+                seconds,
+                out.model_id,
+            )
+            raise optuna.TrialPruned(f"epoch {epoch + 1}: val loss {reported[epoch]:.4f}")
         best_epoch, best = min(finite, key=lambda ev: ev[1])
         log.info(
             "trial %d: best val loss %.4f at epoch %d of %d (%.0f s, model %s)",

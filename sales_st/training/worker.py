@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 FAIL_AFTER_EPOCH_ENV = "SALES_ST_FAIL_AFTER_EPOCH"
 
 
+STOP_FILE = "STOP"  # <model dir>/STOP: end the training after the current epoch
+
+
 @dataclass
 class TrainPlan:
     """Everything a rank needs, as plain JSON-able data (the driver writes it, ranks read it)."""
@@ -228,7 +231,8 @@ def _callbacks(
     model_dir: str,
 ) -> list[Any]:
     """Horovod's broadcast and metric averaging first, then warm-up, early stopping, LR decay;
-    rank 0 adds the checkpointer and TensorBoard; the injected failure comes last."""
+    rank 0 adds the checkpointer and TensorBoard; then the stop on request (the file
+    ``<model dir>/STOP``); the injected failure comes last."""
     from tensorflow import keras
 
     from sales_st.training import callbacks as cb
@@ -263,6 +267,8 @@ def _callbacks(
                 write_graph=False,
             ),
         ]
+    # after the checkpointer: an epoch asked to be the last is still checkpointed
+    callbacks.append(cb.StopOnRequest(f"{model_dir}/{STOP_FILE}", hvd))
     fail_after = int(os.environ.get(FAIL_AFTER_EPOCH_ENV, "0") or 0)
     if fail_after:
         callbacks.append(cb.FailAfter(fail_after))
