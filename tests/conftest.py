@@ -111,6 +111,14 @@ def tiny_model(spark, tiny_cfg, tiny_features):
     return run_training(spark, tiny_cfg, "pretrain")
 
 
+@pytest.fixture(scope="session")
+def tiny_evaluation(spark, tiny_cfg, tiny_model):
+    """The evaluation job run once on the tiny panel (backtest, selection, report)."""
+    from sales_st.evaluation.job import run_evaluate
+
+    return run_evaluate(spark, tiny_cfg)
+
+
 def rossmann_available() -> bool:
     return (ROSSMANN / "train_clean.parquet").exists()
 

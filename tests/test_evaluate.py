@@ -102,10 +102,8 @@ def test_baselines_by_hand(spark):
 
 
 @pytest.mark.slow
-def test_evaluation_job_on_the_tiny_panel(spark, tiny_cfg, tiny_model):
-    from sales_st.evaluation.job import run_evaluate
-
-    out = run_evaluate(spark, tiny_cfg)
+def test_evaluation_job_on_the_tiny_panel(spark, tiny_cfg, tiny_evaluation):
+    out = tiny_evaluation
     overall = out.overall.set_index("method")
     assert {"fused", "seasonal_naive", "weekday_average", "lightgbm"} <= set(overall.index)
     n = overall["n"]

@@ -119,12 +119,12 @@ def test_ensemble_rows_mix_members_per_horizon_week(spark):
 
 
 @pytest.mark.slow
-def test_selection_sees_validation_rows_only(spark, tiny_cfg, tiny_model, data_root):
+def test_selection_sees_validation_rows_only(spark, tiny_cfg, tiny_evaluation, data_root):
     """Tripling every test actual changes the test metrics and nothing in the selection."""
     from sales_st.evaluation.job import run_evaluate
     from sales_st.features.spec import SplitInfo, read_spec, write_spec
 
-    first = run_evaluate(spark, tiny_cfg)
+    first = tiny_evaluation
     sel = json.load(open(selection_path(tiny_cfg.path("models"))))
     assert sel == first.selection
     assert sel["members"] == ["fused", "lightgbm"]  # temporal_only is not trained here
@@ -152,14 +152,13 @@ def test_selection_sees_validation_rows_only(spark, tiny_cfg, tiny_model, data_r
 
 
 @pytest.mark.slow
-def test_best_publishes_the_weighted_mix_of_its_members(spark, tiny_cfg, tiny_model):
+def test_best_publishes_the_weighted_mix_of_its_members(spark, tiny_cfg, tiny_evaluation):
     """A hand-written selection (ensemble winner, weights 0.25 / 0.75): the published
     quantiles are that mix of what the fused model and LightGBM publish on their own."""
-    from sales_st.evaluation.job import run_evaluate
     from sales_st.serving.job import run_forecast
 
     root = tiny_cfg.path("models")
-    sel = run_evaluate(spark, tiny_cfg).selection
+    sel = tiny_evaluation.selection
     table = "sales_st.forecasts"
     cols = ["store_id", "item_id", "target_date", "p10", "p50", "p90"]
 
