@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 from pyspark.testing import assertDataFrameEqual
 
-from sales_st.config import GeneratorConfig
+from sales_st.config import GeneratorConfig, SpatialConfig
 from sales_st.data.geo import haversine_km
-from sales_st.data.synthetic import expected_rows, generate, resolve
+from sales_st.data.synthetic import expected_rows, generate, resolve, spatial_truth
+from sales_st.errors import ConfigError
+from sales_st.features.spatial import neighbour_table
 
 CFG = GeneratorConfig(
     preset="custom",
@@ -174,3 +177,97 @@ def test_presets_resolve():
     assert expected_rows(bench) >= 10_000_000
     with pytest.raises(ValueError, match="explicit"):
         resolve(GeneratorConfig(preset="custom"))
+
+
+# A panel whose only store-level variation beyond weekday and level is the shock signal and the
+# daily noise: no promotions, price changes, regional holidays, refurbishments or trends.
+SIGNAL = GeneratorConfig(
+    preset="custom",
+    seed=3,
+    days=500,
+    n_states=2,
+    cities_per_state=2,
+    stores_per_city=3,
+    n_items=2,
+    plan_days=0,
+    partitions=2,
+    slow_item_fraction=0.0,
+    new_store_fraction=0.0,
+    promo_probability=0.0,
+    price_change_probability=0.0,
+    regional_holidays_per_year=0,
+    holiday_lift=0.0,
+    refurbishment_probability=0.0,
+    sunday_closed_fraction=0.0,
+    yearly_amplitude=0.0,
+    trend_sd=0.0,
+)
+
+
+def _store_residuals(spark, cfg: GeneratorConfig):
+    """(date x store) log daily totals minus the store-weekday mean, and the lag truth."""
+    sales = generate(spark, cfg)["sales"].where("open = 1")
+    daily = sales.groupBy("store_id", "date").agg(F.log1p(F.sum("target")).alias("v"))
+    daily = daily.withColumn(
+        "r", F.col("v") - F.avg("v").over(Window.partitionBy("store_id", F.dayofweek("date")))
+    )
+    pdf = daily.toPandas()
+    wide = pdf.pivot(index="date", columns="store_id", values="r")
+    wide.index = pd.to_datetime(wide.index)
+    truth = spatial_truth(spark, cfg)["stores"].toPandas()
+    return wide.asfreq("D"), truth
+
+
+def _follower_pairs(truth: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(follower, its city's leader, lag) for every follower."""
+    leaders = truth[truth.lag_days == 0].set_index("city").store_id
+    return [
+        (r.store_id, leaders[r.city], int(r.lag_days))
+        for r in truth[truth.lag_days > 0].itertuples()
+    ]
+
+
+def test_leadlag_followers_trail_their_leader_by_the_drawn_lag(spark):
+    cfg = dataclasses.replace(SIGNAL, spatial_signal="leadlag", spatial_lag_days=[3, 14])
+    wide, truth = _store_residuals(spark, cfg)
+    # one leader per city; every follower's lag in the configured range
+    assert (truth.groupby("city").lag_days.apply(lambda s: (s == 0).sum()) == 1).all()
+    followers = truth[truth.lag_days > 0]
+    assert len(followers) == 8 and followers.lag_days.between(3, 14).all()
+    assert followers.groupby("city").lag_days.nunique().eq(1).all()  # one lag per city
+    for follower, leader, lag in _follower_pairs(truth):
+        corr = [wide[follower].corr(wide[leader].shift(j)) for j in range(21)]
+        # the follower's sales match its leader's sales of `lag` days before, not of today
+        assert int(np.argmax(corr)) == lag, (follower, lag, np.round(corr, 2))
+        assert corr[lag] > 0.7 and corr[lag] - corr[0] > 0.2, (follower, lag, corr[0], corr[lag])
+    # and the feature job's neighbour sets (2 nearest) hold each follower's leader
+    stores = generate(spark, cfg)["stores"]
+    nb = neighbour_table(stores, SpatialConfig(k=2), ["city", "state"]).toPandas()
+    pairs = set(zip(nb.store_id, nb.neighbour_id))
+    assert all((f, lead) in pairs for f, lead, _ in _follower_pairs(truth))
+
+
+def test_no_spatial_signal_leaves_neighbours_uncorrelated(spark):
+    cfg = dataclasses.replace(SIGNAL, spatial_signal="none")
+    wide, truth = _store_residuals(spark, cfg)
+    # every pair of stores of a city (each other's nearest neighbours), same day and at the
+    # lag a leadlag panel would have drawn
+    lag = truth.groupby("city").lag_days.max()
+    pairs = [
+        (a.store_id, b.store_id, int(lag[a.city]))
+        for a in truth.itertuples()
+        for b in truth.itertuples()
+        if a.city == b.city and a.store_id != b.store_id
+    ]
+    same_day = np.mean([wide[a].corr(wide[b]) for a, b, _ in pairs])
+    lagged = np.mean([wide[a].corr(wide[b].shift(j)) for a, b, j in pairs])
+    assert len(pairs) == 24
+    assert abs(same_day) < 0.1 and abs(lagged) < 0.1, (same_day, lagged)
+    # the stores still have shocks of the same size, only not shared
+    shocks = spatial_truth(spark, cfg)["shocks"].toPandas()
+    assert shocks.store_id.nunique() == 12 and shocks.shock.abs().mean() > 0.3
+
+
+def test_spatial_lag_days_must_be_a_range():
+    with pytest.raises(ConfigError, match="spatial_lag_days"):
+        resolve(dataclasses.replace(SIGNAL, spatial_lag_days=[5, 2]))

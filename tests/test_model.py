@@ -10,15 +10,16 @@ import tensorflow as tf
 
 from sales_st.config import ModelConfig
 from sales_st.features.spec import FeatureSpec, make_layout
+from sales_st.model import network
 from sales_st.model.network import build_model, encoder_weights, pinball_loss, set_trainable
 from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
 
 L, H, K, B = 14, 7, 3, 5
 
 
-def fake_spec() -> FeatureSpec:
+def fake_spec(history: int = L) -> FeatureSpec:
     layout = make_layout(
-        L,
+        history,
         H,
         K,
         lags=[1],
@@ -229,3 +230,74 @@ def test_save_and_load_restore_every_weight_and_the_outputs(tmp_path, temporal):
     tf.keras.utils.set_random_seed(4)
     with pytest.raises(DataError, match="does not reproduce"):
         verify_outputs(build_model(spec, cfg), spec, str(tmp_path))
+
+
+def test_lead_lag_path_finds_the_leading_neighbour_and_its_lag():
+    """Own sales follow neighbour 1's by 5 days: the path puts its weight on (1, lag 5) and
+    projects the neighbour's last 5 days onto horizons 1..5; masking the leader moves it."""
+    Lh, Hh, Kh, lag = 42, 7, 3, 5
+    rng = np.random.default_rng(0)
+    days = np.arange(-lag, Lh + Hh)
+    shock = np.zeros(len(days))
+    for start in (3, 20, 33):  # boxcar shocks of the leader, in window days (+ lag)
+        shock[start + lag : start + lag + 8] = rng.choice([-0.6, 0.6])
+    weekly = np.array([0.9, 1.0, 1.0, 1.1, 1.2, 1.4, 0.6])[days % 7]
+    leader = weekly * np.exp(shock + 0.03 * rng.standard_normal(len(days)))
+    own = np.roll(leader, lag)[lag : lag + Lh]  # own at t = leader at t - lag
+    leader_hist = leader[lag : lag + Lh]
+    noise = [weekly[lag : lag + Lh] * np.exp(0.2 * rng.standard_normal(Lh)) for _ in range(2)]
+    nbr = np.stack([noise[0], leader_hist, noise[1]])[None].astype("float32")
+    dims = network.InputDims(Lh, Hh, Kh, 7, 1, 1, [], 1)
+    cfg = ModelConfig(lead_lag_days=10)
+    inp = {"nbr_y": tf.constant(nbr), "nbr_mask": tf.ones((1, Kh))}
+    channels, w = network.lead_lag_path(cfg, dims, inp, tf.constant(own[None], tf.float32))
+    assert channels.shape == (1, Hh, 3) and w.shape == (1, Kh, 10)
+    i, j = np.unravel_index(int(np.argmax(w[0])), (Kh, 10))
+    assert (i, j + 1) == (1, lag) and float(w[0, 1, lag - 1]) > 0.5
+    assert float(channels[0, 0, 2]) > 0.8  # the chosen leader matched the series so far
+    # horizons 1..lag read the leader's residuals of days o + h - lag (all known)
+    resid = network.weekday_residuals(tf.constant(leader_hist[None], tf.float32), Lh)[0]
+    expected = resid.numpy()[Lh - 1 - (lag - np.arange(1, lag + 1))]
+    corr = np.corrcoef(channels[0, :lag, 0].numpy(), expected)[0, 1]
+    assert corr > 0.9, (channels[0, :, 0].numpy(), expected)
+    masked = {"nbr_y": inp["nbr_y"], "nbr_mask": tf.constant([[1.0, 0.0, 1.0]])}
+    _, w2 = network.lead_lag_path(cfg, dims, masked, tf.constant(own[None], tf.float32))
+    assert float(tf.reduce_sum(w2[0, 1])) == 0.0
+
+
+def test_lead_lag_option_trains_saves_and_leaves_the_twin_alone(tmp_path):
+    from sales_st.model.tensors import probe_columns
+    from sales_st.training.store import save_weights, verify_outputs
+
+    spec = fake_spec(history=28)
+    cfg = ModelConfig(units=16, heads=2, decoder_units=16, lead_lag_days=7)
+    tf.keras.utils.set_random_seed(1)
+    full = build_model(spec, cfg)
+    cols = probe_columns(spec, n=4)
+    x = model_inputs_from_columns(cols, spec)
+    y = tf.stack([tf.random.uniform((4, H)) * 3, tf.ones((4, H))], axis=-1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(pinball_loss(cfg.quantiles)(y, full(x, training=True)["quantiles"]))
+    lead = full.get_layer("spatial_lead_scores").trainable_weights
+    assert len(lead) == 2 and all(g is not None for g in tape.gradient(loss, lead))
+    save_weights(full, spec, str(tmp_path))
+    tf.keras.utils.set_random_seed(2)
+    served = build_model(spec, cfg)
+    served.load_weights(str(tmp_path / "weights.h5"))
+    np.testing.assert_array_equal(served(x)["quantiles"].numpy(), full(x)["quantiles"].numpy())
+    verify_outputs(served, spec, str(tmp_path))
+    # the temporal-only twin of a lead-lag model has no spatial path at all
+    twin = build_model(
+        spec, ModelConfig(units=16, heads=2, decoder_units=16, spatial=False, lead_lag_days=7)
+    )
+    assert not encoder_weights(twin, "spatial")
+    with pytest.raises(ValueError, match="lead_lag_days"):
+        build_model(spec, ModelConfig(units=16, heads=2, lead_lag_days=20))
+
+
+def test_fusion_gate_bias_sets_the_initial_gate():
+    x = inputs()
+    for bias, lo, hi in ((0.0, 0.3, 0.7), (-3.0, 0.0, 0.12)):
+        cfg = ModelConfig(units=16, heads=2, decoder_units=16, fusion_gate_bias=bias)
+        gate = build_model(fake_spec(), cfg)(x)["gate"].numpy()
+        assert lo < gate.mean() < hi, (bias, gate.mean())

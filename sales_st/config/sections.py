@@ -137,8 +137,18 @@ class GeneratorConfig:
     shock_amplitude: float = 0.6
     # Distance (km) over which a shock's effect decays by 1/e; none beyond 4 radii.
     shock_radius_km: float = 60.0
-    # Duration of a shock, in days.
+    # Duration of a shock, in days (leadlag and none: each lasts 0.5x to 1.5x this).
     shock_days: int = 10
+    # Spatial structure of the demand shocks: shock (events with a centre whose effect decays
+    # with distance), leadlag (each city's shocks reach one leader store first and the city's
+    # other stores a city-specific number of days later: a known lead-lag truth) or none (the
+    # same kind of shocks, drawn per store: nothing shared between stores).
+    spatial_signal: Literal["shock", "leadlag", "none"] = "shock"
+    # leadlag: range [lo, hi] of the days a city's followers lag its leader (one draw per city).
+    spatial_lag_days: list[int] = field(default_factory=lambda: [3, 14])
+    # leadlag and none: expected shocks per year, per city (leadlag) or per store (none),
+    # each with a random sign and a log-effect of 0.5x to 1.5x shock_amplitude.
+    signal_shocks_per_year: float = 12.0
     # Coefficient of variation of the log-normal noise on fast items' demand.
     noise_cv: float = 0.12
 
@@ -335,6 +345,10 @@ class ModelConfig:
     spatial: bool = True
     # How temporal and spatio-temporal representations combine: sigmoid gate or dense layer.
     fusion: Literal["gate", "concat"] = "gate"
+    # Initial bias of the fusion gate: 0 starts it half open; negative (e.g. -3) starts the
+    # model close to its temporal-only twin, the spatial path opening as training finds it
+    # useful.
+    fusion_gate_bias: float = 0.0
     # Size of each static categorical embedding.
     embedding_dim: int = 8
     # Predicted quantile levels, each in (0, 1); must include 0.5.
@@ -344,6 +358,11 @@ class ModelConfig:
     # The decoder predicts corrections to the same-weekday mean of recent weeks (a skip
     # connection from the fut_sw_mean input), not levels from scratch.
     baseline_skip: bool = True
+    # Lead-lag path of the spatial encoder (0 = off): the neighbours' histories, shifted by
+    # 1..this many days, are correlated with the own history, and the best-matching
+    # neighbours' recent values feed the decoder as leading indicators of each horizon day.
+    # At most features.history - 14.
+    lead_lag_days: int = 0
     # Space the quantile head and the loss work in: "log" learns log(y / scale + c)
     # (c = log_offset), so that errors count relative to the day's level, as RMSPE, WAPE
     # over mixed-size series and sMAPE read them; quantiles map back exactly (a quantile of

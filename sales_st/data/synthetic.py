@@ -12,8 +12,12 @@ of them.  The demand has the structure the model is meant to learn:
   before, and regional school holidays with a smaller lift;
 * intermittent demand for slow items (occurrence x geometric size);
 * store closures: Sundays for some stores, holidays, two-week refurbishments;
-* spatially correlated shocks: events with a centre, a start and a duration whose effect on
-  a store decays as exp(-distance / radius), so neighbouring stores carry real signal;
+* spatially correlated shocks (``spatial_signal``): ``shock`` -- events with a centre, a
+  start and a duration whose effect on a store decays as exp(-distance / radius), so
+  neighbouring stores carry real signal; ``leadlag`` -- each city's shocks reach one leader
+  store first and the city's other stores (its nearest neighbours) a number of days later,
+  drawn per city, so a leader's recent sales foretell its neighbours'; ``none`` -- shocks of
+  the same kind drawn per store, so neighbours carry no signal beyond what all stores share;
 * new stores that opened shortly before the end (short history, for transfer learning);
 * plan rows after the last day: promo/open/price known, target null.
 """
@@ -31,21 +35,42 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from sales_st.config import GeneratorConfig
-from sales_st.data.geo import haversine_km
 from sales_st.data.contract import GLOBAL_SCOPE, PUBLIC_HOLIDAY, SCHOOL_HOLIDAY
+from sales_st.data.geo import haversine_km
 from sales_st.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, int]] = {
     # about 0.2M rows: the whole pipeline runs in minutes on 2 cores
-    "tiny": dict(days=400, n_states=2, cities_per_state=2, stores_per_city=3, n_items=2,
-                 plan_days=28, partitions=2),
-    "demo": dict(days=730, n_states=3, cities_per_state=3, stores_per_city=4, n_items=6,
-                 plan_days=28, partitions=4),
+    "tiny": dict(
+        days=400,
+        n_states=2,
+        cities_per_state=2,
+        stores_per_city=3,
+        n_items=2,
+        plan_days=28,
+        partitions=2,
+    ),
+    "demo": dict(
+        days=730,
+        n_states=3,
+        cities_per_state=3,
+        stores_per_city=4,
+        n_items=6,
+        plan_days=28,
+        partitions=4,
+    ),
     # 12.1M rows
-    "bench": dict(days=1095, n_states=8, cities_per_state=6, stores_per_city=6, n_items=40,
-                  plan_days=28, partitions=32),
+    "bench": dict(
+        days=1095,
+        n_states=8,
+        cities_per_state=6,
+        stores_per_city=6,
+        n_items=40,
+        plan_days=28,
+        partitions=32,
+    ),
 }
 
 # Fixed-date public holidays for every region (month, day).
@@ -56,10 +81,16 @@ def resolve(cfg: GeneratorConfig) -> GeneratorConfig:
     """Fill sizes left at 0 from the preset (``custom``: every size must be given)."""
     preset = PRESETS.get(cfg.preset, {})
     updates: dict[str, Any] = {k: v for k, v in preset.items() if getattr(cfg, k) == 0}
-    missing = [k for k in PRESETS["demo"]
-               if getattr(cfg, k) == 0 and k not in updates and k != "plan_days"]
+    missing = [
+        k for k in PRESETS["demo"] if getattr(cfg, k) == 0 and k not in updates and k != "plan_days"
+    ]
     if missing:
         raise ConfigError(f"generator preset 'custom' needs explicit {', '.join(missing)}")
+    lags = cfg.spatial_lag_days
+    if len(lags) != 2 or not 0 <= lags[0] <= lags[1]:
+        raise ConfigError(
+            f"data.generator.spatial_lag_days must be [lo, hi] with 0 <= lo <= hi, found {lags}"
+        )
     return dataclasses.replace(cfg, **updates)
 
 
@@ -116,8 +147,9 @@ def stores_df(spark: SparkSession, cfg: GeneratorConfig, end: dt.date) -> DataFr
         "city_no",
         "state_no",
         "state",
-        F.format_string("%s-C%02d", F.col("state"), F.col("city_no") % cfg.cities_per_state + 1)
-        .alias("city"),
+        F.format_string(
+            "%s-C%02d", F.col("state"), F.col("city_no") % cfg.cities_per_state + 1
+        ).alias("city"),
         (F.col("state_lat") + 0.45 * F.col("dlat")).alias("city_lat"),
         (F.col("state_lon") + 0.6 * F.col("dlon")).alias("city_lon"),
         "state_factor",
@@ -125,6 +157,11 @@ def stores_df(spark: SparkSession, cfg: GeneratorConfig, end: dt.date) -> DataFr
     )
     n_stores = n_cities * cfg.stores_per_city
     st = F.col("id")
+    city_no = F.floor(st / cfg.stores_per_city)
+    # leadlag: one leader per city (lag 0); the city's other stores follow after its lag
+    lo, hi = cfg.spatial_lag_days
+    city_lag = lo + F.floor(uniform(s, "leadlag.lag", city_no) * (hi - lo + 1))
+    leader = F.floor(uniform(s, "leadlag.leader", city_no) * cfg.stores_per_city)
     new_u = uniform(s, "store.new", st)
     history = F.floor(cfg.new_store_history_days * (0.5 + 0.5 * uniform(s, "store.hist", st)))
     stores = spark.range(n_stores, numPartitions=1).select(
@@ -142,6 +179,10 @@ def stores_df(spark: SparkSession, cfg: GeneratorConfig, end: dt.date) -> DataFr
         .otherwise(F.lit(None).cast("date"))
         .alias("open_date"),
         (0.1 * normal(s, "store.price", st)).alias("g_price_level"),
+        F.when(st % cfg.stores_per_city == leader, 0)
+        .otherwise(city_lag)
+        .cast("int")
+        .alias("g_lag_days"),
     )
     return stores.join(F.broadcast(cities), "city_no").select(
         F.format_string("st%04d", F.col("store_no") + 1).alias("store_id"),
@@ -157,6 +198,9 @@ def stores_df(spark: SparkSession, cfg: GeneratorConfig, end: dt.date) -> DataFr
         "g_price_level",
         "state_factor",
         "school_start_doy",
+        F.col("store_no").alias("g_store_no"),
+        F.col("city_no").alias("g_city_no"),
+        "g_lag_days",
     )
 
 
@@ -206,8 +250,10 @@ def events_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     states = states_df(spark, cfg)
     grid = dates.crossJoin(F.broadcast(states))
     regional = grid.where(
-        (uniform(s, "holiday.regional", F.col("state"), F.col("date").cast("string"))
-         < cfg.regional_holidays_per_year / 365.0)
+        (
+            uniform(s, "holiday.regional", F.col("state"), F.col("date").cast("string"))
+            < cfg.regional_holidays_per_year / 365.0
+        )
         & (F.dayofweek("date") != 1)
         & ~is_global
     ).select(
@@ -257,7 +303,9 @@ def shocks_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
 
 def store_shock_effects(stores: DataFrame, shocks: DataFrame, cfg: GeneratorConfig) -> DataFrame:
     """(store_id, day, shock) additive log-effect, for days a shock is active near a store."""
-    dist = haversine_km(F.col("latitude"), F.col("longitude"), F.col("shock_lat"), F.col("shock_lon"))
+    dist = haversine_km(
+        F.col("latitude"), F.col("longitude"), F.col("shock_lat"), F.col("shock_lon")
+    )
     pairs = stores.select("store_id", "latitude", "longitude").crossJoin(F.broadcast(shocks))
     pairs = pairs.withColumn("dist_km", dist).where(F.col("dist_km") < 4 * cfg.shock_radius_km)
     effect = F.col("amplitude") * F.exp(-F.col("dist_km") / cfg.shock_radius_km)
@@ -267,6 +315,75 @@ def store_shock_effects(stores: DataFrame, shocks: DataFrame, cfg: GeneratorConf
         .groupBy("store_id", "day")
         .agg(F.sum("effect").alias("shock"))
     )
+
+
+def signal_shocks_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    """Shock events of the ``leadlag`` (one unit per city) and ``none`` (one unit per store)
+    signals: unit, start day (its leader's, for leadlag), duration and log-effect."""
+    s = cfg.seed
+    n_cities = cfg.n_states * cfg.cities_per_state
+    units = n_cities if cfg.spatial_signal == "leadlag" else n_cities * cfg.stores_per_city
+    n = max(1, round(cfg.signal_shocks_per_year * units * cfg.days / 365.25))
+    # starts from before the first day, so that followers are shocked from day 0 on too
+    first = -(cfg.spatial_lag_days[1] + cfg.shock_days)
+    k = F.col("id")
+    return spark.range(n, numPartitions=1).select(
+        k.alias("shock_no"),
+        F.floor(uniform(s, "signal.unit", k) * units).cast("int").alias("unit_no"),
+        (first + F.floor(uniform(s, "signal.start", k) * (cfg.days - first)))
+        .cast("int")
+        .alias("start_day"),
+        F.greatest(F.lit(1), F.round(cfg.shock_days * (0.5 + uniform(s, "signal.days", k))))
+        .cast("int")
+        .alias("shock_days"),
+        (
+            F.when(uniform(s, "signal.sign", k) < 0.5, -1.0).otherwise(1.0)
+            * cfg.shock_amplitude
+            * (0.5 + uniform(s, "signal.amp", k))
+        ).alias("amplitude"),
+    )
+
+
+def store_signal_effects(stores: DataFrame, shocks: DataFrame, cfg: GeneratorConfig) -> DataFrame:
+    """(store_id, day, shock) log-effect of the ``leadlag`` / ``none`` shock events: a store
+    feels each shock of its unit from the event's start plus its own lag (0 for ``none``)."""
+    if cfg.spatial_signal == "leadlag":
+        unit, lag = F.col("g_city_no"), F.col("g_lag_days")
+    else:
+        unit, lag = F.col("g_store_no"), F.lit(0)
+    first = F.col("start_day") + F.col("lag")
+    pairs = stores.select("store_id", unit.cast("int").alias("unit_no"), lag.alias("lag")).join(
+        F.broadcast(shocks), "unit_no"
+    )
+    days = F.sequence(first, first + F.col("shock_days") - 1)
+    return (
+        pairs.select("store_id", "amplitude", F.explode(days).alias("day"))
+        .where(F.col("day") >= 0)
+        .groupBy("store_id", "day")
+        .agg(F.sum("amplitude").alias("shock"))
+    )
+
+
+def shock_effects(spark: SparkSession, cfg: GeneratorConfig, stores: DataFrame) -> DataFrame:
+    """(store_id, day, shock): the additive log-effect of the configured ``spatial_signal``
+    on each store and day it is non-zero; ``stores`` is the store dimension with its hidden
+    ``g_`` columns."""
+    if cfg.spatial_signal == "shock":
+        return store_shock_effects(stores, shocks_df(spark, cfg), cfg)
+    return store_signal_effects(stores, signal_shocks_df(spark, cfg), cfg)
+
+
+def spatial_truth(spark: SparkSession, cfg: GeneratorConfig) -> dict[str, DataFrame]:
+    """The hidden spatial structure of a generated panel, for tests and benchmarks:
+    ``stores`` (store_id, city, lag_days -- 0 for a city's leader, its city's lag for the
+    followers; meaningful for ``leadlag``) and ``shocks`` (store_id, day, shock)."""
+    cfg = resolve(cfg)
+    end = dt.date.fromisoformat(cfg.start_date) + dt.timedelta(days=cfg.days - 1)
+    stores = stores_df(spark, cfg, end)
+    return {
+        "stores": stores.select("store_id", "city", F.col("g_lag_days").alias("lag_days")),
+        "shocks": shock_effects(spark, cfg, stores),
+    }
 
 
 # ---- facts ---------------------------------------------------------------------------
@@ -302,7 +419,7 @@ def sales_df(
     w_next = F.lead("holiday", 1).over(Window.partitionBy("state").orderBy("date"))
     flags = flags.withColumn("pre_holiday", F.coalesce(w_next, F.lit(0)) * (1 - F.col("holiday")))
 
-    shocks = store_shock_effects(stores, shocks_df(spark, cfg), cfg)
+    shocks = shock_effects(spark, cfg, stores)
 
     grid = dates.crossJoin(F.broadcast(stores.crossJoin(items)))
     grid = grid.where(F.col("open_date").isNull() | (F.col("date") >= F.col("open_date")))
@@ -321,17 +438,15 @@ def sales_df(
     promo_prev = uniform(s, "promo", st, it, week - 1) < cfg.promo_probability
     dip = (~promo) & promo_prev & (week > 0)
     changed = uniform(s, "price.change", st, it, period) < cfg.price_change_probability
-    price_mult = F.when(changed, F.exp(cfg.price_change_sd * normal(s, "price.mult", st, it, period)))
+    price_mult = F.when(
+        changed, F.exp(cfg.price_change_sd * normal(s, "price.mult", st, it, period))
+    )
     ref_price = F.col("base_price") * F.exp(F.col("g_price_level"))
     price = F.round(ref_price * F.coalesce(price_mult, F.lit(1.0)), 2)
     refurb = (uniform(s, "refurb", st, F.floor(day / 30)) < cfg.refurbishment_probability) & (
         (day % 30) < 14
     )
-    closed = (
-        (F.col("holiday") == 1)
-        | (F.col("g_sunday_closed") & (wd_idx == 7))
-        | refurb
-    )
+    closed = (F.col("holiday") == 1) | (F.col("g_sunday_closed") & (wd_idx == 7)) | refurb
     mu = (
         F.col("g_level")
         * F.col("size")
@@ -388,7 +503,14 @@ def generate(spark: SparkSession, cfg: GeneratorConfig) -> dict[str, DataFrame]:
     events = events_df(spark, cfg).cache()
     sales = sales_df(spark, cfg, stores_full, items_full, events)
     stores = stores_full.select(
-        "store_id", "city", "state", "country", "latitude", "longitude", "store_type", "size",
+        "store_id",
+        "city",
+        "state",
+        "country",
+        "latitude",
+        "longitude",
+        "store_type",
+        "size",
         "open_date",
     )
     items = items_full.select("item_id", "category", "base_price")

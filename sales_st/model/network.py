@@ -17,6 +17,14 @@ mean of the last weeks (``baseline_skip``).
 
 Layer names carry the encoder they belong to (``temporal_``, ``spatial_``, ``static_``,
 ``fusion_``, ``decoder_``) so fine-tuning can freeze encoders by name.
+
+With ``model.lead_lag_days`` J > 0 the spatial encoder also reads its neighbours as leading
+indicators (:func:`lead_lag_path`): each neighbour's history, shifted by 1..J days, is
+correlated with the own history (both as departures from their weekly profile), a softmax
+over the (neighbour, lag) pairs picks the best leaders, and their values of j - h days before
+the origin -- the leader's past that is the series' future at horizon h when the lag is j --
+become three decoder channels per horizon step.  An attention over whole-history tokens
+cannot line up a lag; this path measures it.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 from tensorflow.keras import layers
@@ -190,6 +199,96 @@ def spatial_encoder(
     return z_spa, beta
 
 
+class LeadLagScores(layers.Layer):
+    """Softmax weights over (neighbour, lag) pairs from their correlations ``[B, k, J]``:
+    a learned temperature times the correlation plus a learned bias per lag; neighbours
+    with ``mask`` 0 get no weight."""
+
+    def __init__(self, lags: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.lags = lags
+
+    def build(self, input_shape: Any) -> None:
+        self.temperature = self.add_weight(
+            name="temperature",
+            shape=(),
+            initializer=keras.initializers.Constant(10.0),
+            trainable=True,
+        )
+        self.lag_bias = self.add_weight(
+            name="lag_bias", shape=(self.lags,), initializer="zeros", trainable=True
+        )
+        super().build(input_shape)
+
+    def call(self, corr: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        k = tf.shape(corr)[1]
+        logits = self.temperature * corr + self.lag_bias[None, None, :]
+        logits = logits + (1.0 - mask[:, :, None]) * -1e9
+        flat = tf.nn.softmax(tf.reshape(logits, [-1, k * self.lags]), axis=-1)
+        return tf.reshape(flat, [-1, k, self.lags])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "lags": self.lags}
+
+
+def weekday_residuals(y: tf.Tensor, L: int, offset: float = 0.1) -> tf.Tensor:
+    """Departures of ``[..., L]`` series from their weekly profile: log(y + c) minus log of
+    the window's mean of the same weekday (+ c) on days with y > 0, 0 elsewhere (closed or
+    unobserved days say nothing)."""
+    same = np.equal.outer(np.arange(L) % 7, np.arange(L) % 7).astype("float32")
+    pos = tf.cast(y > 0, tf.float32)
+    total = tf.einsum("...u,tu->...t", y * pos, same)
+    count = tf.einsum("...u,tu->...t", pos, same)
+    mean = total / tf.maximum(count, 1.0)
+    return pos * (tf.math.log(tf.maximum(y, 0.0) + offset) - tf.math.log(mean + offset))
+
+
+def _standardised(x: tf.Tensor) -> tf.Tensor:
+    """Zero mean and unit mean square along the last axis (0 for a constant series)."""
+    x = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    return x / (tf.sqrt(tf.reduce_mean(x * x, axis=-1, keepdims=True)) + 1e-3)
+
+
+def lead_lag_path(
+    cfg: ModelConfig, dims: InputDims, inp: dict[str, tf.Tensor], own_y: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Neighbours as leading indicators: ``[B, H, 3]`` decoder channels and the weights
+    ``[B, k, J]`` of the (neighbour, lag) pairs.
+
+    For each neighbour i and lag j in 1..J, ``corr[i, j]`` is the correlation of the own
+    weekday residuals over the last L - J days with the neighbour's, j days earlier.
+    :class:`LeadLagScores` turns them into weights w.  Channels per horizon step h:
+    the w-weighted neighbour residual of day o + h - j (of day o when j < h: the latest
+    known), the weight whose lag covers h (j >= h), and the w-weighted correlation (how
+    well the chosen leaders have matched the series so far)."""
+    L, H, K, J = dims.history, dims.horizon, dims.k, cfg.lead_lag_days
+    if not 1 <= J <= L - 14:
+        raise ValueError(
+            f"model.lead_lag_days must be between 1 and features.history - 14 = {L - 14}, found {J}"
+        )
+    r_own = weekday_residuals(own_y, L)  # [B, L]
+    r_nbr = weekday_residuals(inp["nbr_y"], L)  # [B, K, L]
+    a = _standardised(r_own[:, J:])  # [B, L - J]
+    corr = tf.stack(
+        [
+            tf.einsum("bt,bkt->bk", a, _standardised(r_nbr[:, :, J - j : L - j])) / (L - J)
+            for j in range(1, J + 1)
+        ],
+        axis=-1,
+    )  # [B, K, J]
+    w = LeadLagScores(J, name="spatial_lead_scores")(corr, inp["nbr_mask"])
+    w = w * tf.cast(tf.reduce_sum(inp["nbr_mask"], axis=1) > 0, tf.float32)[:, None, None]
+    lag = np.arange(1, J + 1)[:, None]
+    step = np.arange(1, H + 1)[None, :]
+    index = (L - 1 - np.maximum(lag - step, 0)).reshape(-1)  # day o + h - j, at most o
+    values = tf.reshape(tf.gather(r_nbr, index, axis=2), [-1, K, J, H])
+    projected = tf.einsum("bkj,bkjh->bh", w, values)
+    covered = tf.einsum("bkj,jh->bh", w, (lag >= step).astype("float32"))
+    match = tf.reduce_sum(w * corr, axis=[1, 2])
+    channels = tf.stack([projected, covered, tf.repeat(match[:, None], H, axis=1)], axis=-1)
+    return channels, w
+
+
 # ---- the model ---------------------------------------------------------------------------
 
 
@@ -215,13 +314,20 @@ def build_model(spec: FeatureSpec, cfg: ModelConfig) -> keras.Model:
     )
     m_seq = temporal_encoder(cfg, dims.history)
     h_t, alpha_t = m_seq(z)
+    lead: list[tf.Tensor] = []
     if cfg.spatial:
         z_spa, beta = spatial_encoder(cfg, dims, z, s, inp)
+        if cfg.lead_lag_days:
+            own_y = inp["hist"][..., spec.layout.own_hist.index("hist_y")]
+            lead = [lead_lag_path(cfg, dims, inp, own_y)[0]]
         h_st, alpha_st = m_seq(z_spa)
         if cfg.fusion == "gate":
-            gamma = layers.Dense(d, activation="sigmoid", name="fusion_gate")(
-                layers.Concatenate(name="fusion_cat")([h_t, h_st, s])
-            )
+            gamma = layers.Dense(
+                d,
+                activation="sigmoid",
+                bias_initializer=keras.initializers.Constant(cfg.fusion_gate_bias),
+                name="fusion_gate",
+            )(layers.Concatenate(name="fusion_cat")([h_t, h_st, s]))
             h = gamma * h_st + (1.0 - gamma) * h_t
             gate = tf.reduce_mean(gamma, axis=-1)
         else:
@@ -244,6 +350,7 @@ def build_model(spec: FeatureSpec, cfg: ModelConfig) -> keras.Model:
             step,
             tf.repeat(h[:, None, :], H, axis=1),
             tf.repeat(s[:, None, :], H, axis=1),
+            *lead,
         ]
     )
     x = layers.Dense(cfg.decoder_units, activation="relu", name="decoder_d1")(dec_in)
