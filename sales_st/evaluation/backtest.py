@@ -24,7 +24,7 @@ from sales_st.evaluation.baselines import (
     truth_rows,
 )
 from sales_st.features.spec import FeatureSpec
-from sales_st.serving.scoring import quantile_columns, score_examples
+from sales_st.serving.scoring import method_rows, quantile_columns, score_examples
 from sales_st.training import store as model_store
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ def model_predictions(
 ) -> tuple[list[DataFrame], dict[str, str]]:
     """Scored test windows for every configured model that exists."""
     root = cfg.path("models")
-    qcols = quantile_columns(quantiles)
     out, ids = [], {}
     for name, ref in cfg.evaluate.models.items():
         try:
@@ -62,16 +61,7 @@ def model_predictions(
             explain=False,
             top_steps=0,
         )
-        out.append(
-            scored.select(
-                F.lit(name).alias("method"),
-                *SERIES_KEY,
-                F.expr("date_sub(target_date, horizon)").alias("origin"),
-                "horizon",
-                F.col(qcols[sorted(quantiles).index(0.5)]).alias("point"),
-                *qcols,
-            )
-        )
+        out.append(method_rows(scored, name, quantiles))
         ids[name] = mid
     return out, ids
 

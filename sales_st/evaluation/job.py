@@ -63,6 +63,7 @@ def run_evaluate(
     spec = read_spec(cfg.path("features"))
     run_date = run_date or spec.run_date
     test = spark.read.parquet(spec.split_path("test")).persist()
+    cached = [test]
     try:
         n_test = test.count()
         if n_test == 0:
@@ -79,7 +80,10 @@ def run_evaluate(
             lgbm_id, lgbm = lightgbm_model(
                 spark, train, spec, cfg.evaluate, quantiles, cfg.path("models")
             )
-        predictions, model_ids = all_predictions(spark, test, spec, cfg, run_date, lgbm)
+        scored, model_ids = all_predictions(spark, test, spec, cfg, run_date, lgbm)
+        # scored once: the ensemble, `best` and the truth join all read these rows
+        cached.append(scored.persist())
+        predictions = scored
         if lgbm_id:
             model_ids["lightgbm"] = lgbm_id
         selection = fit_selection(spark, cfg, spec, run_date, lgbm, model_ids)
@@ -89,7 +93,8 @@ def run_evaluate(
         rows = scored_rows(test, predictions, spec, cfg.data.region_columns, qcols)
         predictions_dir = write_parquet_atomic(rows.repartition(2), f"{out_dir}/predictions")
     finally:
-        test.unpersist()
+        for df in cached:
+            df.unpersist()
     rows = spark.read.parquet(predictions_dir)
     scored = rows.where(F.expr(cfg.evaluate.metric_filter))
     levels, regions = metric_levels(rows, cfg.data.region_columns)
@@ -157,16 +162,25 @@ def fit_selection(
     val = spark.read.parquet(spec.split_path("val"))
     qcols = quantile_columns(sorted(cfg.model.quantiles))
     preds, _ = all_predictions(spark, val, spec, cfg, run_date, lgbm, baselines=False)
-    rows = scored_rows(val, preds, spec, [], qcols).where(F.expr(e.metric_filter))
-    n = rows.where(F.col("method") == members[0]).count()
-    if n == 0:
-        log.warning("evaluate: the validation split has no rows under the metric filter")
-        return None
-    if n > e.selection_max_rows:  # the same rows for every method: sample by key
-        keep = e.selection_max_rows / n
-        bucket = F.abs(F.hash(*KEYS, "horizon")) % 1_000_000
-        rows = rows.where(bucket < F.lit(int(keep * 1_000_000)))
-    pdf = to_pandas(rows.select("method", *KEYS, "horizon", "actual", "point"))
+    rows = (
+        scored_rows(val, preds, spec, [], qcols)
+        .where(F.expr(e.metric_filter))
+        .select("method", *KEYS, "horizon", "actual", "point")
+        .persist()  # the networks score the validation windows once, not per action
+    )
+    try:
+        n = rows.where(F.col("method") == members[0]).count()
+        if n == 0:
+            log.warning("evaluate: the validation split has no rows under the metric filter")
+            return None
+        sample = rows
+        if n > e.selection_max_rows:  # the same rows for every method: sample by key
+            keep = e.selection_max_rows / n
+            bucket = F.abs(F.hash(*KEYS, "horizon")) % 1_000_000
+            sample = rows.where(bucket < F.lit(int(keep * 1_000_000)))
+        pdf = to_pandas(sample)
+    finally:
+        rows.unpersist()
     index = [*KEYS, "horizon"]
     wide = pdf.pivot_table(index=index, columns="method", values="point", aggfunc="first")
     wide["actual"] = pdf.groupby(index)["actual"].first()

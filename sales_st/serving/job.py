@@ -21,7 +21,12 @@ from sales_st.evaluation.selection import ENSEMBLE, ensemble_id, ensemble_rows, 
 from sales_st.features.assemble import build_examples_df
 from sales_st.features.job import prepare
 from sales_st.features.spec import FeatureSpec
-from sales_st.serving.scoring import forecast_ddl, quantile_columns, score_examples
+from sales_st.serving.scoring import (
+    forecast_ddl,
+    method_rows,
+    quantile_columns,
+    score_examples,
+)
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
 from sales_st.training import store as model_store
 
@@ -171,7 +176,6 @@ def mixed_rows(
     from sales_st.evaluation.baselines import load_lightgbm, predict_lightgbm
 
     qcols = quantile_columns(quantiles)
-    median = qcols[sorted(quantiles).index(0.5)]
     parts, explained = [], None
     for name, mid in pub.members.items():
         if model_store.load_meta(root, mid).get("kind") == "lightgbm":
@@ -190,14 +194,7 @@ def mixed_rows(
                 cfg.forecast.top_steps,
             ).persist()
             explained = scored if explained is None else explained
-            part = scored.select(
-                F.lit(name).alias("method"),
-                *SERIES_KEY,
-                F.expr("date_sub(target_date, horizon)").alias("origin"),
-                "horizon",
-                F.col(median).alias("point"),
-                *qcols,
-            )
+            part = method_rows(scored, name, quantiles)
         parts.append(part.select("method", *KEYS, "horizon", "point", *qcols))
     preds = functools.reduce(DataFrame.unionByName, parts)
     mixed = ensemble_rows(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from sales_st.data.contract import SERIES_KEY
 from sales_st.features.spec import FeatureSpec
@@ -29,6 +30,20 @@ _MODELS: dict[str, Any] = {}  # one model per Python worker process
 
 def quantile_columns(quantiles: list[float]) -> list[str]:
     return [f"p{round(q * 100):02d}" for q in sorted(quantiles)]
+
+
+def method_rows(scored: DataFrame, method: str, quantiles: list[float]) -> DataFrame:
+    """Forecast rows (``score_examples``) as a backtest method's long rows: ``method``,
+    series key, ``origin``, ``horizon``, ``point`` (the median) and the quantile columns."""
+    qcols = quantile_columns(quantiles)
+    return scored.select(
+        F.lit(method).alias("method"),
+        *SERIES_KEY,
+        F.expr("date_sub(target_date, horizon)").alias("origin"),
+        "horizon",
+        F.col(qcols[sorted(quantiles).index(0.5)]).alias("point"),
+        *qcols,
+    )
 
 
 def forecast_ddl(quantiles: list[float], region_columns: list[str]) -> str:
