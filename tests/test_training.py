@@ -12,6 +12,7 @@ import pytest
 
 from sales_st.config import to_dict
 from sales_st.features.spec import read_spec
+from sales_st.runtime import tracking
 from sales_st.training import store as model_store
 from sales_st.training.driver import parquet_stats, run_training
 from sales_st.training.worker import FAIL_AFTER_EPOCH_ENV, TrainPlan
@@ -105,6 +106,18 @@ def test_finetune_starts_from_the_pretrained_weights(spark, tiny_cfg, pretrained
     meta = model_store.load_meta(root, out.model_id)
     assert meta["parent"] == pretrained.model_id and meta["freeze"] == ["temporal"]
     assert model_store.read_aliases(root)["finetuned"] == out.model_id
+    # the registry's aliases moved with the store's: last_trained (the store's latest) and
+    # finetuned to the new version, pretrained left on its parent's
+    client, name = tracking.connect(cfg), tracking.registered_model_name(cfg)
+    owner = {
+        alias: client.get_model_version_by_alias(name, alias).tags[tracking.MODEL_ID_TAG]
+        for alias in ("last_trained", "finetuned", "pretrained")
+    }
+    assert owner == {
+        "last_trained": out.model_id,
+        "finetuned": out.model_id,
+        "pretrained": pretrained.model_id,
+    }
     seg_rows = parquet_stats(f"{model_store.model_dir(root, out.model_id)}/segment/train")[0]
     all_rows = parquet_stats(read_spec(tiny_cfg.path("features")).split_path("train"))[0]
     assert 0 < seg_rows < all_rows

@@ -530,6 +530,27 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking and model registry (``sales_st.runtime.tracking``).  A job whose
+    tracking store cannot be reached still runs, and says so once."""
+
+    # Record runs (params, per-epoch metrics, artifacts) and register the models.
+    enabled: bool = True
+    # Tracking URI: a server (http://host:5000) or a database; empty: the SQLite file
+    # <paths.data_dir>/mlflow.db, its artifacts under <paths.data_dir>/mlartifacts.
+    uri: str = ""
+    # Registry URI; empty: the tracking URI.
+    registry_uri: str = ""
+    # Experiment of the runs; empty: sales_st-<data.name>.
+    experiment: str = ""
+    # Registered model holding every network, LightGBM and ensemble version, with aliases
+    # mirroring the model store's; empty: sales_st-<data.name>.
+    registered_model: str = ""
+    # Seconds a tracking server has to answer before a job gives up tracking.
+    timeout_s: int = 10
+
+
+@dataclass(frozen=True)
 class Config:
     # Where things live.
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -551,6 +572,8 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     # Hyper-parameter search.
     tune: TuneConfig = field(default_factory=TuneConfig)
+    # MLflow tracking and registry.
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # Spark SQL (Hive) database of every table (forecasts, metrics, run manifest).
     database: str = "sales_st"
     # Where the config came from; filled by the loader, not by YAML.

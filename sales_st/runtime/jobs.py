@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 
 from sales_st.config import Config, load_config
 from sales_st.errors import ConfigError, DataError
+from sales_st.runtime import tracking
 from sales_st.storage.catalog import RunRecord, RunSummary, recorded_run
 
 # sales_st/runtime/jobs.py -> the checkout's root
@@ -126,7 +127,8 @@ def run_job(
     The body returns what the run manifest should say about the run (or None).  Exit codes:
     0 success; 1 a data error (:class:`DataError`: bad or missing input, one clear line);
     2 a configuration error; 3 anything else -- a bug, logged with its traceback.
-    With ``record`` the run is appended to the run-manifest table, failed or not.
+    With ``record`` the run is appended to the run-manifest table, failed or not.  The job
+    is an MLflow run (``tracking``), its stages' and models' runs nested under it.
     """
     from sales_st.runtime.session import get_spark
 
@@ -138,13 +140,15 @@ def run_job(
     spark = None
     try:
         spark = get_spark(job.cfg, f"sales_st.{name}")
-        if record:
-            with recorded_run(spark, job.cfg.database, name, job.run_date) as rec:
-                summary = body(spark, job, rec)
-                if summary is not None:
-                    rec.update(summary)
-        else:
-            body(spark, job, RunRecord(job=name, run_date=job.run_date))
+        with tracking.tracked_job(job.cfg, name, job.run_date) as tracked:
+            if record:
+                with recorded_run(spark, job.cfg.database, name, job.run_date) as rec:
+                    summary = body(spark, job, rec)
+                    if summary is not None:
+                        rec.update(summary)
+                tracking.log_record(tracked, rec)
+            else:
+                body(spark, job, RunRecord(job=name, run_date=job.run_date))
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG

@@ -22,6 +22,7 @@ from pyspark.sql import SparkSession
 
 from sales_st.config import Config
 from sales_st.features.spec import code_fingerprint
+from sales_st.runtime import tracking
 from sales_st.storage.catalog import RunSummary, recorded_run
 from sales_st.storage.files import json_exists, path_exists, read_json, write_json
 
@@ -137,10 +138,12 @@ class Pipeline:
                 continue
             log.info("[%d/%d] %s ...", i + 1, len(STAGES), stage)
             t0 = time.perf_counter()
-            with recorded_run(self.spark, self.cfg.database, stage, self.run_date) as rec:
-                outcome = actions[stage](rec.run_id)
-                if outcome is not None:
-                    rec.update(outcome)
+            with tracking.tracked_job(self.cfg, stage, self.run_date) as tracked:
+                with recorded_run(self.spark, self.cfg.database, stage, self.run_date) as rec:
+                    outcome = actions[stage](rec.run_id)
+                    if outcome is not None:
+                        rec.update(outcome)
+                tracking.log_record(tracked, rec)
             ran.append(stage)
             upstream_ran = True
             self.state[stage] = self.fp[stage]

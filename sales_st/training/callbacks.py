@@ -67,6 +67,45 @@ class EpochTimer(keras.callbacks.Callback):
             self._t0 = 0.0
 
 
+class EpochProgress(keras.callbacks.Callback):
+    """Rank 0: one line per epoch -- its losses, its time, the time so far and the time left
+    at this pace (at most: early stopping may end the training sooner)."""
+
+    def __init__(self, epochs: int, initial_epoch: int, examples: int) -> None:
+        super().__init__()
+        self.epochs, self.initial_epoch, self.examples = epochs, initial_epoch, examples
+        self._start = self._t0 = 0.0
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        now = time.perf_counter()
+        elapsed = now - self._start
+        left = elapsed / (epoch + 1 - self.initial_epoch) * (self.epochs - epoch - 1)
+        losses = ", ".join(
+            f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", "val_loss")
+        )
+        log.info(
+            "epoch %d/%d: %s; %d examples in %.0fs (elapsed %s, at most %s left)",
+            epoch + 1,
+            self.epochs,
+            losses,
+            self.examples,
+            now - self._t0,
+            _clock(elapsed),
+            _clock(left),
+        )
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 class StopOnRequest(keras.callbacks.Callback):
     """End the training after an epoch when ``path`` exists (rank 0 looks; every rank learns
     the answer through an allreduce, so all of them stop at the same epoch)."""

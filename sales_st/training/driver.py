@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from sales_st.config import Config, to_dict
 from sales_st.errors import ConfigError, DataError
 from sales_st.features.spec import FeatureSpec, SplitInfo, read_spec, write_spec
+from sales_st.runtime import tracking
 from sales_st.storage.catalog import RunSummary
 from sales_st.storage.files import json_exists, remove_file, write_json, write_parquet_atomic
 from sales_st.training import store as model_store
@@ -151,8 +152,12 @@ def run_training(
     force: bool = False,
     aliases: list[str] | None = None,
     on_start: Callable[[str], None] | None = None,
+    register: bool = True,
 ) -> TrainResult:
     """Pre-train on every series, or fine-tune ``parent`` on ``train.finetune.segment``.
+
+    The training is an MLflow run (params, each epoch's losses, the model's files); with
+    ``register`` the model becomes a registered version carrying the store's ``aliases``.
 
     ``on_start`` is called with the model directory just before the ranks start: a watcher
     can read each epoch's losses from ``checkpoints/state.json`` there, and end the training
@@ -175,13 +180,71 @@ def run_training(
     if model_store.is_complete(root, mid) and not force:
         log.info("model %s is already trained with these inputs and settings: skipping", mid)
         model_store.set_aliases(root, mid, names)
+        if register:
+            tracking.registry(cfg).register(
+                mid, names, source=_url(mdir), tags=_version_tags(setup)
+            )
         return TrainResult(mid, mdir, skipped=True, summary=summary)
+
+    tags = {
+        "run_date": setup.spec.run_date.isoformat(),
+        "features_id": setup.spec.features_id,
+        "model_id": mid,
+        "mode": mode,
+        "parent_model": setup.parent_id,
+        "kind": _kind(setup),
+    }
+    with tracking.job_run(cfg, "train", mid, tags) as run:
+        result = _train(spark, cfg, setup, mid, names, segment, train_cfg, summary, on_start, run)
+        run.log_metrics(
+            {
+                "best_val_loss": result.summary.details.get("best_val_loss"),
+                "initial_val_loss": result.summary.details.get("initial_val_loss"),
+                "epochs_trained": result.summary.details.get("epochs_trained"),
+                "train_examples": result.summary.rows_in,
+            }
+        )
+        for name in sorted(os.listdir(mdir)) if os.path.isdir(mdir) else []:
+            path = os.path.join(mdir, name)
+            if name == "tensorboard":
+                run.log_artifacts(path, "tensorboard")
+            elif os.path.isfile(path) and name != STOP_FILE:  # not checkpoints/, segment/
+                run.log_artifact(path, "model")
+        if register:
+            run.register(
+                mid, names, artifact_path="model", source=_url(mdir), tags=_version_tags(setup)
+            )
+    return result
+
+
+def _kind(setup: _Setup) -> str:
+    return "fused" if setup.model_cfg.get("spatial", True) else "temporal_only"
+
+
+def _version_tags(setup: _Setup) -> dict[str, Any]:
+    return {"kind": _kind(setup), "mode": setup.mode, "parent_model": setup.parent_id or ""}
+
+
+def _train(
+    spark: SparkSession,
+    cfg: Config,
+    setup: _Setup,
+    mid: str,
+    names: list[str],
+    segment: str | None,
+    train_cfg: dict[str, Any],
+    summary: RunSummary,
+    on_start: Callable[[str], None] | None,
+    run: tracking.TrackedRun,
+) -> TrainResult:
+    root, tcfg, mode = cfg.path("models"), cfg.train, setup.mode
+    mdir = model_store.model_dir(root, mid)
 
     spec = setup.spec
     if segment is not None:
         spec = segment_examples(spark, spec, segment, f"{mdir}/segment", max(2, tcfg.ranks * 2))
     plan = make_plan(spec, setup, train_cfg, mdir, segment)
-    meta = {
+    meta: dict[str, Any] = {
         "model_id": mid,
         "mode": mode,
         "parent": setup.parent_id,
@@ -220,7 +283,8 @@ def run_training(
     remove_file(stop)  # a request left by an earlier run of this model is not for this one
     if on_start is not None:
         on_start(mdir)
-    results = run_ranks(plan, tcfg.ranks)
+    with run.follow_epochs(mdir):
+        results = run_ranks(plan, tcfg.ranks)
     history = results[0].get("history", {})
     if json_exists(stop):
         meta["stopped_on_request"] = True

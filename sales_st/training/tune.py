@@ -50,6 +50,7 @@ from sales_st.config.loader import with_overrides
 from sales_st.config.sections import SearchParam
 from sales_st.errors import ConfigError, DataError
 from sales_st.features.spec import read_spec
+from sales_st.runtime import tracking
 from sales_st.storage.catalog import RunSummary
 from sales_st.storage.files import json_exists, read_json, write_json
 
@@ -131,7 +132,12 @@ def train_trial(spark: SparkSession, cfg: Config, number: int, on_epoch: EpochHo
     watcher = EpochWatcher(on_epoch)
     try:
         result = run_training(
-            spark, cfg, "pretrain", aliases=[f"trial-{number}"], on_start=watcher.start
+            spark,
+            cfg,
+            "pretrain",
+            aliases=[f"trial-{number}"],
+            on_start=watcher.start,
+            register=False,  # a trial is a run of the study, not a model to publish
         )
     finally:
         watcher.stop()
@@ -216,6 +222,13 @@ def tune(cfg: Config, train: TrainFn) -> TuneResult:
         summary = study_summary(study, db, overlay, time.monotonic() - started, todo)
         summary_path = os.path.join(study_dir(cfg), f"{t.study}-summary.json")
         write_json(summary_path, summary)
+        tracked = tracking.current(cfg)  # the tune job's run; the trials' runs are its children
+        tracked.log_dict(summary, "tune/summary.json")
+        if overlay is not None:
+            tracked.log_artifact(overlay, "tune")
+        if best is not None:
+            tracked.log_params({f"best.{k}": v for k, v in best.params.items()})
+            tracked.log_metrics({"best_val_loss": best.value, "best_trial": best.number})
     finished = count_finished(study)
     if best is not None:
         log.info(

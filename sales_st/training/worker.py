@@ -356,6 +356,10 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
             else None
         )
         callbacks = _callbacks(hvd, tcfg, lr, steps_per_epoch, timer, checkpointer, plan.model_dir)
+        if rank == 0:  # one line per epoch, in place of Keras' own
+            examples = steps_per_epoch * tcfg.batch_size * size
+            progress = cb.EpochProgress(tcfg.epochs, initial_epoch, examples)
+            callbacks.insert(callbacks.index(timer) + 1, progress)
         fit = model.fit(
             train_ds,
             steps_per_epoch=steps_per_epoch,
@@ -364,7 +368,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
             epochs=tcfg.epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
-            verbose=2 if rank == 0 else 0,
+            verbose=0,
         )
     if checkpointer is not None:
         history = checkpointer.history
