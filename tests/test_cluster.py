@@ -133,6 +133,13 @@ def cluster(tmp_path_factory):
             stop(p)
 
 
+NOISE = re.compile(
+    r"WARN.*(hive|datanucleus|metastore|tensorflow|petastorm|DAGScheduler)"
+    r"|Cache cleanup complete|is slow compared to the batch time",
+    re.IGNORECASE,
+)
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(cluster):
     data = cluster["dir"] / "data"
@@ -181,6 +188,10 @@ def test_pipeline_runs_on_the_standalone_cluster(cluster, pipeline_run):
     assert all(r[2].endswith("environment/bin/python") for r in ranks)
     out = pipeline_run["stdout"]
     assert "sales_st pipeline finished." in out and "-> table sales_st.forecasts" in out
+    # a quiet console: none of Hive's, the metastore's, TensorFlow's or Petastorm's routine
+    # warnings and prints, on the driver or from the ranks
+    noisy = [line for line in both.splitlines() if NOISE.search(line)]
+    assert not noisy, "\n".join(noisy[:20])
     n_rows = int(re.search(r"forecasts : (\d+) rows", out).group(1))
     table = pipeline_run["data"] / "warehouse" / "sales_st.db" / "forecasts"
     q = (

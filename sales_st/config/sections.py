@@ -37,6 +37,9 @@ class PathsConfig:
     metastore: str = "metastore_db"
     # Pipeline state and per-run manifests.
     runs: str = "runs"
+    # Spark event logs of every session (spark.eventLog.dir), read by the history server
+    # (scripts/history-server.sh); created when local, must exist when a URI.
+    spark_events: str = "spark-events"
 
 
 @dataclass(frozen=True)

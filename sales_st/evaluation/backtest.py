@@ -31,16 +31,23 @@ log = logging.getLogger(__name__)
 
 
 def model_predictions(
-    test: DataFrame, spec: FeatureSpec, cfg: Config, run_date: dt.date, quantiles: list[float]
+    test: DataFrame,
+    spec: FeatureSpec,
+    cfg: Config,
+    run_date: dt.date,
+    quantiles: list[float],
+    warn_missing: bool = True,
 ) -> tuple[list[DataFrame], dict[str, str]]:
-    """Scored test windows for every configured model that exists."""
+    """Scored test windows for every configured model that exists (a missing one is a
+    warning with ``warn_missing``)."""
     root = cfg.path("models")
     out, ids = [], {}
     for name, ref in cfg.evaluate.models.items():
         try:
             mid = model_store.resolve(root, ref)
         except MissingInputError:
-            log.warning("evaluate: model '%s' (%s) not found: skipped", name, ref)
+            if warn_missing:
+                log.warning("evaluate: model '%s' (%s) not found: skipped", name, ref)
             continue
         if model_store.load_spec(root, mid).features_config != spec.features_config:
             raise DataError(
@@ -74,6 +81,7 @@ def all_predictions(
     run_date: dt.date,
     lightgbm: dict[float, Any] | None,
     baselines: bool = True,
+    warn_missing: bool = True,
 ) -> tuple[DataFrame, dict[str, str]]:
     """``method, KEYS, horizon, point, quantile columns`` for every method (the simple
     baselines only when ``baselines``); the networks' model ids."""
@@ -86,7 +94,7 @@ def all_predictions(
                 "*", *[F.lit(None).cast("double").alias(c) for c in qcols]
             )
         )
-    models, model_ids = model_predictions(test, spec, cfg, run_date, quantiles)
+    models, model_ids = model_predictions(test, spec, cfg, run_date, quantiles, warn_missing)
     preds += models
     if lightgbm is not None:
         preds.append(predict_lightgbm(spark, lightgbm, test, spec, qcols))

@@ -30,13 +30,17 @@ from sales_st.evaluation.selection import (
     ensemble_id,
     ensemble_rows,
     select,
+    selection_path,
     write_selection,
 )
 from sales_st.features.spec import FeatureSpec, read_spec
 from sales_st.frames import to_pandas
+from sales_st.runtime import tracking
 from sales_st.serving.scoring import quantile_columns
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
 from sales_st.storage.files import write_parquet_atomic
+from sales_st.storage.views import create_forecast_runs
+from sales_st.training import store as model_store
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,36 @@ METRICS_DDL = (
     "mae DOUBLE, wape DOUBLE, smape DOUBLE, rmspe DOUBLE, mase DOUBLE, pinball DOUBLE, "
     "coverage DOUBLE, model_id STRING, run_date DATE"
 )
+# y: the actual target, p: the method's point forecast (the median, p50, for quantile models),
+# over the test rows under evaluate.metric_filter (see sales_st.evaluation.metrics)
+METRICS_COMMENT = (
+    "Backtest error metrics of every forecasting method on the test split, per grouping "
+    "level; one partition per evaluation run date. y = actual, p = point forecast (p50), in "
+    "target units (units sold, or the dataset's target, e.g. revenue)."
+)
+METRICS_COLUMNS = {
+    "method": "forecasting method: a network (evaluate.models), a naive baseline, lightgbm, "
+    "ensemble, or best (the validation winner: what forecast.model=best publishes)",
+    "level": "grouping of the row: overall, horizon, origin, series, a region column (e.g. "
+    "city, state) or <region>_total (series summed bottom-up to the region)",
+    "group_key": "values of the level's grouping columns joined by '|' (all for overall)",
+    "n": "forecast rows (series x origin x horizon step) the metrics cover (count)",
+    "mse": "mean squared error, mean (y-p)^2 (target units squared)",
+    "rmse": "root mean squared error, sqrt(mse) (target units)",
+    "mae": "mean absolute error, mean |y-p| (target units)",
+    "wape": "weighted absolute percentage error, sum|y-p|/sum|y| (fraction)",
+    "smape": "symmetric mean absolute percentage error, mean 2|y-p|/(|y|+|p|) (fraction, 0-2)",
+    "rmspe": "root mean squared percentage error, sqrt(mean ((y-p)/y)^2) over rows with "
+    "y != 0 (fraction)",
+    "mase": "mean absolute scaled error, mean |y-p|/d, d = the series' in-sample mean absolute "
+    "weekly-seasonal difference (ratio; null for region totals)",
+    "pinball": "mean pinball (quantile) loss over rows and quantiles (target units; null for "
+    "region totals and point-only methods)",
+    "coverage": "share of actuals within [lowest, highest] quantile forecast (fraction; null "
+    "for region totals and point-only methods)",
+    "model_id": "model-store id of the method (null for the naive baselines: no stored model)",
+    "run_date": "run date of the evaluation (date); partition column",
+}
 
 
 @dataclass
@@ -110,8 +144,9 @@ def run_evaluate(
         "run_date", F.lit(run_date).cast("date")
     )
     table = f"{cfg.database}.metrics"
-    ensure_table(spark, table, METRICS_DDL, ["run_date"])
+    ensure_table(spark, table, METRICS_DDL, ["run_date"], METRICS_COMMENT, METRICS_COLUMNS)
     replace_partition(metrics, table, {"run_date": run_date})
+    create_forecast_runs(spark, cfg.database, cfg.forecast.table)
     stored = spark.table(table).where(F.col("run_date") == F.lit(run_date))
     overall = to_pandas(stored.where(F.col("level") == "overall").orderBy("wape"))
     report = write_report(spark, cfg, rows, scored, stored, out_dir, spec, qcols, run_date)
@@ -123,6 +158,7 @@ def run_evaluate(
             ["method", "n", "rmspe", "wape", "mae", "rmse", "mase", "pinball", "coverage"]
         ].to_string(index=False, float_format=lambda v: f"{v:.4f}"),
     )
+    track_evaluation(cfg, overall, report, selection, model_ids, lgbm_id)
     summary = RunSummary(
         run_date=run_date,
         rows_in=n_test,
@@ -144,6 +180,54 @@ def run_evaluate(
     )
 
 
+def track_evaluation(
+    cfg: Config,
+    overall: pd.DataFrame,
+    report: str,
+    selection: dict[str, Any] | None,
+    model_ids: dict[str, str],
+    lgbm_id: str | None,
+) -> None:
+    """The backtest in MLflow: every method's test metrics (``test.<method>.<metric>``), the
+    validation scores of the selection, the report; LightGBM registered, and the registry
+    alias ``champion`` on what ``forecast.model: best`` publishes."""
+    run = tracking.current(cfg)
+    for rec in overall.to_dict(orient="records"):
+        run.log_metrics({f"test.{rec['method']}.{m}": rec[m] for m in METRICS})
+    run.log_artifact(report, "report")
+    reg = run if run.active else tracking.registry(cfg)
+    root = cfg.path("models")
+    if lgbm_id:
+        reg.register(
+            lgbm_id,
+            ["lightgbm"],
+            source=_url(model_store.model_dir(root, lgbm_id)),
+            tags={"kind": "lightgbm"},
+        )
+    if not selection:
+        return
+    run.log_metrics(
+        {f"validation.{m}.{selection['metric']}": v for m, v in selection["validation"].items()}
+    )
+    run.log_dict(selection, "champion/selection.json")
+    winner = selection["winner"]
+    if winner == ENSEMBLE:
+        reg.register(
+            ensemble_id(selection),
+            ["champion"],
+            artifact_path="champion",
+            source=_url(selection_path(root)),
+            tags={"kind": ENSEMBLE, "members": ",".join(selection["members"])},
+        )
+    else:
+        mid = model_ids[winner]
+        reg.register(mid, ["champion"], source=_url(model_store.model_dir(root, mid)))
+
+
+def _url(path: str) -> str:
+    return path if "://" in path else f"file://{path}"
+
+
 def fit_selection(
     spark: SparkSession,
     cfg: Config,
@@ -161,7 +245,9 @@ def fit_selection(
         return None
     val = spark.read.parquet(spec.split_path("val"))
     qcols = quantile_columns(sorted(cfg.model.quantiles))
-    preds, _ = all_predictions(spark, val, spec, cfg, run_date, lgbm, baselines=False)
+    preds, _ = all_predictions(
+        spark, val, spec, cfg, run_date, lgbm, baselines=False, warn_missing=False
+    )
     rows = (
         scored_rows(val, preds, spec, [], qcols)
         .where(F.expr(e.metric_filter))

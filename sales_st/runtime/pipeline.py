@@ -213,4 +213,10 @@ def summary(cfg: Config, pipe: Pipeline) -> str:
         lines.append(f"  report    : {ev.report}")
         lines.append(f"  metrics   : table {ev.metrics_table}")
     lines.append(f"  manifest  : table {cfg.database}.run_manifest")
+    if cfg.tracking.enabled and tracking.tracking_uri(cfg):
+        lines.append(
+            f"  mlflow    : experiment {tracking.experiment_name(cfg)}, registered model "
+            f"{tracking.registered_model_name(cfg)} in {tracking.tracking_uri(cfg)} "
+            "(browse: scripts/mlflow-ui.sh)"
+        )
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
@@ -43,9 +44,21 @@ def _log_config(cfg: Config) -> list[str]:
     )
 
 
+def _make_local_dir(path: str) -> None:
+    """Create ``path`` when it is a local directory (a plain path or a file: URI); shared
+    storage (hdfs://, s3a://) is left to whoever provisions it."""
+    if path.startswith("file:"):
+        path = urlparse(path).path
+    if path and ":" not in path.split("/", 1)[0]:
+        os.makedirs(path, exist_ok=True)
+
+
 def spark_properties(cfg: Config) -> dict[str, str]:
     """All Spark properties the project sets, as plain strings (also used by spark-submit.sh
-    and the Thrift-server launcher so that every process sees the same catalog)."""
+    and the Thrift-server launcher so that every process sees the same catalog).
+
+    Event logs are on (in ``paths.spark_events``, created when local), so that a finished
+    job can be looked at in the history server as if its web UI were still up."""
     props = {
         "spark.sql.warehouse.dir": cfg.path("warehouse"),
         "spark.sql.catalogImplementation": "hive",
@@ -56,11 +69,18 @@ def spark_properties(cfg: Config) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         # a progress bar for people at a terminal, not in log files
         "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
+        # every application's event log, for the history server (scripts/history-server.sh)
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": cfg.path("spark_events"),
+        "spark.eventLog.compress": "true",
         "spark.driver.extraJavaOptions": " ".join(
             [f"-Dderby.system.home={cfg.data_dir}", *_log_config(cfg)]
         ),
     }
     props.update(cfg.spark.conf)
+    if props["spark.eventLog.enabled"].lower() == "true" and props.get("spark.eventLog.dir"):
+        # Spark refuses to start when the event-log directory does not exist
+        _make_local_dir(props["spark.eventLog.dir"])
     return props
 
 

@@ -21,13 +21,17 @@ from sales_st.evaluation.selection import ENSEMBLE, ensemble_id, ensemble_rows, 
 from sales_st.features.assemble import build_examples_df
 from sales_st.features.job import prepare
 from sales_st.features.spec import FeatureSpec
+from sales_st.runtime import tracking
 from sales_st.serving.scoring import (
+    FORECASTS_COMMENT,
+    forecast_comments,
     forecast_ddl,
     method_rows,
     quantile_columns,
     score_examples,
 )
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
+from sales_st.storage.views import create_forecast_runs
 from sales_st.training import store as model_store
 
 log = logging.getLogger(__name__)
@@ -107,8 +111,16 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
                 cfg.forecast.top_steps,
             )
         table = f"{cfg.database}.{cfg.forecast.table}"
-        ensure_table(spark, table, forecast_ddl(quantiles, regions), ["run_date"])
+        ensure_table(
+            spark,
+            table,
+            forecast_ddl(quantiles, regions),
+            ["run_date"],
+            FORECASTS_COMMENT,
+            forecast_comments(quantiles, regions),
+        )
         replace_partition(rows, table, {"run_date": prep.run_date})
+        create_forecast_runs(spark, cfg.database, cfg.forecast.table)
         total_series = prep.wide.table.count()
     finally:
         prep.release()
@@ -128,6 +140,9 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         prep.run_date,
         pub.model_id,
         table,
+    )
+    tracking.current(cfg).set_tags(
+        {"sales_st.method": pub.method, "sales_st.table": table, "sales_st.model_id": pub.model_id}
     )
     summary = RunSummary(
         run_date=prep.run_date,

@@ -57,6 +57,46 @@ def forecast_ddl(quantiles: list[float], region_columns: list[str]) -> str:
     )
 
 
+FORECASTS_COMMENT = (
+    "Daily sales forecasts: one row per series (store, item) and target date, as quantiles of "
+    "the target in target units (units sold, or the dataset's target, e.g. revenue); one "
+    "partition per run date, replaced whole when that date is re-run."
+)
+
+
+def forecast_comments(quantiles: list[float], region_columns: list[str]) -> dict[str, str]:
+    """What each column of :func:`forecast_ddl` holds and its unit (the table's comments)."""
+    qs = sorted(quantiles)
+    docs = {
+        "store_id": "store of the series (series key)",
+        "item_id": "item of the series (series key)",
+    }
+    for c in region_columns:
+        docs[c] = f"the store's {c}: a level of the region hierarchy, from the stores table"
+    docs["target_date"] = "day forecast (date)"
+    docs["horizon"] = "days from the run date to target_date, 1 = the next day (days)"
+    for q, c in zip(qs, quantile_columns(qs)):
+        what = "median" if q == 0.5 else f"{q:g} quantile"
+        docs[c] = (
+            f"{what} forecast of the target on target_date: the actual falls below it with "
+            f"probability {q:g} (target units)"
+        )
+    docs.update(
+        model_id="model-store id that produced the row: a network, LightGBM or an ensemble",
+        gate="fusion gate: weight of the neighbour-aware (spatio-temporal) representation "
+        "against the temporal-only one (0-1; null without explanations or for LightGBM)",
+        top_history_dates="history days the temporal attention weighted most, most first "
+        "(dates; forecast.top_steps of them)",
+        top_history_weights="attention weights of top_history_dates (fractions of 1)",
+        spatial_sources="neighbour store ids and context channels (spatial_lag, agg_<level>) "
+        "the spatial attention weighted, most first",
+        spatial_weights="attention weights of spatial_sources (fractions of 1)",
+        run_date="run date: the last day of observed sales the forecast used; target dates "
+        "follow it (date); partition column",
+    )
+    return docs
+
+
 def _load_cached(root: str, mid: str):
     key = f"{root}/{mid}"
     if key not in _MODELS:

@@ -1,9 +1,15 @@
-"""Catalog tables: replace one partition atomically, the run manifest, the quarantine.
+"""Catalog tables: create them self-described, replace one partition atomically, the run
+manifest, the quarantine.
 
 Partition replacement uses Spark's dynamic partition overwrite, which it switches on for the
 write itself: the new files are written to a staging directory and moved into place only
 when every task has succeeded, so a run killed mid-write leaves the earlier partition
 readable, and re-running a run date replaces exactly that partition and nothing else.
+
+Every table carries a table comment and a comment on each column saying what it holds and in
+which unit, so that ``DESCRIBE TABLE EXTENDED`` (and any SQL client) documents it; the comments
+live beside each table's DDL and :func:`ensure_table` brings tables made by older versions up
+to date.
 """
 
 from __future__ import annotations
@@ -11,11 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,30 +46,100 @@ MANIFEST_DDL = """
     model_id STRING, details STRING, error STRING, host STRING, pid BIGINT, run_id STRING
 """
 MANIFEST_PARTITION = "run_id"
+MANIFEST_COMMENT = (
+    "Run manifest of the sales_st jobs: one row per job run (one partition per run_id), "
+    "written 'running' when the job starts and replaced by its closing row."
+)
+MANIFEST_COLUMNS = {
+    "job": "job name: generate, features, train, tune, evaluate, forecast or pipeline",
+    "run_date": "run date the job ran for: the last day with observed sales (date; null "
+    "when the job has none)",
+    "status": "running, succeeded, failed, or abandoned (its process ended without closing it)",
+    "started_at": "when the job started (timestamp, UTC)",
+    "finished_at": "when the job ended (timestamp, UTC; null while running)",
+    "seconds": "wall-clock duration of the job (seconds; null while running)",
+    "rows_in": "size of the job's input, as the job counts it: sales rows, test windows or "
+    "series (count)",
+    "rows_out": "rows the job wrote, e.g. forecast rows (count)",
+    "rows_quarantined": "input rows set aside by validation, see the quarantine table (count)",
+    "model_id": "model-store id the job trained, evaluated or published",
+    "details": "job-specific details, e.g. the published method or the model selection (JSON)",
+    "error": "cause of a failed or abandoned run, in one line (null otherwise)",
+    "host": "host name of the job's driver",
+    "pid": "process id of the job's driver on that host",
+    "run_id": "id of the run (12 hex digits); partition column",
+}
 RUNNING, SUCCEEDED, FAILED, ABANDONED = "running", "succeeded", "failed", "abandoned"
 QUARANTINE_DDL = """
     table_name STRING, rule STRING, detail STRING, row_json STRING, run_id STRING,
     job STRING, run_date DATE
 """
+QUARANTINE_COMMENT = (
+    "Input rows that validation set aside instead of failing the run, one partition per "
+    "run date; each row says which rule it broke."
+)
+QUARANTINE_COLUMNS = {
+    "table_name": "input table the row came from: sales, stores, items or events",
+    "rule": "validation rule the row broke (the first, in order of precedence)",
+    "detail": "what was wrong with the row, in words",
+    "row_json": "the rejected row as read, all its columns (JSON)",
+    "run_id": "run that set the row aside (run_manifest.run_id)",
+    "job": "job that set the row aside",
+    "run_date": "run date of that run (date); partition column",
+}
 
 
-def ensure_table(spark: SparkSession, name: str, ddl: str, partitioned_by: list[str]) -> None:
-    """Create the table, or add the columns of ``ddl`` that an older version of it lacks."""
+def sql_string(text: str) -> str:
+    """``text`` as a Spark SQL string literal (backslashes and single quotes escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ensure_table(
+    spark: SparkSession,
+    name: str,
+    ddl: str,
+    partitioned_by: list[str],
+    comment: str = "",
+    column_comments: Mapping[str, str] | None = None,
+) -> None:
+    """Create the table with its comments, or bring an older version of it up to date.
+
+    ``comment`` is the table's comment and ``column_comments`` maps a column to what it holds
+    and its unit.  An existing table gets the columns of ``ddl`` it lacks, then every comment
+    that differs (unchanged ones are not touched, so a second call alters nothing).  Spark 3.5
+    cannot change the comment of an existing table's partition column (ALTER COLUMN knows
+    only data columns): such a table keeps the partition column as it was created.
+    """
+    docs = dict(column_comments or {})
+    wanted = spark.createDataFrame([], ddl).schema
     part = f"PARTITIONED BY ({', '.join(partitioned_by)})" if partitioned_by else ""
+    about = f"COMMENT {sql_string(comment)}" if comment else ""
     if not spark.catalog.tableExists(name):
+        cols = ", ".join(_column_sql(f.name, f.dataType.simpleString(), docs) for f in wanted)
         try:
-            spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl}) USING parquet {part}")
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({cols}) USING parquet {about} {part}")
         except Exception:
             # another job (on a shared metastore) created it in the same instant
             if not spark.catalog.tableExists(name):
                 raise
         return
-    have = set(spark.table(name).columns)
-    wanted = spark.createDataFrame([], ddl).schema
+    have = {c.name: c for c in spark.catalog.listColumns(name)}
     missing = [f for f in wanted.fields if f.name not in have]
     if missing:
-        cols = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in missing)
+        cols = ", ".join(_column_sql(f.name, f.dataType.simpleString(), docs) for f in missing)
         spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({cols})")
+    for col, text in docs.items():
+        c = have.get(col)
+        if c is None or c.isPartition or (c.description or "") == text:
+            continue
+        spark.sql(f"ALTER TABLE {name} ALTER COLUMN {col} COMMENT {sql_string(text)}")
+    if comment and (spark.catalog.getTable(name).description or "") != comment:
+        spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('comment' = {sql_string(comment)})")
+
+
+def _column_sql(name: str, type_sql: str, docs: Mapping[str, str]) -> str:
+    text = docs.get(name)
+    return f"{name} {type_sql}" + (f" COMMENT {sql_string(text)}" if text else "")
 
 
 def replace_partition(df: DataFrame, table: str, partition: dict[str, Any]) -> None:
@@ -181,7 +258,9 @@ def ensure_manifest(spark: SparkSession, database: str) -> str:
                 "run manifest: the earlier unpartitioned table was renamed %s.run_manifest_legacy",
                 database,
             )
-    ensure_table(spark, table, MANIFEST_DDL, [MANIFEST_PARTITION])
+    ensure_table(
+        spark, table, MANIFEST_DDL, [MANIFEST_PARTITION], MANIFEST_COMMENT, MANIFEST_COLUMNS
+    )
     return table
 
 
@@ -207,7 +286,7 @@ def append_manifest(
         rec.rows_out,
         rec.rows_quarantined,
         rec.model_id,
-        json.dumps(rec.details, default=str, sort_keys=True),
+        details_json(rec.details),
         error,
         socket.gethostname(),
         os.getpid(),
@@ -225,6 +304,22 @@ def append_manifest(
             seconds or 0.0,
             rec.run_id,
         )
+
+
+def details_json(details: dict[str, Any]) -> str:
+    """The manifest's ``details`` as JSON every reader accepts (Spark's get_json_object and
+    most SQL engines reject NaN): NaN and infinities -- pandas' missing values -- as null."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(details), default=str, sort_keys=True)
 
 
 def mark_abandoned(spark: SparkSession, database: str) -> list[str]:
@@ -272,7 +367,14 @@ def write_quarantine(
     quarantined: DataFrame, database: str, job: str, run_id: str, run_date: dt.date
 ) -> None:
     table = f"{database}.quarantine"
-    ensure_table(quarantined.sparkSession, table, QUARANTINE_DDL, ["run_date"])
+    ensure_table(
+        quarantined.sparkSession,
+        table,
+        QUARANTINE_DDL,
+        ["run_date"],
+        QUARANTINE_COMMENT,
+        QUARANTINE_COLUMNS,
+    )
     rows = quarantined.select(
         "table_name",
         "rule",

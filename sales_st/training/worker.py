@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -91,6 +92,20 @@ def weights_digest(model) -> str:
     for w in model.get_weights():
         h.update(w.tobytes())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_exit(reader: Any) -> Any:
+    """A Petastorm reader as a context, closed without its print to stdout ("Cache cleanup
+    complete.", once per reader and rank)."""
+    with contextlib.ExitStack() as stack:
+        stack.push(lambda *exc: _exit_quietly(reader, *exc))
+        yield reader.__enter__()
+
+
+def _exit_quietly(reader: Any, *exc: Any) -> bool:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return bool(reader.__exit__(*exc))
 
 
 def _dataset(
@@ -181,6 +196,11 @@ def _init_rank(hvd: Any) -> str:
         format=f"%(asctime)s rank{rank}/{size} %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("sales_st").setLevel(logging.INFO)
+    # TF's logger prints each line a second time through its own handler; and Keras' note that
+    # a callback is slow next to tiny batches (Horovod's averaging) is not a problem to report
+    tf_logger = tf.get_logger()
+    tf_logger.handlers.clear()
+    tf_logger.addFilter(lambda r: "is slow compared to the batch time" not in r.getMessage())
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         gpu = gpus[hvd.local_rank() % len(gpus)]
@@ -336,7 +356,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     )
     val_steps = steps(plan.val_rows, size, tcfg.batch_size, tcfg.max_steps_per_epoch)
     train_reader, train_ds, val_reader, val_ds = _datasets(plan, spec, tcfg, rank, size)
-    with train_reader, val_reader:
+    with _quiet_exit(train_reader), _quiet_exit(val_reader):
         if state:
             initial_val_loss = state.get("initial_val_loss")
         else:
