@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from sales_st.evaluation.baselines import simple_baselines, truth_rows
-from sales_st.evaluation.metrics import bottom_up, compute_metrics
+from sales_st.evaluation.metrics import compute_metrics, sum_metrics
 
 ORIGIN = dt.date(2024, 3, 1)
 
@@ -66,13 +66,28 @@ def test_metrics_by_hand(spark):
     assert b.wape == pytest.approx(1 / 5) and b.rmspe == pytest.approx(0.0)
 
 
-def test_bottom_up_sums_series_to_regions(spark):
-    agg = bottom_up(two_series(spark), "state").orderBy("horizon").toPandas()
-    assert agg.actual.tolist() == [10.0, 25.0] and agg.point.tolist() == [13.0, 23.0]
-    m = compute_metrics(
-        bottom_up(two_series(spark), "state"), {"state_total": ["state"]}, {}
-    ).first()
-    assert m["mae"] == pytest.approx((3 + 2) / 2) and m["mase"] is None and m["pinball"] is None
+def test_sum_metrics_by_hand(spark):
+    rows = (
+        two_series(spark)
+        .withColumn("target_date", F.date_add("origin", F.col("horizon")))
+        .withColumn("observed", F.lit(1))
+        .withColumn("p50", F.col("point"))
+    )
+    q, qcols = [0.1, 0.5, 0.9], ["p10", "p50", "p90"]
+    # lead time with narrow fitted scores (+-0.1 sd); region totals with normal quantiles
+    fitted = {"lead_time": {"scores": {"m|1": [-0.1, 0, 0.1], "m|2": [-0.1, 0, 0.1]}}}
+    m = sum_metrics(rows, ["state"], qcols, q, fitted).toPandas().set_index(["level", "group_key"])
+    # demand through day h: A 10, 30 vs 12, 30; B 0, 5 vs 1, 6
+    lead = m.loc[("lead_time", "all")]
+    assert lead.n == 4 and lead.mae == pytest.approx(4 / 4) and lead.wape == pytest.approx(4 / 45)
+    # +-0.1 sd covers only A's 30 at its median 30
+    assert lead.coverage == pytest.approx(1 / 4)
+    assert m.loc[("lead_time_horizon", "2")].coverage == pytest.approx(1 / 2)
+    # the state's total: 10, 25 vs 13, 23; spreads sqrt(6^2 + 2^2) and sqrt(10^2 + 3^2) over
+    # z90 - z10 = 2.563: the normal p10..p90 are +-3.16 and +-5.22, both cover
+    total = m.loc[("state_total", "S1")]
+    assert total.n == 2 and total.mae == pytest.approx((3 + 2) / 2)
+    assert total.coverage == pytest.approx(1.0) and np.isnan(total.mase)
 
 
 def test_baselines_by_hand(spark):

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from sales_st.serving.job import run_forecast
-from sales_st.serving.scoring import FAIL_WRITE_ENV, forecast_ddl
+from sales_st.serving.scoring import FAIL_WRITE_ENV, forecast_table_ddl
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def first(spark, tiny_cfg, tiny_model):
 
 def test_forecasts_table_schema_and_content(spark, tiny_cfg, tiny_features, first):
     expected = spark.createDataFrame(
-        [], forecast_ddl([0.1, 0.5, 0.9], tiny_cfg.data.region_columns)
+        [], forecast_table_ddl([0.1, 0.5, 0.9], tiny_cfg.data.region_columns)
     ).schema
     got = spark.table(TABLE).schema
     assert [(f.name, f.dataType) for f in got] == [(f.name, f.dataType) for f in expected]
@@ -56,6 +56,38 @@ def test_forecasts_table_schema_and_content(spark, tiny_cfg, tiny_features, firs
     sources = {s for ss in df.spatial_sources for s in ss}
     assert sources & {"spatial_lag", "agg_city", "agg_state"}
     assert any(s.startswith("st") for s in sources)  # neighbour store ids
+
+
+def test_lead_time_quantiles_of_each_series(spark, tiny_cfg, first):
+    df = partition(spark, first.run_date).toPandas().sort_values(["store_id", "item_id", "horizon"])
+    for _, s in df.groupby(["store_id", "item_id"]):
+        # the median through day h is the sum of the daily medians; p10/p90 are not sums
+        assert np.allclose(s.cum_p50, s.p50.cumsum())
+        for c in ("cum_p10", "cum_p50", "cum_p90"):
+            assert (np.diff(s[c]) >= -1e-9).all(), c  # demand through h+1 >= through h
+        assert ((s.cum_p10 <= s.cum_p50) & (s.cum_p50 <= s.cum_p90) & (s.cum_p10 >= 0)).all()
+    # an interval of a sum is narrower than the sum of the days' intervals (errors cancel)
+    last = df[df.horizon == df.horizon.max()]
+    width = (last.cum_p90 - last.cum_p10).sum()
+    summed = df.groupby(["store_id", "item_id"]).apply(lambda s: (s.p90 - s.p10).sum()).sum()
+    assert 0 < width < summed
+
+
+def test_region_totals_add_up_the_stores(spark, tiny_cfg, first):
+    run = first.run_date
+    regions = spark.table("sales_st.forecasts_region").where(F.col("run_date") == F.lit(run))
+    got = regions.toPandas()
+    df = partition(spark, run).toPandas()
+    levels = [c for c in tiny_cfg.data.region_columns if df[c].notna().any()]
+    assert sorted(got.level.unique()) == sorted(levels)
+    for level in levels:
+        mine = got[got.level == level].set_index(["region", "target_date"]).sort_index()
+        theirs = df.groupby([level, "target_date"]).agg(p50=("p50", "sum"), series=("p50", "size"))
+        theirs.index.names = ["region", "target_date"]
+        assert np.allclose(mine.p50, theirs.p50.sort_index())
+        assert (mine.series.values == theirs.series.sort_index().values).all()
+        assert ((mine.p10 <= mine.p50) & (mine.p50 <= mine.p90)).all()
+    assert (got.model_id == first.model_id).all()
 
 
 def test_rerun_replaces_only_its_partition(spark, tiny_cfg, first):

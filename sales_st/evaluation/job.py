@@ -23,7 +23,7 @@ from sales_st.config import Config
 from sales_st.errors import DataError
 from sales_st.evaluation.backtest import all_predictions, metric_levels, scored_rows
 from sales_st.evaluation.baselines import KEYS, lightgbm_model
-from sales_st.evaluation.metrics import METRICS, bottom_up, compute_metrics
+from sales_st.evaluation.metrics import METRICS, compute_metrics, sum_metrics
 from sales_st.evaluation.report import write_report
 from sales_st.evaluation.selection import (
     ENSEMBLE,
@@ -36,6 +36,7 @@ from sales_st.evaluation.selection import (
 from sales_st.features.spec import FeatureSpec, read_spec
 from sales_st.frames import to_pandas
 from sales_st.runtime import tracking
+from sales_st.serving.aggregates import fit_sum_scores
 from sales_st.serving.scoring import quantile_columns
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
 from sales_st.storage.files import write_parquet_atomic
@@ -60,7 +61,8 @@ METRICS_COLUMNS = {
     "method": "forecasting method: a network (evaluate.models), a naive baseline, lightgbm, "
     "ensemble, or best (the validation winner: what forecast.model=best publishes)",
     "level": "grouping of the row: overall, horizon, origin, series, a region column (e.g. "
-    "city, state) or <region>_total (series summed bottom-up to the region)",
+    "city, state), <region>_total (series summed bottom-up to the region, against the "
+    "quantiles of the total) or lead_time / lead_time_horizon (demand over days 1..h)",
     "group_key": "values of the level's grouping columns joined by '|' (all for overall)",
     "n": "forecast rows (series x origin x horizon step) the metrics cover (count)",
     "mse": "mean squared error, mean (y-p)^2 (target units squared)",
@@ -71,11 +73,11 @@ METRICS_COLUMNS = {
     "rmspe": "root mean squared percentage error, sqrt(mean ((y-p)/y)^2) over rows with "
     "y != 0 (fraction)",
     "mase": "mean absolute scaled error, mean |y-p|/d, d = the series' in-sample mean absolute "
-    "weekly-seasonal difference (ratio; null for region totals)",
+    "weekly-seasonal difference (ratio; null for sums: region totals and lead time)",
     "pinball": "mean pinball (quantile) loss over rows and quantiles (target units; null for "
-    "region totals and point-only methods)",
+    "point-only methods)",
     "coverage": "share of actuals within [lowest, highest] quantile forecast (fraction; null "
-    "for region totals and point-only methods)",
+    "for point-only methods)",
     "model_id": "model-store id of the method (null for the naive baselines: no stored model)",
     "run_date": "run date of the evaluation (date); partition column",
 }
@@ -133,10 +135,10 @@ def run_evaluate(
     scored = rows.where(F.expr(cfg.evaluate.metric_filter))
     levels, regions = metric_levels(rows, cfg.data.region_columns)
     metrics = compute_metrics(scored, levels, dict(zip(qcols, sorted(cfg.model.quantiles))))
-    for r in regions:
-        metrics = metrics.unionByName(
-            compute_metrics(bottom_up(scored, r), {f"{r}_total": [r]}, {})
-        )
+    fitted = selection.get("sums") if selection else None
+    metrics = metrics.unionByName(
+        sum_metrics(rows, regions, qcols, sorted(cfg.model.quantiles), fitted)
+    )
     ids = spark.createDataFrame(
         [(m, i) for m, i in model_ids.items()] or [("", "")], "method string, model_id string"
     )
@@ -248,13 +250,13 @@ def fit_selection(
     preds, _ = all_predictions(
         spark, val, spec, cfg, run_date, lgbm, baselines=False, warn_missing=False
     )
-    rows = (
-        scored_rows(val, preds, spec, [], qcols)
-        .where(F.expr(e.metric_filter))
-        .select("method", *KEYS, "horizon", "actual", "point")
-        .persist()  # the networks score the validation windows once, not per action
-    )
+    preds = preds.persist()  # the networks score the validation windows once, not per action
     try:
+        rows = (
+            scored_rows(val, preds, spec, [], qcols)
+            .where(F.expr(e.metric_filter))
+            .select("method", *KEYS, "horizon", "actual", "point")
+        )
         n = rows.where(F.col("method") == members[0]).count()
         if n == 0:
             log.warning("evaluate: the validation split has no rows under the metric filter")
@@ -265,21 +267,26 @@ def fit_selection(
             bucket = F.abs(F.hash(*KEYS, "horizon")) % 1_000_000
             sample = rows.where(bucket < F.lit(int(keep * 1_000_000)))
         pdf = to_pandas(sample)
+        index = [*KEYS, "horizon"]
+        wide = pdf.pivot_table(index=index, columns="method", values="point", aggfunc="first")
+        wide["actual"] = pdf.groupby(index)["actual"].first()
+        wide = wide.reset_index()
+        for m in members:
+            if m not in wide:
+                wide[m] = np.nan
+        sel = select(wide, members, e.selection_metric, e.ensemble_step)
+        sel.update(
+            model_ids={m: model_ids[m] for m in members},
+            run_date=str(run_date),
+            features_id=spec.features_id,
+        )
+        # the scores of lead-time demand and region totals, per method, on the same windows
+        ranked, _ = with_selected(preds, sel, dict(sel["model_ids"]), qcols)
+        truth = scored_rows(val, ranked, spec, cfg.data.region_columns, qcols)
+        regions = [c for c in cfg.data.region_columns if c in truth.columns]
+        sel["sums"] = fit_sum_scores(truth, regions, qcols, sorted(cfg.model.quantiles))
     finally:
-        rows.unpersist()
-    index = [*KEYS, "horizon"]
-    wide = pdf.pivot_table(index=index, columns="method", values="point", aggfunc="first")
-    wide["actual"] = pdf.groupby(index)["actual"].first()
-    wide = wide.reset_index()
-    for m in members:
-        if m not in wide:
-            wide[m] = np.nan
-    sel = select(wide, members, e.selection_metric, e.ensemble_step)
-    sel.update(
-        model_ids={m: model_ids[m] for m in members},
-        run_date=str(run_date),
-        features_id=spec.features_id,
-    )
+        preds.unpersist()
     write_selection(cfg.path("models"), sel)
     table = "\n".join(
         f"  {m:<16} {v:.4f}{'  <- published by forecast.model=best' if m == sel['winner'] else ''}"

@@ -16,9 +16,12 @@ Input rows (one per method, series, origin, horizon step):
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from sales_st.data.contract import SERIES_KEY
 
 METRICS = ["n", "mse", "rmse", "mae", "wape", "smape", "rmspe", "mase", "pinball", "coverage"]
 
@@ -71,28 +74,68 @@ def compute_metrics(
     return out.select("method", "level", "group_key", *METRICS)
 
 
-def bottom_up(rows: DataFrame, level: str) -> DataFrame:
-    """Sum point forecasts and actuals of the series in each region (per method, origin, day).
+def sum_metrics(
+    rows: DataFrame,
+    regions: list[str],
+    qcols: list[str],
+    quantiles: list[float],
+    fitted: dict[str, Any] | None,
+) -> DataFrame:
+    """Metrics of sums, per method (see ``sales_st.serving.aggregates``):
 
-    Quantiles of a sum are not sums of quantiles, and the series' MASE scales do not add up
-    to the region's, so only the other point metrics are defined at region level.
-    """
-    agg = (
-        rows.where(F.col(level).isNotNull())
-        .groupBy("method", level, "origin", "horizon")
-        .agg(
-            F.sum("actual").alias("actual"),
-            F.sum("point").alias("point"),
+    * ``lead_time`` and ``lead_time_horizon`` (group_key h): the demand over days 1..h of a
+      series from each origin against its lead-time quantiles;
+    * ``<region>_total`` (group_key the region): each region's total per origin and day
+      against the quantiles of the total (p50: the sum of its series' medians).
+
+    Every observed day counts (not only the rows under ``evaluate.metric_filter``: a sum
+    needs all its days); a sum missing an actual is left out.  The intervals use the scores
+    fitted on the validation windows (``fitted``; normal quantiles without); methods without
+    quantiles get point metrics only.  MASE is not defined for sums."""
+    from sales_st.serving import aggregates as A
+
+    qmap = dict(zip(qcols, quantiles))
+    median = qcols[sorted(quantiles).index(0.5)]
+    by_method = ("method", "horizon")
+
+    def metric_rows(df: DataFrame, point: str, names: list[str]) -> DataFrame:
+        return df.select(
+            "method",
+            *[c for c in ("horizon", *regions) if c in df.columns],
+            F.col("actual"),
+            F.col(point).alias("point"),
+            *[F.col(n).alias(q) for n, q in zip(names, qcols)],
+            F.col(names[0]).alias("p_lo"),
+            F.col(names[-1]).alias("p_hi"),
+            F.lit(None).cast("double").alias("mase_scale"),
         )
+
+    keys = ["method", *SERIES_KEY, "origin"]
+    lead = A.with_lead_time(
+        rows, keys, qcols, quantiles, (fitted or {}).get("lead_time"), groups=by_method
     )
-    return agg.select(
-        "method",
-        level,
-        "origin",
-        "horizon",
-        "actual",
-        "point",
-        F.lit(None).cast("double").alias("mase_scale"),
-        F.lit(None).cast("double").alias("p_lo"),
-        F.lit(None).cast("double").alias("p_hi"),
-    )
+    cum = [f"cum_{c}" for c in qcols]
+    lead = lead.where(F.col("cum_actual").isNotNull()).withColumn("actual", F.col("cum_actual"))
+    parts = [
+        compute_metrics(
+            metric_rows(lead, f"cum_{median}", cum),
+            {"lead_time": [], "lead_time_horizon": ["horizon"]},
+            qmap,
+        )
+    ]
+    if regions:
+        totals = A.region_totals(
+            rows,
+            regions,
+            ["method", "origin", "target_date", "horizon"],
+            qcols,
+            quantiles,
+            (fitted or {}).get("regions", {}),
+            groups=by_method,
+        ).where(F.col("actual").isNotNull())
+        for r in regions:
+            level = totals.where(F.col("level") == r).withColumnRenamed("region", r)
+            parts.append(
+                compute_metrics(metric_rows(level, "point", qcols), {f"{r}_total": [r]}, qmap)
+            )
+    return functools.reduce(DataFrame.unionByName, parts)

@@ -9,6 +9,7 @@ import datetime as dt
 import functools
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -17,20 +18,36 @@ from sales_st.config import Config
 from sales_st.data.contract import SERIES_KEY
 from sales_st.errors import DataError
 from sales_st.evaluation.baselines import KEYS
-from sales_st.evaluation.selection import ENSEMBLE, ensemble_id, ensemble_rows, read_selection
+from sales_st.evaluation.selection import (
+    ENSEMBLE,
+    ensemble_id,
+    ensemble_rows,
+    read_selection,
+    selection_path,
+)
 from sales_st.features.assemble import build_examples_df
 from sales_st.features.job import prepare
 from sales_st.features.spec import FeatureSpec
 from sales_st.runtime import tracking
+from sales_st.serving.aggregates import (
+    median_column,
+    region_totals,
+    scores_for,
+    with_lead_time,
+)
 from sales_st.serving.scoring import (
     FORECASTS_COMMENT,
+    REGION_COMMENT,
     forecast_comments,
-    forecast_ddl,
+    forecast_table_ddl,
     method_rows,
     quantile_columns,
+    region_comments,
+    region_ddl,
     score_examples,
 )
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
+from sales_st.storage.files import json_exists
 from sales_st.storage.views import create_forecast_runs
 from sales_st.training import store as model_store
 
@@ -91,6 +108,7 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
     spec = model_store.load_spec(root, first)
     log.info("forecast: publishing %s (%s)", pub.method, pub.model_id)
     prep = prepare(spark, cfg, run_date, vocab=spec.vocab)
+    cached: list[DataFrame] = []
     try:
         check_compatible(spec, cfg, prep.wide.levels)
         examples = build_examples_df(prep.wide, cfg, ("score",))
@@ -98,9 +116,11 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         quantiles = meta["model_config"]["quantiles"]
         regions = cfg.data.region_columns
         if pub.members:
-            rows = mixed_rows(spark, examples, root, pub, quantiles, regions, prep.run_date, cfg)
+            scored = mixed_rows(
+                spark, examples, root, pub, quantiles, regions, prep.run_date, cfg, cached
+            )
         else:
-            rows = score_examples(
+            scored = score_examples(
                 examples,
                 root,
                 pub.model_id,
@@ -110,20 +130,29 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
                 cfg.forecast.explain,
                 cfg.forecast.top_steps,
             )
+        scored = scored.persist()  # scored once: the daily rows, lead time and region totals
+        cached.append(scored)
+        lead, by_region = published_scores(root, pub, spec)
+        qcols = quantile_columns(quantiles)
+        median = median_column(qcols, quantiles)
+        rows = with_lead_time(scored, list(SERIES_KEY), qcols, quantiles, lead, median=median)
         table = f"{cfg.database}.{cfg.forecast.table}"
         ensure_table(
             spark,
             table,
-            forecast_ddl(quantiles, regions),
+            forecast_table_ddl(quantiles, regions),
             ["run_date"],
             FORECASTS_COMMENT,
             forecast_comments(quantiles, regions),
         )
         replace_partition(rows, table, {"run_date": prep.run_date})
+        write_region_totals(spark, cfg, scored, pub, quantiles, by_region, prep.run_date)
         create_forecast_runs(spark, cfg.database, cfg.forecast.table)
         total_series = prep.wide.table.count()
     finally:
         prep.release()
+        for df in cached:
+            df.unpersist()
     written = spark.table(table).where(F.col("run_date") == F.lit(prep.run_date))
     n_rows = written.count()
     n_series = written.select(*SERIES_KEY).distinct().count()
@@ -176,6 +205,76 @@ EXPLANATIONS = [
 ]
 
 
+def published_scores(
+    root: str, pub: Published, spec: FeatureSpec
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The validation-fitted scores of the published method's sums (lead time; region totals
+    per level), from the evaluation's selection on the same features; without them (None,
+    {}) and a warning: the intervals of sums then assume independent errors."""
+    sel = read_selection(root) if json_exists(selection_path(root)) else {}
+    sums = sel.get("sums") if sel.get("features_id") == spec.features_id else None
+    name = pub.method
+    if sums and not scores_for(sums["lead_time"], name):
+        # a network published by id or alias: the name it was evaluated under
+        name = next((m for m, i in sel.get("model_ids", {}).items() if i == pub.model_id), name)
+    lead = scores_for(sums["lead_time"], name) if sums else None
+    if lead is None or sums is None:
+        log.warning(
+            "forecast: no validation-fitted scores of sums for %s (run the evaluation job on "
+            "these features): lead-time and region intervals assume independent errors",
+            pub.method,
+        )
+        return None, {}
+    regions = {lvl: scores_for(f, name) for lvl, f in sums.get("regions", {}).items()}
+    return lead, regions
+
+
+def write_region_totals(
+    spark: SparkSession,
+    cfg: Config,
+    scored: DataFrame,
+    pub: Published,
+    quantiles: list[float],
+    fitted: dict[str, Any],
+    run_date: dt.date,
+) -> None:
+    """``<database>.forecasts_region``: every hierarchy level's region totals per day."""
+    levels = [c for c in cfg.data.region_columns if c in scored.columns]
+    if not levels:
+        return
+    qcols = quantile_columns(quantiles)
+    totals = region_totals(
+        scored,
+        levels,
+        ["target_date", "horizon"],
+        qcols,
+        quantiles,
+        fitted,
+        median=median_column(qcols, quantiles),
+    ).select(
+        "level",
+        "region",
+        "target_date",
+        "horizon",
+        F.col("series").cast("bigint"),
+        *qcols,
+        F.lit(pub.model_id).alias("model_id"),
+        F.lit(pub.method).alias("method"),
+        F.lit(run_date).cast("date").alias("run_date"),
+    )
+    table = f"{cfg.database}.{cfg.forecast.table}_region"
+    ensure_table(
+        spark,
+        table,
+        region_ddl(quantiles),
+        ["run_date"],
+        REGION_COMMENT,
+        region_comments(quantiles),
+    )
+    replace_partition(totals, table, {"run_date": run_date})
+    log.info("forecast: region totals for %s -> %s", ", ".join(levels), table)
+
+
 def mixed_rows(
     spark: SparkSession,
     examples: DataFrame,
@@ -185,9 +284,11 @@ def mixed_rows(
     regions: list[str],
     run_date: dt.date,
     cfg: Config,
+    cached: list[DataFrame] | None = None,
 ) -> DataFrame:
     """Forecast rows of a weighted mix of stored models (see ``evaluation.selection``); the
-    explanations come from the first network among the members, if any."""
+    explanations come from the first network among the members, if any.  The networks'
+    scored rows are persisted (scored once, read twice) and added to ``cached``."""
     from sales_st.evaluation.baselines import load_lightgbm, predict_lightgbm
 
     qcols = quantile_columns(quantiles)
@@ -208,6 +309,8 @@ def mixed_rows(
                 cfg.forecast.explain,
                 cfg.forecast.top_steps,
             ).persist()
+            if cached is not None:  # the caller unpersists it when done
+                cached.append(scored)
             explained = scored if explained is None else explained
             part = method_rows(scored, name, quantiles)
         parts.append(part.select("method", *KEYS, "horizon", "point", *qcols))

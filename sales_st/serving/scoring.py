@@ -57,6 +57,53 @@ def forecast_ddl(quantiles: list[float], region_columns: list[str]) -> str:
     )
 
 
+def forecast_table_ddl(quantiles: list[float], region_columns: list[str]) -> str:
+    """The forecasts table: the scored rows' columns plus the lead-time quantiles
+    (``cum_<q>``: demand over days 1..horizon, see ``aggregates``)."""
+    cum = ", ".join(f"cum_{c} DOUBLE" for c in quantile_columns(quantiles))
+    return forecast_ddl(quantiles, region_columns).replace(
+        ", model_id STRING", f", {cum}, model_id STRING", 1
+    )
+
+
+def region_ddl(quantiles: list[float]) -> str:
+    qcols = ", ".join(f"{c} DOUBLE" for c in quantile_columns(quantiles))
+    return (
+        "level STRING, region STRING, target_date DATE, horizon INT, series BIGINT, "
+        f"{qcols}, model_id STRING, method STRING, run_date DATE"
+    )
+
+
+REGION_COMMENT = (
+    "Region totals of the daily forecasts, for every level of the region hierarchy: p50 is "
+    "the sum of the series' medians (bottom-up, so totals add up), the other quantiles are "
+    "quantiles of the total (not sums of the series' quantiles); one partition per run date."
+)
+
+
+def region_comments(quantiles: list[float]) -> dict[str, str]:
+    qs = sorted(quantiles)
+    docs = {
+        "level": "hierarchy level of the region (a column of data.hierarchy: city, state, ...)",
+        "region": "the region: a value of that level's column",
+        "target_date": "day forecast (date)",
+        "horizon": "days from the run date to target_date, 1 = the next day (days)",
+        "series": "series (store, item) of the region summed (count)",
+    }
+    for q, c in zip(qs, quantile_columns(qs)):
+        docs[c] = (
+            "sum of the series' medians (target units)"
+            if q == 0.5
+            else f"{q:g} quantile of the region's total on target_date (target units)"
+        )
+    docs.update(
+        model_id="model-store id of the published model (see forecasts.model_id)",
+        method="published method: a network, lightgbm or ensemble",
+        run_date="run date of the forecast (date); partition column",
+    )
+    return docs
+
+
 FORECASTS_COMMENT = (
     "Daily sales forecasts: one row per series (store, item) and target date, as quantiles of "
     "the target in target units (units sold, or the dataset's target, e.g. revenue); one "
@@ -80,6 +127,12 @@ def forecast_comments(quantiles: list[float], region_columns: list[str]) -> dict
         docs[c] = (
             f"{what} forecast of the target on target_date: the actual falls below it with "
             f"probability {q:g} (target units)"
+        )
+    for q, c in zip(qs, quantile_columns(qs)):
+        docs[f"cum_{c}"] = (
+            f"{'median' if q == 0.5 else f'{q:g} quantile'} of the demand over days 1..horizon "
+            "(lead-time demand through target_date; not a sum of daily quantiles; "
+            "non-decreasing in horizon) (target units)"
         )
     docs.update(
         model_id="model-store id that produced the row: a network, LightGBM or an ensemble",
