@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from sales_st.config import RegionLevel
+from sales_st.data.events import scope_levels, warn_about_scopes
 from sales_st.data.geo import haversine_km
-from sales_st.features.assemble import build_examples_df
+from sales_st.errors import ConfigError, DataError
+from sales_st.features.assemble import build_examples_df, layout_for
+from sales_st.features.calendar import Axis, store_calendar
 from sales_st.features.job import prepare, run_features
 from sales_st.features.windows import series_offset
 from tests.conftest import make_config
@@ -397,13 +402,14 @@ def test_a_declared_event_type_reaches_only_the_stores_in_its_scope(spark, data_
     cfg = small_cfg(
         data_root,
         "custom_events",
+        "data.event_types=[public_holiday, school_holiday, flood, fair]",
         "features.event_distances=[flood, fair]",
         'features.future_expressions={"fut_month": "month(date)"}',
     )
     flood = (T0 + dt.timedelta(days=44), "C2", "city", "flood")  # city C2: store s3 only
     fair = (T0 + dt.timedelta(days=44), "C1", "state", "fair")  # no *state* is called C1
     write_inputs(spark, cfg.path("inputs"), extra_events=[flood, fair])
-    _, ex = examples_for(spark, cfg)
+    prep, ex = examples_for(spark, cfg)
     at = ex[ex.origin == T0 + dt.timedelta(days=41)].set_index("store_id")
     until_flood = [(44 - d) / 15 if d <= 44 else 1.0 for d in range(42, 42 + H)]
     np.testing.assert_allclose(at.loc["s3", "fut_days_to_flood"], until_flood, rtol=1e-5)
@@ -413,3 +419,75 @@ def test_a_declared_event_type_reaches_only_the_stores_in_its_scope(spark, data_
         assert list(at.loc[store, "fut_days_to_fair"]) == [1.0] * H
     months = [(T0 + dt.timedelta(days=d)).month for d in range(42, 42 + H)]
     assert list(at.loc["s1", "fut_month"]) == months
+    # every declared type has its indicator channel: 1 on the horizon days the event reaches
+    # the store -- the flood day for s3 alone, never the fair
+    for r in ex.itertuples():
+        o = (r.origin - T0).days
+        hit = [1.0 if r.store_id == "s3" and o + h == 44 else 0.0 for h in range(1, H + 1)]
+        assert list(r.fut_event_flood) == hit, (r.store_id, r.origin)
+        assert list(r.fut_event_fair) == [0.0] * H
+    assert at.loc["s3", "fut_event_flood"].tolist() == [0, 0, 1, 0, 0, 0, 0]
+    assert layout_for(cfg, prep.wide).fut[-7:] == [
+        "fut_event_flood",
+        "fut_event_fair",
+        "fut_days_to_flood",
+        "fut_days_since_flood",
+        "fut_days_to_fair",
+        "fut_days_since_fair",
+        "fut_month",
+    ]
+
+
+def test_an_undeclared_event_type_is_an_error_with_its_count(spark, data_root):
+    cfg = small_cfg(data_root, "undeclared_events")
+    typo = [(T0 + dt.timedelta(days=d), "S1", "state", "scool_holiday") for d in (3, 4, 5)]
+    write_inputs(spark, cfg.path("inputs"), extra_events=typo)
+    with pytest.raises(DataError) as err:
+        prepare(spark, cfg, None)
+    assert str(err.value) == (
+        "the events table holds event types that data.event_types does not declare: "
+        "'scool_holiday' (3 rows) (declared: public_holiday, school_holiday); declare them in "
+        "data.event_types, or drop them with data.events.keep_if "
+        "(e.g. \"event_type <> 'scool_holiday'\")"
+    )
+
+
+def test_event_distances_need_a_declared_type(spark, data_root):
+    cfg = small_cfg(data_root, "explicit", "features.event_distances=[promo, flood]")
+    with pytest.raises(ConfigError, match="'flood' is neither one of promo, closed"):
+        prepare(spark, cfg, None)
+
+
+def test_a_state_scope_does_not_reach_a_city_of_the_same_name(spark, caplog):
+    """Georgia is a state (store b) and a city of Alabama (store a)."""
+    stores = spark.createDataFrame(
+        [("a", "Georgia", "Alabama"), ("b", "Atlanta", "Georgia"), ("c", "Mobile", "Alabama")],
+        "store_id string, city string, state string",
+    )
+    events = spark.createDataFrame(
+        [
+            (T0 + dt.timedelta(days=1), "Georgia", "state", "fair"),
+            (T0 + dt.timedelta(days=2), "Georgia", "city", "fair"),
+            (T0 + dt.timedelta(days=3), "Georgia", None, "fair"),  # both: a warning
+            (T0 + dt.timedelta(days=4), "DE", "global", "fair"),  # every store
+            (T0 + dt.timedelta(days=5), "Alabama", "county", "fair"),  # no such level
+        ],
+        "date date, scope string, scope_level string, event_type string",
+    )
+    levels = scope_levels(
+        [RegionLevel("city", "city"), RegionLevel("state", "state")], stores.columns
+    )
+    cal = store_calendar(stores, events, Axis(T0, 7), levels, 14, ["fair"])
+    got = {r["store_id"]: list(r["event_fair"]) for r in cal.collect()}
+    assert got == {
+        "a": [0, 0, 1, 1, 1, 0, 0],
+        "b": [0, 1, 0, 1, 1, 0, 0],
+        "c": [0, 0, 0, 0, 1, 0, 0],
+    }
+    with caplog.at_level(logging.WARNING, logger="sales_st"):
+        warn_about_scopes(stores, events, levels)
+    assert (
+        "scope 'Georgia' has no scope_level and names regions at several levels (city, state)"
+        in caplog.text
+    )
+    assert "scope_level 'county' (1 rows) is not a level of data.hierarchy" in caplog.text

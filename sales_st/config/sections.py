@@ -221,6 +221,14 @@ class DataConfig:
     centroids: dict[str, list[float]] = field(default_factory=dict)
     # Hierarchy column whose values key data.centroids (e.g. state).
     centroid_level: str = ""
+    # Event types the events table may hold; a row of any other type fails the feature job
+    # (declare it here, or drop it with data.events.keep_if).  public_holiday and
+    # school_holiday feed the holiday channels; every other type gets its own known-future
+    # indicator channel fut_event_<type>.  Names: letters, digits, _.
+    event_types: list[str] = field(default_factory=lambda: ["public_holiday", "school_holiday"])
+    # Spacing of the sales dates: auto infers it and refuses weekly or monthly data (the
+    # features are daily); day builds daily windows whatever the spacing, with a warning.
+    frequency: Literal["auto", "day"] = "auto"
 
     @property
     def region_columns(self) -> list[str]:

@@ -20,12 +20,14 @@ from sales_st.data.contract import (
     STATIC_NUM_PREFIX,
     extra_static_columns,
 )
+from sales_st.data.events import indicator_types, scope_levels
+from sales_st.errors import ConfigError
 from sales_st.features import names as N
 from sales_st.features.calendar import Axis, series_arrays, store_calendar
 from sales_st.features.spatial import neighbour_arrays, neighbour_table, region_aggregates
 from sales_st.features.spec import Layout, make_layout
 from sales_st.features.splits import origin_rules
-from sales_st.features.windows import build_examples, float_arrays, needs_target
+from sales_st.features.windows import build_examples, explode_origins, float_arrays, needs_target
 from sales_st.frames import one_row
 
 # Columns carried on every example besides the model's inputs (keys, segment, explanations).
@@ -111,8 +113,14 @@ def wide_table(
     agg_levels = [lvl for lvl in f.spatial.aggregate_levels if lvl in region_columns]
 
     series = series_arrays(accepted, axis).persist()
-    declared = [e for e in f.event_distances if e not in N.EVENT_SOURCES]
-    calendar = store_calendar(stores, events, axis, region_columns, f.holiday_window, declared)
+    calendar = store_calendar(
+        stores,
+        events,
+        axis,
+        scope_levels(cfg.data.hierarchy, stores.columns),
+        f.holiday_window,
+        calendar_event_types(cfg),
+    )
     neighbours = neighbour_table(stores, f.spatial, region_columns).persist()
     nbr = neighbour_arrays(series, neighbours, f.spatial.k)
 
@@ -166,19 +174,65 @@ def layout_for(cfg: Config, wide: Wide) -> Layout:
         wide.levels,
         list(wide.vocab),
         static_numeric(wide.table),
-        extra_future(f),
+        extra_future(cfg),
     )
 
 
-def extra_future(cfg: FeaturesConfig) -> list[str]:
-    """Config-declared known-future channels, in the order the windows build them."""
-    return N.event_channels(cfg.event_distances) + list(cfg.future_expressions)
+def check_event_settings(cfg: Config) -> None:
+    """``data.event_types`` must be names (they become column names), every event of
+    ``features.event_distances`` a built-in source or a declared type, and no date expression
+    may take an indicator channel's name."""
+    for t in cfg.data.event_types:
+        if not t.isidentifier():
+            raise ConfigError(
+                f"config key 'data.event_types': event type {t!r} must be a name (letters, "
+                "digits, _); recode it with data.events.values.event_type"
+            )
+    for e in cfg.features.event_distances:
+        if e not in N.EVENT_SOURCES and e not in cfg.data.event_types:
+            raise ConfigError(
+                f"config key 'features.event_distances': {e!r} is neither one of "
+                f"{', '.join(N.EVENT_SOURCES)} nor a type declared in data.event_types "
+                f"({', '.join(cfg.data.event_types)})"
+            )
+    indicators = {N.event_indicator(t) for t in indicator_types(cfg.data.event_types)}
+    for name in cfg.features.future_expressions:
+        if name in indicators:
+            raise ConfigError(
+                f"config key 'features.future_expressions.{name}': '{name}' is the indicator "
+                "channel of a type in data.event_types; choose another name"
+            )
+
+
+def calendar_event_types(cfg: Config) -> list[str]:
+    """Event types the calendar builds an ``event_<type>`` day array for: the declared ones
+    beyond the built-in holidays (indicator channels), and the event distances' others."""
+    distances = [e for e in cfg.features.event_distances if e not in N.EVENT_SOURCES]
+    return list(dict.fromkeys(indicator_types(cfg.data.event_types) + distances))
+
+
+def extra_future(cfg: Config) -> list[str]:
+    """Config-declared known-future channels, in the order the windows build them: one
+    indicator per declared event type, the event distances, the date expressions."""
+    f = cfg.features
+    return (
+        [N.event_indicator(t) for t in indicator_types(cfg.data.event_types)]
+        + N.event_channels(f.event_distances)
+        + list(f.future_expressions)
+    )
 
 
 def build_examples_df(wide: Wide, cfg: Config, splits: tuple[str, ...]) -> DataFrame:
     """Examples for ``splits`` with the columns the feature spec describes."""
     rules = origin_rules(cfg.features, wide.axis, wide.run_date, wide.last_target_day, splits)
-    ex = build_examples(wide.table, rules, cfg.features, wide.axis, wide.levels)
+    ex = build_examples(
+        wide.table,
+        rules,
+        cfg.features,
+        wide.axis,
+        wide.levels,
+        indicator_types(cfg.data.event_types),
+    )
     ex = needs_target(ex, rules)
     layout = layout_for(cfg, wide)
     t0 = wide.axis.t0.isoformat()
@@ -189,6 +243,20 @@ def build_examples_df(wide: Wide, cfg: Config, splits: tuple[str, ...]) -> DataF
     meta = EXAMPLE_META + [c for c in wide.region_columns if c in ex.columns]
     cols = list(dict.fromkeys(meta + layout.all_columns()))
     return float_arrays(ex.select(*cols), layout.float_columns())
+
+
+def window_counts(
+    series: DataFrame, cfg: FeaturesConfig, axis: Axis, run_date: dt.date, last_target_day: int
+) -> dict[str, int]:
+    """Examples per split the feature job would cut from ``series`` (one row per series with
+    its ``first_day`` on ``axis``), without building them: the origins of each split's rule
+    that honour ``min_history``.  An upper bound for train, val and test: the feature job
+    also drops windows without an observed target in the horizon, an observed history day
+    or a day with sales in the last year (:func:`needs_target`)."""
+    rules = origin_rules(cfg, axis, run_date, last_target_day)
+    rows = explode_origins(series, rules, cfg).groupBy("split").count().collect()
+    found = {r["split"]: int(r["count"]) for r in rows}
+    return {rule.name: found.get(rule.name, 0) for rule in rules}
 
 
 def fit_scalers(examples: DataFrame, columns: list[str]) -> dict[str, list[float]]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sales_st.data.contract import GLOBAL_SCOPE, PUBLIC_HOLIDAY, SCHOOL_HOLIDAY, SERIES_KEY
+from sales_st.data.contract import PUBLIC_HOLIDAY, SCHOOL_HOLIDAY, SERIES_KEY
+from sales_st.data.events import reach
 from sales_st.frames import one_row
 
 # Fields carried per day, with their SQL type.
@@ -94,7 +95,7 @@ def store_calendar(
     stores: DataFrame,
     events: DataFrame,
     axis: Axis,
-    levels: list[str],
+    levels: dict[str, str],
     window: int,
     event_types: list[str] | None = None,
 ) -> DataFrame:
@@ -102,23 +103,15 @@ def store_calendar(
     array per type of ``event_types``, and the days to the next / since the last public
     holiday (clipped at ``window``, NO_HOLIDAY beyond).
 
-    An event reaches a store when its scope is global, or names the store's region at the
-    event's ``scope_level`` (any level when the event has none)."""
-    scopes = [F.struct(F.lit(GLOBAL_SCOPE).alias("level"), F.lit(GLOBAL_SCOPE).alias("scope"))]
-    scopes += [F.struct(F.lit(c).alias("level"), F.col(c).alias("scope")) for c in levels]
-    store_scopes = (
-        stores.select("store_id", F.explode(F.array(*scopes)).alias("s"))
-        .select("store_id", "s.level", "s.scope")
-        .where(F.col("scope").isNotNull())
+    ``levels`` maps each ``scope_level`` value to its stores column
+    (:func:`sales_st.data.events.scope_levels`): an event reaches a store when its scope is
+    global, or names the store's region at the event's ``scope_level`` (at any level when the
+    event has none); see :func:`sales_st.data.events.reach`."""
+    ev = events.where(
+        (F.col("date") >= F.lit(axis.t0)) & (F.col("date") <= F.lit(axis.date(axis.n_days - 1)))
     )
-    ev = events.select(
-        F.datediff("date", F.lit(axis.t0)).alias("day"),
-        F.col("scope").alias("ev_scope"),
-        F.col("scope_level").alias("ev_level"),
-        "event_type",
-    ).where((F.col("day") >= 0) & (F.col("day") < axis.n_days))
-    reaches = (store_scopes.scope == ev.ev_scope) & (
-        ev.ev_level.isNull() | (ev.ev_level == store_scopes.level) | (ev.ev_scope == GLOBAL_SCOPE)
+    reached = reach(stores, ev, levels).select(
+        "store_id", F.datediff("date", F.lit(axis.t0)).alias("day"), "event_type"
     )
 
     def days_of(event_type: str) -> F.Column:
@@ -127,14 +120,10 @@ def store_calendar(
     extra = [
         t for t in dict.fromkeys(event_types or []) if t not in (PUBLIC_HOLIDAY, SCHOOL_HOLIDAY)
     ]
-    lists = (
-        store_scopes.join(ev, reaches)
-        .groupBy("store_id")
-        .agg(
-            days_of(PUBLIC_HOLIDAY).alias("hol_days"),
-            days_of(SCHOOL_HOLIDAY).alias("school_days"),
-            *[days_of(t).alias(f"days_{t}") for t in extra],
-        )
+    lists = reached.groupBy("store_id").agg(
+        days_of(PUBLIC_HOLIDAY).alias("hol_days"),
+        days_of(SCHOOL_HOLIDAY).alias("school_days"),
+        *[days_of(t).alias(f"days_{t}") for t in extra],
     )
     cal = stores.select("store_id").join(lists, "store_id", "left")
     empty = "CAST(array() AS array<int>)"

@@ -16,11 +16,20 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sales_st.config import Config
-from sales_st.data.contract import EVENTS, ITEMS, SALES, STORES
+from sales_st.data.contract import EVENTS, ITEMS, SALES, SERIES_KEY, STORES
+from sales_st.data.events import check_declared, reach_counts, scope_levels, warn_about_scopes
+from sales_st.data.frequency import guard_frequency, infer_frequency
 from sales_st.data.sources import load_inputs
 from sales_st.data.validation import ValidationResult, check_accounting, validate_inputs
 from sales_st.errors import DataError
-from sales_st.features.assemble import Wide, build_examples_df, fit_scalers, layout_for, wide_table
+from sales_st.features.assemble import (
+    Wide,
+    build_examples_df,
+    check_event_settings,
+    fit_scalers,
+    layout_for,
+    wide_table,
+)
 from sales_st.features.calendar import make_axis
 from sales_st.features.spec import SPLITS, FeatureSpec, SplitInfo, features_id, write_spec
 from sales_st.storage.catalog import RunSummary, write_quarantine
@@ -61,9 +70,15 @@ def prepare(
 ) -> Prepared:
     """Load and validate inputs, densify, build calendar and region context (cached: call
     :meth:`Prepared.release` when done)."""
+    check_event_settings(cfg)
     if run_date is None and cfg.data.run_date:
         run_date = dt.date.fromisoformat(cfg.data.run_date)
     result = validate_inputs(load_inputs(spark, cfg), cfg.validation, run_date)
+    try:
+        check_inputs(cfg, result)
+    except DataError:
+        result.release()
+        raise
     run_date = result.run_date
     stores, events = result.tables[STORES.name].accepted, result.tables[EVENTS.name].accepted
     items = result.tables[ITEMS.name].accepted
@@ -81,6 +96,30 @@ def prepare(
     axis = make_axis(accepted, run_date, cfg.features.horizon)
     wide = wide_table(accepted, stores, items, events, cfg, run_date, axis, vocab)
     return Prepared(validation=result, wide=wide)
+
+
+def check_inputs(cfg: Config, result: ValidationResult) -> None:
+    """Stop what would otherwise pass silently: sales dates that are not daily
+    (``data.frequency``) and event types ``data.event_types`` does not declare; log the
+    events loaded per type, and warn about event scopes that name several levels."""
+    freq = infer_frequency(result.accepted, rows=result.sales.counts.get("accepted"))
+    guard_frequency(freq, cfg.data.frequency)
+    log.info("sales dates: %s", freq.describe())
+    stores, events = result.tables[STORES.name].accepted, result.tables[EVENTS.name].accepted
+    counts = check_declared(events, cfg.data.event_types)
+    levels = scope_levels(cfg.data.hierarchy, stores.columns)
+    series = result.accepted.select(*SERIES_KEY).distinct()
+    reached = reach_counts(stores, events, levels, series)
+    log.info(
+        "events: %d rows%s",
+        sum(counts.values()),
+        "".join(
+            f"; {t}: {n} rows reaching {reached.get(t, (0, 0))[0]} stores, "
+            f"{reached.get(t, (0, 0))[1]} series"
+            for t, n in sorted(counts.items())
+        ),
+    )
+    warn_about_scopes(stores, events, levels)
 
 
 def run_features(

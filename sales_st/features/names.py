@@ -60,13 +60,23 @@ STATIC_NUMERIC = ("size", "base_price")
 
 
 # Day arrays an event distance reads (1 on the event's days): the series' own plans and the
-# store's calendar; any other name is a declared event type of the events table.
+# store's calendar (the built-in holiday types also by their event type); any other name is a
+# type declared in data.event_types.
 EVENT_SOURCES = {
     "promo": "coalesce(promo[{i}], 0) = 1",
     "closed": "coalesce(open[{i}], 1) = 0",
     "holiday": "coalesce(holiday[{i}], 0) = 1",
     "school": "coalesce(school[{i}], 0) = 1",
+    "public_holiday": "coalesce(holiday[{i}], 0) = 1",
+    "school_holiday": "coalesce(school[{i}], 0) = 1",
 }
+# Known-future indicator of a declared event type (beyond the built-in holiday types): 1 on
+# the horizon days the event reaches the store.
+EVENT_INDICATOR_PREFIX = "fut_event_"
+
+
+def event_indicator(event_type: str) -> str:
+    return f"{EVENT_INDICATOR_PREFIX}{event_type}"
 
 
 def event_channels(events: list[str]) -> list[str]:

@@ -10,7 +10,8 @@ For an origin day ``o`` (the last day of history) an example holds
 * known future (``H`` days ``o+1 .. o+H``): open, promo, price ratio, holiday/school flags,
   days to/since a public holiday, weekday and day-of-year, the same-weekday mean of the
   last weeks of history and the level a year earlier (same weekday, +-1 week) for each
-  horizon day;
+  horizon day; one indicator per declared event type, the event distances and the
+  configured date expressions;
 * neighbour context: ``k`` neighbour histories (each scaled by its own window mean),
   their mask, distance and weight;
 * scalars: lags, rolling means and standard deviations (7/28/91 by default) ending at ``o``,
@@ -202,7 +203,11 @@ def with_history(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     )
 
 
-def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
+def with_future(
+    df: DataFrame, cfg: FeaturesConfig, axis: Axis, event_types: list[str] | None = None
+) -> DataFrame:
+    """Known-future channels; ``event_types`` are the declared types with an indicator
+    channel each (read from the calendar's ``event_<type>`` arrays)."""
     H, W = cfg.horizon, cfg.same_weekday_weeks
     w0 = axis.t0.weekday()
     fut_price = _fut("price", H)
@@ -231,6 +236,7 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
         },
         N.FUTURE,
     )
+    df = with_event_indicators(df, event_types or [], H)
     df = with_event_distances(df, cfg)
     df = with_future_expressions(df, cfg, axis)
     return df.select(
@@ -239,6 +245,17 @@ def with_future(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> DataFrame:
         F.expr(_masked(_fut("y", H), _fut("has_y", H))).alias("y_fut"),
         F.expr(_fut("has_y", H)).alias("y_mask"),
     )
+
+
+def with_event_indicators(df: DataFrame, event_types: list[str], horizon: int) -> DataFrame:
+    """fut_event_<type> per declared type: 1 on the horizon days the event reaches the store."""
+    cols = [
+        F.expr(f"transform({_fut(f'event_{t}', horizon)}, v -> coalesce(v, 0))").alias(
+            N.event_indicator(t)
+        )
+        for t in event_types
+    ]
+    return df.select("*", *cols) if cols else df
 
 
 def event_distance(event: str, side: str, n_days: int, window: int) -> str:
@@ -407,8 +424,10 @@ def build_examples(
     cfg: FeaturesConfig,
     axis: Axis,
     levels: list[str],
+    event_types: list[str] | None = None,
 ) -> DataFrame:
-    """All examples for ``rules`` from the wide per-series table (arrays + context)."""
+    """All examples for ``rules`` from the wide per-series table (arrays + context);
+    ``event_types``: the declared types with an indicator channel."""
     df = explode_origins(with_event_distance_arrays(wide, cfg, axis), rules, cfg)
     df = with_history(df, cfg)
     # weekday of the history (needs the axis' first weekday)
@@ -418,7 +437,7 @@ def build_examples(
             f"transform(sequence(o - {cfg.history - 1}, o), d -> (d + {axis.t0.weekday()}) % 7)"
         ),
     )
-    df = with_future(df, cfg, axis)
+    df = with_future(df, cfg, axis, event_types)
     df = with_scalars(df, cfg)
     df = with_neighbours(df, cfg)
     df = with_aggregates(df, cfg, levels)
