@@ -209,6 +209,9 @@ class DataConfig:
     events: TableSource = field(default_factory=TableSource)
     # Item attributes; optional, derived from the sales when no path.
     items: TableSource = field(default_factory=TableSource)
+    # Inventory positions per store, item and date (jobs/replenish.py): on_hand, on_order and
+    # optionally lead_time_days, review_days, service_level; generated data has one.
+    inventory: TableSource = field(default_factory=TableSource)
     # Region hierarchy, bottom (finest) level first; the store itself is implicit.
     hierarchy: list[RegionLevel] = field(
         default_factory=lambda: [
@@ -248,6 +251,7 @@ RULES = (
     "non_finite_target",
     "negative_target",
     "null_target",
+    "invalid_value",
     "duplicate_key",
 )
 
@@ -541,6 +545,25 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class ReplenishConfig:
+    """Replenishment orders (``jobs/replenish.py``): a periodic-review, order-up-to policy on
+    the forecasts' lead-time demand quantiles.  The inventory table's columns override the
+    defaults per store and item."""
+
+    # Days from placing an order to its arrival.
+    lead_time_days: int = 2
+    # Days between two orders (the review period).
+    review_days: int = 7
+    # Target cycle service level: the probability of no stock-out before the next order
+    # arrives (0.5-1, exclusive).
+    service_level: float = 0.95
+    # Orders are rounded up to a multiple of this (units; 0: not rounded).
+    order_multiple: float = 1.0
+    # Table (in the database) the plan is written to, partitioned by run date.
+    table: str = "replenishment"
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow tracking and model registry (``sales_st.runtime.tracking``).  A job whose
     tracking store cannot be reached still runs, and says so once."""
@@ -583,6 +606,8 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     # Hyper-parameter search.
     tune: TuneConfig = field(default_factory=TuneConfig)
+    # Replenishment orders.
+    replenish: ReplenishConfig = field(default_factory=ReplenishConfig)
     # MLflow tracking and registry.
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # Spark SQL (Hive) database of every table (forecasts, metrics, run manifest).

@@ -18,7 +18,7 @@ from pyspark.sql import types as T
 from sales_st.errors import DataError
 
 
-class Role(str, Enum):
+class Role(str, Enum):  # noqa: UP042 - str() stays "Role.ID" (StrEnum would change it)
     ID = "id"  # part of the series key
     TIME = "time"
     TARGET = "target"
@@ -123,7 +123,24 @@ ITEMS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (SALES, STORES, EVENTS, ITEMS)}
+INVENTORY = Table(
+    name="inventory",
+    key=("store_id", "item_id", "date"),
+    doc="Inventory positions per store and item as of a date (jobs/replenish.py); lead time, "
+    "review period and service level per row override the replenish.* defaults.",
+    columns=(
+        Column("store_id", T.StringType(), Role.ID, nullable=False),
+        Column("item_id", T.StringType(), Role.ID, nullable=False),
+        Column("date", T.DateType(), Role.TIME, nullable=False),
+        Column("on_hand", T.DoubleType(), Role.ATTRIBUTE, nullable=False),
+        Column("on_order", T.DoubleType(), Role.ATTRIBUTE, required=False),
+        Column("lead_time_days", T.IntegerType(), Role.ATTRIBUTE, required=False),
+        Column("review_days", T.IntegerType(), Role.ATTRIBUTE, required=False),
+        Column("service_level", T.DoubleType(), Role.ATTRIBUTE, required=False),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (SALES, STORES, EVENTS, ITEMS, INVENTORY)}
 # A series is one (store, item); every per-series table is keyed by these columns.
 SERIES_KEY = [c for c in SALES.key if SALES.column(c).role is Role.ID]
 GLOBAL_SCOPE = "global"
@@ -171,13 +188,15 @@ def extra_static_columns(names: list[str]) -> list[str]:
 def _unparsed(name: str, text: SqlColumn, cast: SqlColumn, dtype: T.DataType) -> SqlColumn:
     """Why a text value did not parse into ``dtype`` (null when it did, or was empty)."""
     bad = text.isNotNull() & (F.trim(text) != "") & cast.isNull()
-    reason = F.concat(F.lit(f"{name} '"), F.substring(text, 1, 40),
-                      F.lit(f"' is not {dtype.simpleString()}"))
+    reason = F.concat(
+        F.lit(f"{name} '"), F.substring(text, 1, 40), F.lit(f"' is not {dtype.simpleString()}")
+    )
     return F.when(bad, reason)
 
 
-def conform(df: DataFrame, table: Table, source: str = "",
-            region_columns: tuple[str, ...] | list[str] = ()) -> DataFrame:
+def conform(
+    df: DataFrame, table: Table, source: str = "", region_columns: tuple[str, ...] | list[str] = ()
+) -> DataFrame:
     """Check ``df`` against ``table`` and return it with exactly the contract's columns.
 
     Optional columns that are absent are added as nulls; compatible types are cast (ints to
@@ -193,7 +212,9 @@ def conform(df: DataFrame, table: Table, source: str = "",
     for col in table.columns:
         if col.name not in present:
             if col.required:
-                problems.append(f"missing required column '{col.name}' ({col.dtype.simpleString()})")
+                problems.append(
+                    f"missing required column '{col.name}' ({col.dtype.simpleString()})"
+                )
         elif not _compatible(present[col.name], col.dtype):
             problems.append(
                 f"column '{col.name}' must be {col.dtype.simpleString()}, "
@@ -220,8 +241,10 @@ def conform(df: DataFrame, table: Table, source: str = "",
         for name in region_columns:
             if name not in table.names:
                 if name not in present:
-                    raise ContractError(f"table 'stores'{where} lacks the hierarchy column "
-                                        f"'{name}' named in data.hierarchy")
+                    raise ContractError(
+                        f"table 'stores'{where} lacks the hierarchy column "
+                        f"'{name}' named in data.hierarchy"
+                    )
                 out.append(F.col(name).cast(T.StringType()).alias(name))
     if table.name in EXTRA_TABLES:
         for name in extra_static_columns(list(present)):

@@ -55,6 +55,19 @@ def load_inputs(spark: SparkSession, cfg: Config) -> dict[str, DataFrame]:
     return tables
 
 
+def load_table(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
+    """One contract table of the configured dataset outside the feature job's inputs (e.g.
+    ``inventory``): the generated one, or ``data.<name>`` mapped like the others."""
+    if cfg.data.source == "generated":
+        return read_contract_table(spark, f"{cfg.path('inputs')}/{name}", name)
+    src: TableSource = getattr(cfg.data, name)
+    if not src.path:
+        raise MissingInputError(
+            f"data.{name}.path is not set: map the dataset's {name} table in the overlay"
+        )
+    return map_table(spark, src, name, base_dir=cfg.root)
+
+
 def read_contract_table(
     spark: SparkSession, path: str, table: str, region_columns: list[str] | None = None
 ) -> DataFrame:
@@ -62,7 +75,10 @@ def read_contract_table(
     if not path_exists(spark, path):
         raise MissingInputError(f"input table '{table}' not found at {path}")
     return conform(
-        spark.read.parquet(current_version(spark, path)), TABLES[table], source=path, region_columns=region_columns or []
+        spark.read.parquet(current_version(spark, path)),
+        TABLES[table],
+        source=path,
+        region_columns=region_columns or [],
     )
 
 

@@ -517,6 +517,39 @@ def generate(spark: SparkSession, cfg: GeneratorConfig) -> dict[str, DataFrame]:
     return {"sales": sales, "stores": stores, "items": items, "events": events}
 
 
+def inventory_df(sales: DataFrame, seed: int) -> DataFrame:
+    """Inventory positions on the last day with sales, for the replenishment demo: on hand
+    0-12 days of the series' recent mean sales, an open order (0-6 days of sales) for about
+    a third of the series, a lead time of 1-4 days per store, the default review period and
+    service level (null)."""
+
+    def draw(*salt: Any) -> Column:  # uniform in [0, 1), fixed per series and seed
+        h = F.xxhash64("store_id", "item_id", F.lit(seed), *[F.lit(x) for x in salt])
+        return (F.abs(h) % 100_000) / 100_000.0
+
+    observed = sales.where(F.col("target").isNotNull())
+    last = observed.agg(F.max("date").alias("last"))
+    recent = (
+        observed.crossJoin(F.broadcast(last))
+        .where(F.col("date") > F.date_sub("last", 28))
+        .groupBy("store_id", "item_id", "last")
+        .agg(F.avg("target").alias("mean"))
+    )
+    lead = (F.abs(F.xxhash64("store_id", F.lit(seed))) % 4 + 1).cast("int")
+    return recent.select(
+        "store_id",
+        "item_id",
+        F.col("last").alias("date"),
+        F.round(F.col("mean") * draw("on_hand") * 12).alias("on_hand"),
+        F.when(draw("open") < 0.35, F.round(F.col("mean") * draw("on_order") * 6))
+        .otherwise(0.0)
+        .alias("on_order"),
+        lead.alias("lead_time_days"),
+        F.lit(None).cast("int").alias("review_days"),
+        F.lit(None).cast("double").alias("service_level"),
+    )
+
+
 def write_generated(spark: SparkSession, cfg: GeneratorConfig, out_dir: str) -> dict[str, int]:
     """Generate and write every table atomically under ``out_dir``; returns row counts."""
     from sales_st.storage.files import write_parquet_atomic  # local: keeps this module storage-free
@@ -529,6 +562,8 @@ def write_generated(spark: SparkSession, cfg: GeneratorConfig, out_dir: str) -> 
     }
     sales = tables["sales"].sortWithinPartitions("year", "store_id", "item_id", "date")
     written["sales"] = write_parquet_atomic(sales, f"{out_dir}/sales", partition_by=["year"])
+    inventory = inventory_df(spark.read.parquet(written["sales"]), resolved.seed)
+    written["inventory"] = write_parquet_atomic(inventory.coalesce(1), f"{out_dir}/inventory")
     counts = {name: spark.read.parquet(path).count() for name, path in written.items()}
     log.info("generated %s under %s", counts, out_dir)
     return counts

@@ -105,16 +105,19 @@ def _marker_checks(df: DataFrame) -> dict[str, tuple[Column, Column]]:
     return {"malformed": (F.col(MALFORMED).isNotNull(), F.col(MALFORMED))}
 
 
-def _duplicate_check(df: DataFrame, key: list[str],
-                     columns: list[str]) -> tuple[DataFrame, tuple[Column, Column]]:
+def _duplicate_check(
+    df: DataFrame, key: list[str], columns: list[str]
+) -> tuple[DataFrame, tuple[Column, Column]]:
     """Exact copies keep their first copy; conflicting copies are all quarantined."""
     by_key = Window.partitionBy(*key)
     value_hash = F.xxhash64(*[F.col(c) for c in columns])
     df = (
         df.withColumn("_n", F.count(F.lit(1)).over(by_key))
         .withColumn("_variants", F.size(F.collect_set(value_hash).over(by_key)))
-        .withColumn("_copy", F.row_number().over(
-            by_key.orderBy(*[F.col(c).asc_nulls_first() for c in columns])))
+        .withColumn(
+            "_copy",
+            F.row_number().over(by_key.orderBy(*[F.col(c).asc_nulls_first() for c in columns])),
+        )
     )
     cond = (F.col("_n") > 1) & ((F.col("_variants") > 1) | (F.col("_copy") > 1))
     detail = F.when(
@@ -124,8 +127,7 @@ def _duplicate_check(df: DataFrame, key: list[str],
     return df, (cond, detail)
 
 
-def _apply(df: DataFrame, checks: dict[str, tuple[Column, Column]],
-           keep: list[str]) -> DataFrame:
+def _apply(df: DataFrame, checks: dict[str, tuple[Column, Column]], keep: list[str]) -> DataFrame:
     """``keep`` columns plus ``_rule`` (first broken rule, ``filtered``, or null), ``_detail``."""
     rule = F.lit(None).cast("string")
     detail = F.lit(None).cast("string")
@@ -201,9 +203,12 @@ def flag_sales(
     return _apply(df, checks, keep)
 
 
-def flag_dimension(df: DataFrame, table: Table) -> DataFrame:
+def flag_dimension(
+    df: DataFrame, table: Table, extra: dict[str, tuple[Column, Column]] | None = None
+) -> DataFrame:
     """``_rule``/``_detail`` for a dimension or calendar table: malformed, null key, and
-    duplicate keys (conflicting copies all quarantined, exact copies after the first)."""
+    duplicate keys (conflicting copies all quarantined, exact copies after the first), plus
+    the table's own ``extra`` rules (rule -> (condition, detail), e.g. invalid_value)."""
     columns = _data_columns(df)
     key = list(table.key)
     key_null = reduce(lambda a, b: a | b, [F.col(c).isNull() for c in key])
@@ -212,13 +217,15 @@ def flag_dimension(df: DataFrame, table: Table) -> DataFrame:
         **_marker_checks(df),
         "null_key": (key_null, F.lit(f"{', '.join(key)} must be set")),
         "duplicate_key": duplicate,
+        **(extra or {}),
     }
     keep = columns + ([FILTERED] if FILTERED in df.columns else [])
     return _apply(flagged, checks, keep)
 
 
-def _settle(flagged: DataFrame, table: str, cfg: ValidationConfig,
-            run_date: dt.date | None = None) -> TableValidation:
+def _settle(
+    flagged: DataFrame, table: str, cfg: ValidationConfig, run_date: dt.date | None = None
+) -> TableValidation:
     """Count per rule, fail on rules configured to fail, split accepted and quarantined."""
     flagged = flagged.persist()
     columns = [c for c in flagged.columns if c not in ("_rule", "_detail", FILTERED)]
@@ -259,21 +266,29 @@ def _settle(flagged: DataFrame, table: str, cfg: ValidationConfig,
     return TableValidation(table, accepted, quarantined, counts, run_date, cached=[flagged])
 
 
-def validate_table(df: DataFrame, table: Table, cfg: ValidationConfig) -> TableValidation:
-    """Validate a stores, items or events table."""
-    return _settle(flag_dimension(df, table), table.name, cfg)
+def validate_table(
+    df: DataFrame,
+    table: Table,
+    cfg: ValidationConfig,
+    extra: dict[str, tuple[Column, Column]] | None = None,
+) -> TableValidation:
+    """Validate a stores, items, events or inventory table (``extra``: its own rules)."""
+    return _settle(flag_dimension(df, table, extra), table.name, cfg)
 
 
-def accepted_run_date(sales: DataFrame, stores: DataFrame, items: DataFrame | None,
-                      cfg: ValidationConfig) -> dt.date:
+def accepted_run_date(
+    sales: DataFrame, stores: DataFrame, items: DataFrame | None, cfg: ValidationConfig
+) -> dt.date:
     """The last day with an observed target among rows that pass every rule that does not
     depend on the run date (a row validation would reject never sets it)."""
     flagged = flag_sales(sales, stores, items, cfg, None)
     ok = flagged.where(F.col("_rule").isNull() & F.col("target").isNotNull())
     value = one_row(ok.agg(F.max("date")))[0]
     if value is None:
-        raise ValidationError("the sales table has no valid row with a target: cannot infer "
-                              "the run date (give --run-date or data.run_date)")
+        raise ValidationError(
+            "the sales table has no valid row with a target: cannot infer "
+            "the run date (give --run-date or data.run_date)"
+        )
     return value
 
 
@@ -294,22 +309,23 @@ def validate_sales(
     return _settle(flag_sales(sales, stores, item_ids, cfg, run_date), SALES.name, cfg, run_date)
 
 
-def validate_inputs(tables: dict[str, DataFrame], cfg: ValidationConfig,
-                    run_date: dt.date | None) -> ValidationResult:
+def validate_inputs(
+    tables: dict[str, DataFrame], cfg: ValidationConfig, run_date: dt.date | None
+) -> ValidationResult:
     """Validate every input table: dimensions first, then sales against the accepted ones."""
-    out = {
-        t.name: validate_table(tables[t.name], t, cfg) for t in (STORES, ITEMS, EVENTS)
-    }
-    sales = validate_sales(tables[SALES.name], out[STORES.name].accepted,
-                           out[ITEMS.name].accepted, cfg, run_date)
+    out = {t.name: validate_table(tables[t.name], t, cfg) for t in (STORES, ITEMS, EVENTS)}
+    sales = validate_sales(
+        tables[SALES.name], out[STORES.name].accepted, out[ITEMS.name].accepted, cfg, run_date
+    )
     out[SALES.name] = sales
     if sales.run_date is None:
         raise RuntimeError("validate_sales returned no run date")
     return ValidationResult(tables=out, run_date=sales.run_date)
 
 
-def check_accounting(table: str, counts: dict[str, int], accepted_out: int,
-                     quarantined_out: int) -> None:
+def check_accounting(
+    table: str, counts: dict[str, int], accepted_out: int, quarantined_out: int
+) -> None:
     """Raise unless input = accepted + quarantined + filtered, counted from what was written."""
     filtered = counts.get(FILTERED_COUNT, 0)
     if counts["input"] != accepted_out + quarantined_out + filtered:

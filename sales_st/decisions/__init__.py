@@ -1,0 +1,1 @@
+"""From forecasts to decisions: replenishment orders from lead-time demand quantiles."""
