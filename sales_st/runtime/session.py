@@ -73,6 +73,11 @@ def spark_properties(cfg: Config) -> dict[str, str]:
         "spark.eventLog.enabled": "true",
         "spark.eventLog.dir": cfg.path("spark_events"),
         "spark.eventLog.compress": "true",
+        # The feature job's plans are wide (hundreds of array columns): their text, logged
+        # with every query and adaptive re-plan, would take the driver's heap (the event-log
+        # listener's OutOfMemoryError); cap it, and keep fewer finished queries in memory.
+        "spark.sql.maxPlanStringLength": "65536",
+        "spark.sql.ui.retainedExecutions": "100",
         "spark.driver.extraJavaOptions": " ".join(
             [f"-Dderby.system.home={cfg.data_dir}", *_log_config(cfg)]
         ),
