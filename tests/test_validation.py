@@ -78,6 +78,7 @@ def test_each_rule_quarantines_its_rows(spark):
         "non_finite_target": 2,
         "negative_target": 1,
         "null_target": 1,
+        "invalid_value": 0,  # the inventory's rule: no sales row breaks it
         "duplicate_key": 3,
     }
     assert {k: res.counts.get(k, 0) for k in RULE_ORDER} == expected_counts
