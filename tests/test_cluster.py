@@ -135,7 +135,8 @@ def cluster(tmp_path_factory):
 
 NOISE = re.compile(
     r"WARN.*(hive|datanucleus|metastore|tensorflow|petastorm|DAGScheduler)"
-    r"|Cache cleanup complete|is slow compared to the batch time",
+    r"|Cache cleanup complete|is slow compared to the batch time"
+    r"|Truncated the string representation",
     re.IGNORECASE,
 )
 
