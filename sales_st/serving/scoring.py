@@ -130,9 +130,10 @@ def forecast_comments(quantiles: list[float], region_columns: list[str]) -> dict
         )
     for q, c in zip(qs, quantile_columns(qs)):
         docs[f"cum_{c}"] = (
-            f"{'median' if q == 0.5 else f'{q:g} quantile'} of the demand over days 1..horizon "
-            "(lead-time demand through target_date; not a sum of daily quantiles; "
-            "non-decreasing in horizon) (target units)"
+            "median of the demand over days 1..horizon: the sum of the daily medians (target units)"
+            if q == 0.5
+            else f"{q:g} quantile of the demand over days 1..horizon (lead-time demand through "
+            "target_date; not a sum of daily quantiles; non-decreasing in horizon) (target units)"
         )
     docs.update(
         model_id="model-store id that produced the row: a network, LightGBM or an ensemble",
