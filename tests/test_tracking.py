@@ -46,6 +46,15 @@ def test_flatten_gives_dotted_params():
         "g.h.i": "2.5",
     }
     assert tracking.registry_alias("latest") == "last_trained"
+
+
+def test_params_with_any_config_key_are_logged(own_cfg):
+    # region names in config keys (Rossmann's data.centroids: "HB,NI") are not MLflow names
+    with tracking.job_run(own_cfg, "features") as run:
+        run.log_params({"data.centroids.HB,NI": "[53.1, 8.8]", "a.b": "1"})
+        assert run.active
+    params = tracking.connect(own_cfg).get_run(run.run_id).data.params
+    assert params["data.centroids.HB_NI"] == "[53.1, 8.8]" and params["a.b"] == "1"
     assert tracking.registry_alias("temporal_only") == "temporal_only"
 
 

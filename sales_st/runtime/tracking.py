@@ -179,7 +179,9 @@ class TrackedRun:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()]
+        # config keys may hold any text (data.centroids' region names): MLflow allows letters,
+        # digits and _-./ and space in a key
+        items = [Param(_metric_key(k), str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()]
         for i in range(0, len(items), BATCH):
             self._call("log params", "log_batch", self.run_id, params=items[i : i + BATCH])
 
