@@ -100,7 +100,7 @@ def write_parquet_atomic(
         name = status.getPath().getName()
         if name.startswith(VERSION_PREFIX) and name != version:
             delete_path(spark, f"{base}/{name}")
-    log.info("wrote %s", target)
+    log.debug("wrote %s", target)  # the jobs say what they wrote; this is the file detail
     return target
 
 

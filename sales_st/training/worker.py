@@ -368,7 +368,8 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
                     tf.constant(before, tf.float32), op=hvd.Average, name="initial_val_loss"
                 )
             )
-            log.info("val loss before training: %.4f", initial_val_loss)
+            if rank == 0:  # the same on every rank
+                log.info("val loss before training: %.4f", initial_val_loss)
         timer = cb.EpochTimer()
         checkpointer = (
             cb.Checkpointer(ckpt, plan.checkpoint_dir, history, initial_val_loss)
