@@ -61,6 +61,25 @@ def weekday_table(scored: pd.DataFrame) -> dict[str, dict[str, dict[int, float]]
     return out
 
 
+def sums_coverage(cfg, run: str) -> dict[str, dict[str, float]]:
+    """Coverage per method of the daily intervals and of the intervals of sums (lead time,
+    region totals), weighted by rows, from the run's metrics table in the warehouse."""
+    files = glob.glob(f"{cfg.path('warehouse')}/{cfg.database}.db/metrics/run_date={run}/*.parquet")
+    if not files:
+        return {}
+    rows = duckdb.sql(
+        "SELECT method, level, sum(coverage * n) / sum(n) AS coverage FROM read_parquet($files) "
+        "WHERE coverage IS NOT NULL AND (level IN ('overall', 'lead_time') "
+        "OR level LIKE '%_total') GROUP BY method, level",
+        params={"files": files},
+    ).df()
+    out: dict[str, dict[str, float]] = {}
+    for r in rows.itertuples():
+        name = "daily" if r.level == "overall" else r.level
+        out.setdefault(r.method, {})[name] = float(r.coverage)
+    return dict(sorted(out.items()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--env", default="local")
@@ -103,6 +122,15 @@ def main() -> None:
                     f"{m}: RMSPE by run-date weekday / mean over weekdays, per horizon week",
                 )
             )
+    coverage = sums_coverage(cfg, run)
+    if coverage:
+        print(
+            table(
+                [{"method": m, **c} for m, c in coverage.items()],
+                "p10-p90 coverage (nominal 0.80): daily rows, lead time (days 1..h) and region "
+                "totals, from the run's metrics table",
+            )
+        )
     out = write_results(
         f"accuracy_{cfg.data.name}",
         {
@@ -113,6 +141,7 @@ def main() -> None:
             "rmspe_by_horizon_week": weeks,
             "origins": sorted(str(o) for o in scored.origin.unique()),
             "rmspe_ratio_by_weekday_and_week": by_weekday,
+            "interval_coverage": coverage,
         },
     )
     print(f"written: {out}")
