@@ -14,6 +14,7 @@ from typing import Any
 from tensorflow import keras
 
 from sales_st.storage.files import json_exists, write_json
+from sales_st.training.progress import clock
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """Rank 0: one line per epoch -- its losses, its time, the time so far and the time left
-    at this pace (at most: early stopping may end the training sooner)."""
+    """Rank 0: one debug line per epoch -- its losses, its time, the time so far and the time
+    left at this pace.  The console's epoch lines come from the driver
+    (``sales_st.training.progress``): the ranks' output reaches it only when they finish."""
 
     def __init__(self, epochs: int, initial_epoch: int, examples: int) -> None:
         super().__init__()
@@ -89,21 +91,16 @@ class EpochProgress(keras.callbacks.Callback):
         losses = ", ".join(
             f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", "val_loss")
         )
-        log.info(
+        log.debug(
             "epoch %d/%d: %s; %d examples in %.0fs (elapsed %s, at most %s left)",
             epoch + 1,
             self.epochs,
             losses,
             self.examples,
             now - self._t0,
-            _clock(elapsed),
-            _clock(left),
+            clock(elapsed),
+            clock(left),
         )
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 class StopOnRequest(keras.callbacks.Callback):

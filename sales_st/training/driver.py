@@ -27,6 +27,7 @@ from sales_st.runtime import tracking
 from sales_st.storage.catalog import RunSummary
 from sales_st.storage.files import json_exists, remove_file, write_json, write_parquet_atomic
 from sales_st.training import store as model_store
+from sales_st.training.progress import epoch_lines
 from sales_st.training.worker import STOP_FILE, TrainPlan, read_state
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def _train(
     remove_file(stop)  # a request left by an earlier run of this model is not for this one
     if on_start is not None:
         on_start(mdir)
-    with run.follow_epochs(mdir):
+    with run.follow_epochs(mdir), epoch_lines(mdir, tcfg.epochs, mid):
         results = run_ranks(plan, tcfg.ranks)
     history = results[0].get("history", {})
     if json_exists(stop):
