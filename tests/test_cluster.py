@@ -135,8 +135,7 @@ def cluster(tmp_path_factory):
 
 NOISE = re.compile(
     r"WARN.*(hive|datanucleus|metastore|tensorflow|petastorm|DAGScheduler)"
-    r"|Cache cleanup complete|is slow compared to the batch time"
-    r"|Truncated the string representation",
+    r"|Cache cleanup complete|is slow compared to the batch time",
     re.IGNORECASE,
 )
 
