@@ -47,3 +47,16 @@ def test_one_line_per_new_epoch_and_none_for_a_resumed_runs_old_ones(tmp_path, c
 
 def test_clock():
     assert (clock(5.4), clock(65), clock(3600)) == ("5s", "1m05s", "60m00s")
+
+
+def test_listener_gets_every_epoch_once_a_resumed_runs_earlier_ones_first(tmp_path):
+    loss, val = [1.0, 0.5, 0.25], [2.0, 1.5, 1.25]
+    write_state(tmp_path, 2, loss, val)  # resumed after epoch 2
+    got = []
+    logger = EpochLogger(
+        str(tmp_path), epochs=3, interval_s=3600, listener=lambda h, a, b: got.append((a, b))
+    )
+    logger.start()
+    write_state(tmp_path, 3, loss, val)
+    logger.stop()
+    assert got == [(0, 2), (2, 3)]

@@ -130,8 +130,8 @@ def run_replenish(
     forecasts = spark.table(fc_table)
     run_date = run_date or one_row(forecasts.agg(F.max("run_date")))[0]
     fc = forecasts.where(F.col("run_date") == F.lit(run_date))
-    first = fc.select("model_id", F.max("horizon").over(Window.partitionBy()).alias("h")).first()
-    if first is None:
+    first = fc.agg(F.first("model_id").alias("model_id"), F.max("horizon").alias("h")).first()
+    if first is None or first["h"] is None:
         raise MissingInputError(f"{fc_table} has no forecasts for run date {run_date}")
     if "cum_p50" not in fc.columns:
         raise MissingInputError(

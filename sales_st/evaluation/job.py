@@ -39,7 +39,7 @@ from sales_st.runtime import tracking
 from sales_st.serving.aggregates import fit_sum_scores
 from sales_st.serving.scoring import quantile_columns
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
-from sales_st.storage.files import write_parquet_atomic
+from sales_st.storage.files import as_url, write_parquet_atomic
 from sales_st.storage.views import create_forecast_runs
 from sales_st.training import store as model_store
 
@@ -203,7 +203,7 @@ def track_evaluation(
         reg.register(
             lgbm_id,
             ["lightgbm"],
-            source=_url(model_store.model_dir(root, lgbm_id)),
+            source=as_url(model_store.model_dir(root, lgbm_id)),
             tags={"kind": "lightgbm"},
         )
     if not selection:
@@ -218,16 +218,12 @@ def track_evaluation(
             ensemble_id(selection),
             ["champion"],
             artifact_path="champion",
-            source=_url(selection_path(root)),
+            source=as_url(selection_path(root)),
             tags={"kind": ENSEMBLE, "members": ",".join(selection["members"])},
         )
     else:
         mid = model_ids[winner]
-        reg.register(mid, ["champion"], source=_url(model_store.model_dir(root, mid)))
-
-
-def _url(path: str) -> str:
-    return path if "://" in path else f"file://{path}"
+        reg.register(mid, ["champion"], source=as_url(model_store.model_dir(root, mid)))
 
 
 def fit_selection(

@@ -4,7 +4,8 @@ Each job opens one run (:func:`job_run`) in the experiment ``sales_st-<data.name
 resolved config as params (dotted keys) and as ``config.json``, lineage tags (job, run date,
 feature fingerprint, model id, parent model), metrics and artifacts.  A job started inside
 another's run (the pipeline's, a tuning study's) becomes its child run.  Training follows
-rank 0's checkpoint state while the ranks run, so each epoch's losses appear as they happen.
+rank 0's checkpoint state while the ranks run (``sales_st.training.progress``), so each
+epoch's losses appear as they happen.
 
 The registry mirrors the model store: every network, LightGBM model and published ensemble
 is a version of one registered model (``sales_st-<data.name>``), tagged with its store id,
@@ -23,7 +24,6 @@ import contextvars
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -267,21 +267,6 @@ class TrackedRun:
             )
         return version
 
-    # ---- following a training ------------------------------------------------------
-    @contextmanager
-    def follow_epochs(self, model_dir: str, interval_s: float = 2.0) -> Iterator[None]:
-        """While the body runs, log each new epoch of rank 0's checkpoint state
-        (``<model_dir>/checkpoints/state.json``) as metrics with step = epoch."""
-        if not self.active:
-            yield
-            return
-        follower = _EpochFollower(self, model_dir, interval_s)
-        follower.start()
-        try:
-            yield
-        finally:
-            follower.stop()
-
     def log_history(self, history: dict[str, list[float]], first: int = 0) -> None:
         """Epochs ``first``.. of a Keras history, one step per epoch."""
         epochs = max((len(v) for v in history.values()), default=0)
@@ -363,39 +348,6 @@ def _ensure_registered_model(client: Any, name: str) -> None:
             )
         except MlflowException:  # created by another job in the same instant
             client.get_registered_model(name)
-
-
-class _EpochFollower:
-    def __init__(self, run: TrackedRun, model_dir: str, interval_s: float):
-        self.run, self.model_dir, self.interval_s = run, model_dir, interval_s
-        self.logged = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mlflow-epochs", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-        self.poll()  # the last epoch may have ended after the last look
-
-    def _loop(self) -> None:
-        while not self._done.wait(self.interval_s):
-            self.poll()
-
-    def poll(self) -> None:
-        from sales_st.training.worker import read_state
-
-        try:
-            state = read_state(f"{self.model_dir}/checkpoints")
-        except Exception:  # half-written: read it again next time
-            return
-        history = (state or {}).get("history", {})
-        epochs = max((len(v) for v in history.values()), default=0)
-        if epochs > self.logged:
-            self.run.log_history(history, first=self.logged)
-            self.logged = epochs
 
 
 @contextmanager

@@ -24,6 +24,11 @@ from sales_st.errors import MissingInputError
 log = logging.getLogger(__name__)
 
 
+def as_url(path: str) -> str:
+    """A local path as a file:// URL; a URL as it is."""
+    return path if "://" in path else f"file://{path}"
+
+
 def _jpath(spark: SparkSession, path: str) -> tuple[Any, Any]:
     jvm: Any = spark.sparkContext._jvm
     p = jvm.org.apache.hadoop.fs.Path(path)

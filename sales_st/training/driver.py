@@ -25,7 +25,13 @@ from sales_st.errors import ConfigError, DataError
 from sales_st.features.spec import FeatureSpec, SplitInfo, read_spec, write_spec
 from sales_st.runtime import tracking
 from sales_st.storage.catalog import RunSummary
-from sales_st.storage.files import json_exists, remove_file, write_json, write_parquet_atomic
+from sales_st.storage.files import (
+    as_url,
+    json_exists,
+    remove_file,
+    write_json,
+    write_parquet_atomic,
+)
 from sales_st.training import store as model_store
 from sales_st.training.progress import epoch_lines
 from sales_st.training.worker import STOP_FILE, TrainPlan, read_state
@@ -52,10 +58,6 @@ def parquet_stats(url: str) -> tuple[int, int]:
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
-
-
-def _url(path: str) -> str:
-    return path if "://" in path else f"file://{path}"
 
 
 def rank_entry():
@@ -183,7 +185,7 @@ def run_training(
         model_store.set_aliases(root, mid, names)
         if register:
             tracking.registry(cfg).register(
-                mid, names, source=_url(mdir), tags=_version_tags(setup)
+                mid, names, source=as_url(mdir), tags=_version_tags(setup)
             )
         return TrainResult(mid, mdir, skipped=True, summary=summary)
 
@@ -213,7 +215,7 @@ def run_training(
                 run.log_artifact(path, "model")
         if register:
             run.register(
-                mid, names, artifact_path="model", source=_url(mdir), tags=_version_tags(setup)
+                mid, names, artifact_path="model", source=as_url(mdir), tags=_version_tags(setup)
             )
     return result
 
@@ -284,7 +286,11 @@ def _train(
     remove_file(stop)  # a request left by an earlier run of this model is not for this one
     if on_start is not None:
         on_start(mdir)
-    with run.follow_epochs(mdir), epoch_lines(mdir, tcfg.epochs, mid):
+
+    def to_mlflow(history: dict[str, list[float]], start: int, end: int) -> None:
+        run.log_history({k: v[:end] for k, v in history.items()}, first=start)
+
+    with epoch_lines(mdir, tcfg.epochs, mid, listener=to_mlflow):
         results = run_ranks(plan, tcfg.ranks)
     history = results[0].get("history", {})
     if json_exists(stop):
@@ -365,8 +371,8 @@ def make_plan(
         spec=spec.to_dict(),
         model=setup.model_cfg,
         train=train_cfg,
-        train_url=_url(spec.split_path("train")),
-        val_url=_url(spec.split_path("val")),
+        train_url=as_url(spec.split_path("train")),
+        val_url=as_url(spec.split_path("val")),
         train_rows=train_rows,
         val_rows=val_rows,
         train_row_groups=train_groups,

@@ -4,7 +4,8 @@ checkpoints it.
 The ranks' own output reaches the driver through Horovod only when they finish, so the
 driver follows the checkpoint state that rank 0 writes after every epoch
 (``<model dir>/checkpoints/state.json``) and logs each new epoch: its losses, the time so far
-and the most time left at this pace (early stopping may end the training sooner).
+and the most time left at this pace (early stopping may end the training sooner).  Other
+readers of the same epochs (the MLflow run) get them from here, not from a poller of their own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,11 +25,24 @@ def clock(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-class EpochLogger:
-    """Logs each new epoch of a training's checkpoint state (see the module docstring)."""
+# called with the history and the range [start, end) of epochs it has not been given yet
+EpochListener = Callable[[dict[str, list[float]], int, int], None]
 
-    def __init__(self, model_dir: str, epochs: int, label: str = "", interval_s: float = 2.0):
+
+class EpochLogger:
+    """Logs each new epoch of a training's checkpoint state (see the module docstring) and
+    hands the epochs to ``listener`` -- all of them, a resumed run's earlier ones included."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        epochs: int,
+        label: str = "",
+        interval_s: float = 2.0,
+        listener: EpochListener | None = None,
+    ):
         self.model_dir, self.epochs, self.label = model_dir, epochs, label
+        self.listener = listener
         self.interval_s = interval_s
         self.started = time.monotonic()
         self.first: int | None = None  # the epoch already done when the run started
@@ -37,8 +51,11 @@ class EpochLogger:
         self._thread = threading.Thread(target=self._loop, name="epoch-progress", daemon=True)
 
     def start(self) -> None:
-        self.first = self._epochs()  # a resumed run: only its own epochs set the pace
+        state = self._state()
+        self.first = int(state.get("epoch", 0))  # a resumed run: its own epochs set the pace
         self.seen = self.first
+        if self.first and self.listener is not None:
+            self.listener(state.get("history", {}), 0, self.first)
         self._thread.start()
 
     def stop(self) -> None:
@@ -57,9 +74,6 @@ class EpochLogger:
             return read_state(f"{self.model_dir}/checkpoints") or {}
         except Exception:  # half-written: read it again next time
             return {}
-
-    def _epochs(self) -> int:
-        return int(self._state().get("epoch", 0))
 
     def poll(self) -> None:
         state = self._state()
@@ -85,13 +99,17 @@ class EpochLogger:
                 clock(elapsed),
                 clock(left),
             )
+        if self.listener is not None:
+            self.listener(history, self.seen, done)
         self.seen = done
 
 
 @contextmanager
-def epoch_lines(model_dir: str, epochs: int, label: str = "") -> Iterator[EpochLogger]:
+def epoch_lines(
+    model_dir: str, epochs: int, label: str = "", listener: EpochListener | None = None
+) -> Iterator[EpochLogger]:
     """An :class:`EpochLogger` running while the body (the training) runs."""
-    logger = EpochLogger(model_dir, epochs, label)
+    logger = EpochLogger(model_dir, epochs, label, listener=listener)
     logger.start()
     try:
         yield logger
