@@ -1,20 +1,20 @@
 """The check job's profile of a hand-made dataset, that it writes nothing, and the inference
-of the sales table's frequency (and the feature job refusing weekly data)."""
+of the sales table's frequency (and the feature job refusing a frequency the dates
+contradict; tests/test_frequency.py runs weekly and monthly data)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 
 import pytest
 
 from sales_st.config import load_config
 from sales_st.data.events import undeclared_message
-from sales_st.data.frequency import Frequency, guard_frequency, infer_frequency
+from sales_st.data.frequency import Frequency, infer_frequency
 from sales_st.data.profile import DataProfile, EventTypeCheck, TableCheck, profile_inputs
-from sales_st.errors import DataError
+from sales_st.errors import ConfigError
 from tests.conftest import CONF, make_config
 
 D = dt.date
@@ -270,19 +270,12 @@ def test_frequency_of_an_ambiguous_panel(spark):
     )
 
 
-def test_declared_daily_frequency_only_warns(caplog):
-    weekly = Frequency("week", 12, 0, 11, 0, 14, anchor="Friday", anchored=14)
-    with caplog.at_level(logging.WARNING, logger="sales_st"):
-        guard_frequency(weekly, "day")
-    assert "do not look daily: weekly (anchored on Friday" in caplog.text
-    with pytest.raises(DataError, match="weekly and monthly data are not supported yet"):
-        guard_frequency(weekly, "auto")
-
-
-def test_feature_job_refuses_a_weekly_panel(spark, tmp_path):
+def test_feature_job_refuses_a_weekly_panel_declared_monthly(spark, tmp_path):
     from sales_st.features.job import run_features
 
-    cfg = make_config(tmp_path, "paths.inputs=inputs/weekly")
+    cfg = make_config(
+        tmp_path, "paths.inputs=inputs/weekly", "data.frequency=month", "data.anchor=start"
+    )
     friday = D(2024, 1, 5)
     rows = [
         (friday + dt.timedelta(weeks=w), s, "i1", 10.0 + w, None, 0, 1)
@@ -305,10 +298,11 @@ def test_feature_job_refuses_a_weekly_panel(spark, tmp_path):
     }
     for name, df in tables.items():
         df.write.mode("overwrite").parquet(f"{cfg.path('inputs')}/{name}")
-    with pytest.raises(DataError) as err:
+    with pytest.raises(ConfigError) as err:
         run_features(spark, cfg, None)
     assert str(err.value).startswith(
-        "the sales table is weekly (anchored on Friday: 100% of gaps are 7 days, 100% of "
-        "dates are Fridays); weekly and monthly data are not supported yet"
+        "config key 'data.frequency': 58 of 60 sales dates are off the declared grid (monthly "
+        "on the month start; data.frequency: month, data.anchor: start), the dates look weekly "
+        "(anchored on Friday: 100% of gaps are 7 days, 100% of dates are Fridays)"
     )
     assert not os.path.exists(cfg.path("features"))

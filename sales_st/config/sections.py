@@ -154,6 +154,10 @@ class GeneratorConfig:
     signal_shocks_per_year: float = 12.0
     # Coefficient of variation of the log-normal noise on fast items' demand.
     noise_cv: float = 0.12
+    # Spacing of the written sales: day, or the daily rows summed into weeks (one row per
+    # week, dated on the Sunday that ends it) or calendar months (dated on the 1st); only
+    # whole periods are kept.  Events stay daily.  Pair it with data.frequency.
+    frequency: Literal["day", "week", "month"] = "day"
 
 
 @dataclass(frozen=True)
@@ -229,9 +233,17 @@ class DataConfig:
     # school_holiday feed the holiday channels; every other type gets its own known-future
     # indicator channel fut_event_<type>.  Names: letters, digits, _.
     event_types: list[str] = field(default_factory=lambda: ["public_holiday", "school_holiday"])
-    # Spacing of the sales dates: auto infers it and refuses weekly or monthly data (the
-    # features are daily); day builds daily windows whatever the spacing, with a warning.
-    frequency: Literal["auto", "day"] = "auto"
+    # Spacing of the sales dates: day, week or month, or auto to infer it from the gaps
+    # between dates (logged; ambiguous spacings fail).  History, horizon, lags, rolling
+    # windows, strides and split offsets of features.* then count periods of this length.
+    frequency: Literal["auto", "day", "week", "month"] = "auto"
+    # The grid's anchor: for week, the weekday of every date (Monday .. Sunday); for month,
+    # start (every date the 1st) or end (the last day of its month); empty: inferred.  Rows off
+    # the grid break the validation rule off_grid.
+    anchor: str = ""
+    # Which days a weekly date stands for, to count the holidays and events of its week: the
+    # 7 days ending on it (end) or starting on it (start).
+    week_label: Literal["end", "start"] = "end"
 
     @property
     def region_columns(self) -> list[str]:
@@ -246,6 +258,7 @@ RULES = (
     "malformed",
     "null_key",
     "date_out_of_range",
+    "off_grid",
     "unknown_store",
     "unknown_item",
     "non_finite_target",

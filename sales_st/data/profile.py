@@ -38,10 +38,10 @@ from sales_st.data.events import (
     undeclared_message,
     unknown_scope_levels,
 )
-from sales_st.data.frequency import Frequency, guard_frequency, infer_frequency
+from sales_st.data.frequency import DAILY, Frequency, Grid, infer_frequency, resolve_grid
 from sales_st.data.sources import load_inputs
 from sales_st.data.validation import FILTERED_COUNT, ValidationResult, validate_inputs
-from sales_st.errors import DataError
+from sales_st.errors import ConfigError, DataError
 from sales_st.frames import one_row
 
 WINDOWS_NOTE = (
@@ -211,14 +211,22 @@ def profile_inputs(spark: SparkSession, cfg: Config, run_date: dt.date | None) -
     if run_date is None and cfg.data.run_date:
         run_date = dt.date.fromisoformat(cfg.data.run_date)
     counting = dataclasses.replace(cfg.validation, rules=dict.fromkeys(RULES, "quarantine"))
-    result = validate_inputs(load_inputs(spark, cfg), counting, run_date)
+    tables = load_inputs(spark, cfg)
+    grid, grid_problem = DAILY, ""
     try:
-        return _profile(cfg, result)
+        grid = resolve_grid(tables[SALES.name], cfg.data)
+    except (DataError, ConfigError) as exc:
+        grid_problem = str(exc)
+    result = validate_inputs(tables, counting, run_date, grid)
+    try:
+        return _profile(cfg, result, grid, grid_problem)
     finally:
         result.release()
 
 
-def _profile(cfg: Config, result: ValidationResult) -> DataProfile:
+def _profile(
+    cfg: Config, result: ValidationResult, grid: Grid = DAILY, grid_problem: str = ""
+) -> DataProfile:
     from sales_st.features.assemble import window_counts
     from sales_st.features.calendar import make_axis
 
@@ -237,10 +245,8 @@ def _profile(cfg: Config, result: ValidationResult) -> DataProfile:
     events = result.tables[EVENTS.name].accepted
 
     freq = infer_frequency(accepted, rows=tables[SALES.name].accepted)
-    try:
-        guard_frequency(freq, cfg.data.frequency)
-    except DataError as exc:
-        problems.append(str(exc))
+    if grid_problem:
+        problems.append(grid_problem)
 
     per_series = _per_series(accepted).persist()
     try:
@@ -249,10 +255,8 @@ def _profile(cfg: Config, result: ValidationResult) -> DataProfile:
         if totals["last_obs"] is None:
             problems.append("the sales table has no accepted row with a target")
         else:
-            axis = make_axis(accepted, run_date, cfg.features.horizon)
-            first_days = per_series.select(
-                *SERIES_KEY, F.datediff("first", F.lit(axis.t0)).alias("first_day")
-            )
+            axis = make_axis(accepted, run_date, cfg.features.horizon, grid)
+            first_days = per_series.select(*SERIES_KEY, axis.index_col("first").alias("first_day"))
             try:
                 windows = window_counts(
                     first_days, cfg.features, axis, run_date, axis.day(totals["last_obs"])

@@ -514,7 +514,44 @@ def generate(spark: SparkSession, cfg: GeneratorConfig) -> dict[str, DataFrame]:
         "open_date",
     )
     items = items_full.select("item_id", "category", "base_price")
+    if cfg.frequency != "day":
+        sales = period_sales(sales, cfg.frequency)
     return {"sales": sales, "stores": stores, "items": items, "events": events}
+
+
+def period_sales(daily: DataFrame, frequency: str) -> DataFrame:
+    """The daily sales summed per week (dated on the Sunday ending it) or calendar month
+    (dated on its 1st): the target summed, promo and open when so on any day, the mean
+    price.  Periods the daily rows do not cover whole, or that mix days with and without a
+    target (history and plan), are dropped: a partial sum would read as a drop in demand."""
+    if frequency == "week":
+        # next_day(d - 1, 'Sun'): the Sunday on or after d
+        label = F.next_day(F.date_sub("date", 1), "Sun")
+        length = F.lit(7)
+    else:
+        label = F.trunc("date", "month")
+        length = F.dayofmonth(F.last_day("date"))
+    rows = daily.select("*", label.alias("_period"), length.alias("_length"))
+    agg = rows.groupBy("store_id", "item_id", "_period").agg(
+        F.count(F.lit(1)).alias("_days"),
+        F.count("target").alias("_observed"),
+        F.first("_length").alias("_length"),
+        F.sum("target").alias("target"),
+        F.avg("price").alias("price"),
+        F.max("promo").alias("promo"),
+        F.max("open").alias("open"),
+    )
+    whole = (F.col("_days") == F.col("_length")) & F.col("_observed").isin(0, F.col("_days"))
+    return agg.where(whole).select(
+        F.col("_period").alias("date"),
+        "store_id",
+        "item_id",
+        F.when(F.col("_observed") > 0, F.col("target")).cast("double").alias("target"),
+        "price",
+        F.col("promo").cast("int").alias("promo"),
+        F.col("open").cast("int").alias("open"),
+        F.year("_period").alias("year"),
+    )
 
 
 def inventory_df(sales: DataFrame, seed: int) -> DataFrame:

@@ -23,6 +23,7 @@ from pyspark.sql.window import Window
 from sales_st.config import ValidationConfig
 from sales_st.config.sections import RULES
 from sales_st.data.contract import EVENTS, FILTERED, ITEMS, MALFORMED, SALES, STORES, Table
+from sales_st.data.frequency import DAILY, Grid
 from sales_st.errors import DataError
 from sales_st.frames import one_row
 
@@ -148,10 +149,13 @@ def flag_sales(
     item_ids: DataFrame | None,
     cfg: ValidationConfig,
     run_date: dt.date | None,
+    grid: Grid = DAILY,
 ) -> DataFrame:
     """Add ``_rule`` (first broken rule or null) and ``_detail`` to every sales row.
 
-    Without a run date the ``null_target`` rule (which depends on it) is not applied."""
+    Without a run date the ``null_target`` rule (which depends on it) is not applied; on a
+    weekly or monthly ``grid``, dates off it break ``off_grid`` (a Tuesday in a table of
+    Fridays would otherwise open a period of its own)."""
     columns = _data_columns(sales)
     stores = store_ids.select(F.col("store_id").alias("_store_ok")).distinct()
     df = sales.join(F.broadcast(stores), sales.store_id == stores._store_ok, "left")
@@ -194,6 +198,15 @@ def flag_sales(
         "negative_target": (t < 0, F.concat(F.lit("target "), t.cast("string"), F.lit(" < 0"))),
         "duplicate_key": duplicate,
     }
+    if not grid.daily:
+        checks["off_grid"] = (
+            ~F.expr(grid.on_grid_sql("date")),
+            F.concat(
+                F.lit("date "),
+                F.col("date").cast("string"),
+                F.lit(f" is off the grid: the sales are {grid.describe()}"),
+            ),
+        )
     if run_date is not None:
         checks["null_target"] = (
             t.isNull() & (F.col("date") <= F.lit(run_date)),
@@ -277,11 +290,15 @@ def validate_table(
 
 
 def accepted_run_date(
-    sales: DataFrame, stores: DataFrame, items: DataFrame | None, cfg: ValidationConfig
+    sales: DataFrame,
+    stores: DataFrame,
+    items: DataFrame | None,
+    cfg: ValidationConfig,
+    grid: Grid = DAILY,
 ) -> dt.date:
     """The last day with an observed target among rows that pass every rule that does not
     depend on the run date (a row validation would reject never sets it)."""
-    flagged = flag_sales(sales, stores, items, cfg, None)
+    flagged = flag_sales(sales, stores, items, cfg, None, grid)
     ok = flagged.where(F.col("_rule").isNull() & F.col("target").isNotNull())
     value = one_row(ok.agg(F.max("date")))[0]
     if value is None:
@@ -298,24 +315,35 @@ def validate_sales(
     items: DataFrame,
     cfg: ValidationConfig,
     run_date: dt.date | None = None,
+    grid: Grid = DAILY,
 ) -> TableValidation:
     """Flag, count, fail or quarantine.  ``items`` may be empty: then items come from sales.
     Without ``run_date`` it is the last valid day with a target (:func:`accepted_run_date`)."""
     has_items = len(items.take(1)) > 0
     item_ids = items if has_items else None
     if run_date is None:
-        run_date = accepted_run_date(sales, stores, item_ids, cfg)
+        run_date = accepted_run_date(sales, stores, item_ids, cfg, grid)
         log.info("run date not given: using the last day with a valid target, %s", run_date)
-    return _settle(flag_sales(sales, stores, item_ids, cfg, run_date), SALES.name, cfg, run_date)
+    flagged = flag_sales(sales, stores, item_ids, cfg, run_date, grid)
+    return _settle(flagged, SALES.name, cfg, run_date)
 
 
 def validate_inputs(
-    tables: dict[str, DataFrame], cfg: ValidationConfig, run_date: dt.date | None
+    tables: dict[str, DataFrame],
+    cfg: ValidationConfig,
+    run_date: dt.date | None,
+    grid: Grid = DAILY,
 ) -> ValidationResult:
-    """Validate every input table: dimensions first, then sales against the accepted ones."""
+    """Validate every input table: dimensions first, then sales against the accepted ones
+    and ``grid``, the sales dates' spacing (:func:`sales_st.data.frequency.resolve_grid`)."""
     out = {t.name: validate_table(tables[t.name], t, cfg) for t in (STORES, ITEMS, EVENTS)}
     sales = validate_sales(
-        tables[SALES.name], out[STORES.name].accepted, out[ITEMS.name].accepted, cfg, run_date
+        tables[SALES.name],
+        out[STORES.name].accepted,
+        out[ITEMS.name].accepted,
+        cfg,
+        run_date,
+        grid,
     )
     out[SALES.name] = sales
     if sales.run_date is None:

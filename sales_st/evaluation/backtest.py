@@ -68,7 +68,7 @@ def model_predictions(
             explain=False,
             top_steps=0,
         )
-        out.append(method_rows(scored, name, quantiles))
+        out.append(method_rows(scored, name, quantiles, spec.period))
         ids[name] = mid
     return out, ids
 
@@ -90,7 +90,7 @@ def all_predictions(
     preds = []
     if baselines:
         preds.append(
-            simple_baselines(test, spec.history, spec.horizon).select(
+            simple_baselines(test, spec.history, spec.horizon, spec.period).select(
                 "*", *[F.lit(None).cast("double").alias(c) for c in qcols]
             )
         )
@@ -116,7 +116,7 @@ def scored_rows(
     qcols: list[str],
 ) -> DataFrame:
     """Predictions joined to the truth, with the central interval as ``p_lo``/``p_hi``."""
-    truth = truth_rows(test, spec.history, region_columns)
+    truth = truth_rows(test, spec.history, region_columns, spec.period)
     return (
         truth.join(predictions, KEYS + ["horizon"], "inner")
         .withColumn("p_lo", F.col(qcols[0]))

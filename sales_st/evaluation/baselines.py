@@ -1,9 +1,10 @@
 """Baselines on the same windows as the model, and the long truth table they are scored on.
 
-* ``seasonal_naive``: the last observed value of the same weekday (the value 7, 14, ...
-  days before the target day that lies in the history window);
+* ``seasonal_naive``: the last observed value of the same season (the value 7, 14, ...
+  days before the target day that lies in the history window; 52 weeks or 12 months
+  on a weekly or monthly axis: :attr:`sales_st.data.frequency.Grid.season`);
 * ``weekday_average``: the mean of the last ``same_weekday_weeks`` observed values of the
-  same weekday (the ``fut_sw_mean`` feature times the scale);
+  same weekday (or week or month of the year: the ``fut_sw_mean`` feature times the scale);
 * ``lightgbm``: a global gradient-boosted model (one row per example and horizon step: lags,
   rolling statistics, static and known-future features of that day), one quantile model
   per quantile, trained on the training split.
@@ -21,6 +22,7 @@ from pyspark.sql import functions as F
 
 from sales_st.config import EvaluateConfig
 from sales_st.data.contract import SERIES_KEY
+from sales_st.data.frequency import DAILY, Grid
 from sales_st.features import names as N
 from sales_st.features.spec import FeatureSpec
 from sales_st.frames import to_pandas
@@ -31,13 +33,16 @@ log = logging.getLogger(__name__)
 KEYS = [*SERIES_KEY, "origin"]
 
 
-def truth_rows(examples: DataFrame, history: int, region_columns: list[str]) -> DataFrame:
-    """One row per (example, horizon step): actual, observed, open, MASE scale, region keys."""
-    L = history
+def truth_rows(
+    examples: DataFrame, history: int, region_columns: list[str], grid: Grid = DAILY
+) -> DataFrame:
+    """One row per (example, horizon step): actual, observed, open, MASE scale (the mean
+    absolute seasonal difference of the history, the season that of ``grid``), region keys."""
+    L, P = history, grid.season
     mase = (
-        f"aggregate(sequence(7, {L - 1}), named_struct('s', 0D, 'n', 0), "
-        "(acc, t) -> IF(hist_observed[t] = 1 AND hist_observed[t - 7] = 1, "
-        "named_struct('s', acc.s + abs(hist_y[t] - hist_y[t - 7]), 'n', acc.n + 1), acc), "
+        f"aggregate(sequence({P}, {L - 1}), named_struct('s', 0D, 'n', 0), "
+        f"(acc, t) -> IF(hist_observed[t] = 1 AND hist_observed[t - {P}] = 1, "
+        f"named_struct('s', acc.s + abs(hist_y[t] - hist_y[t - {P}]), 'n', acc.n + 1), acc), "
         "acc -> IF(acc.n > 0, acc.s / acc.n * scale, CAST(NULL AS DOUBLE)))"
     )
     regions = [c for c in region_columns if c in examples.columns]
@@ -52,22 +57,25 @@ def truth_rows(examples: DataFrame, history: int, region_columns: list[str]) -> 
         *regions,
         "mase_scale",
         (F.col("h0") + 1).alias("horizon"),
-        F.expr("date_add(origin, h0 + 1)").alias("target_date"),
+        F.expr(grid.shift_sql("origin", "h0 + 1")).alias("target_date"),
         F.col("z.y").cast("double").alias("actual"),
         F.col("z.y_mask").cast("int").alias("observed"),
         F.col("z.fut_open").cast("int").alias("open"),
     )
 
 
-def simple_baselines(examples: DataFrame, history: int, horizon: int) -> DataFrame:
+def simple_baselines(
+    examples: DataFrame, history: int, horizon: int, grid: Grid = DAILY
+) -> DataFrame:
     """``method, store_id, item_id, origin, horizon, point`` for the two naive baselines.
 
     Like every method here, they forecast 0 on days known to be closed (``fut_open = 0``).
+    The seasonal naive needs a history of at least one season of ``grid``.
     """
-    L, H = history, horizon
+    L, H, P = history, horizon, grid.season
     naive = (
         f"transform(sequence(1, {H}), h -> "
-        f"hist_y[{L - 1} + h - 7 * CAST(ceil(h / 7) AS INT)] * scale * fut_open[h - 1])"
+        f"hist_y[{L - 1} + h - {P} * CAST(ceil(h / {P}) AS INT)] * scale * fut_open[h - 1])"
     )
     wavg = "zip_with(fut_sw_mean, fut_open, (v, o) -> v * scale * o)"
     parts = []

@@ -235,11 +235,12 @@ def build_examples_df(wide: Wide, cfg: Config, splits: tuple[str, ...]) -> DataF
     )
     ex = needs_target(ex, rules)
     layout = layout_for(cfg, wide)
-    t0 = wide.axis.t0.isoformat()
-    new_cut = wide.axis.day(wide.run_date) - cfg.features.new_series_days
-    ex = ex.withColumn("origin", F.expr(f"date_add(DATE'{t0}', o)"))
+    axis = wide.axis
+    # new_series_days counts days whatever the grid
+    new_cut = axis.day(wide.run_date - dt.timedelta(days=cfg.features.new_series_days))
+    ex = ex.withColumn("origin", F.expr(axis.date_sql("o")))
     ex = ex.withColumn("is_new_series", (F.col("first_day") > new_cut).cast("int"))
-    ex = ex.withColumn("series_start", F.expr(f"date_add(DATE'{t0}', first_day)"))
+    ex = ex.withColumn("series_start", F.expr(axis.date_sql("first_day")))
     meta = EXAMPLE_META + [c for c in wide.region_columns if c in ex.columns]
     cols = list(dict.fromkeys(meta + layout.all_columns()))
     return float_arrays(ex.select(*cols), layout.float_columns())

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from sales_st.config import Config
 from sales_st.data.contract import EVENTS, ITEMS, SALES, SERIES_KEY, STORES
 from sales_st.data.events import check_declared, reach_counts, scope_levels, warn_about_scopes
-from sales_st.data.frequency import guard_frequency, infer_frequency
+from sales_st.data.frequency import resolve_grid
 from sales_st.data.sources import load_inputs
 from sales_st.data.validation import ValidationResult, check_accounting, validate_inputs
 from sales_st.errors import DataError
@@ -73,7 +73,9 @@ def prepare(
     check_event_settings(cfg)
     if run_date is None and cfg.data.run_date:
         run_date = dt.date.fromisoformat(cfg.data.run_date)
-    result = validate_inputs(load_inputs(spark, cfg), cfg.validation, run_date)
+    tables = load_inputs(spark, cfg)
+    grid = resolve_grid(tables[SALES.name], cfg.data)
+    result = validate_inputs(tables, cfg.validation, run_date, grid)
     try:
         check_inputs(cfg, result)
     except DataError:
@@ -93,18 +95,15 @@ def prepare(
                 F.lit(None).cast("double").alias("base_price"),
             )
         )
-    axis = make_axis(accepted, run_date, cfg.features.horizon)
+    axis = make_axis(accepted, run_date, cfg.features.horizon, grid)
     wide = wide_table(accepted, stores, items, events, cfg, run_date, axis, vocab)
     return Prepared(validation=result, wide=wide)
 
 
 def check_inputs(cfg: Config, result: ValidationResult) -> None:
-    """Stop what would otherwise pass silently: sales dates that are not daily
-    (``data.frequency``) and event types ``data.event_types`` does not declare; log the
-    events loaded per type, and warn about event scopes that name several levels."""
-    freq = infer_frequency(result.accepted, rows=result.sales.counts.get("accepted"))
-    guard_frequency(freq, cfg.data.frequency)
-    log.info("sales dates: %s", freq.describe())
+    """Stop what would otherwise pass silently: event types ``data.event_types`` does not
+    declare; log the events loaded per type, and warn about event scopes that name several
+    levels.  (The sales dates' spacing is checked before validation: ``resolve_grid``.)"""
     stores, events = result.tables[STORES.name].accepted, result.tables[EVENTS.name].accepted
     counts = check_declared(events, cfg.data.event_types)
     levels = scope_levels(cfg.data.hierarchy, stores.columns)
@@ -190,6 +189,7 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
         run_date=prep.run_date,
         t0=prep.wide.axis.t0,
         n_days=prep.wide.axis.n_days,
+        grid=prep.wide.axis.grid.to_dict(),
         aggregate_levels=prep.wide.levels,
         vocab=prep.wide.vocab,
         scalers=scalers,

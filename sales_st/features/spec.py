@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from sales_st.data.frequency import DAILY, Grid
 from sales_st.errors import DataError, MissingInputError
 from sales_st.features import names as N
 from sales_st.storage.files import json_exists, read_json, write_json
@@ -138,6 +139,9 @@ class FeatureSpec:
         default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     )
     version: int = SPEC_VERSION
+    # the sales dates' grid (sales_st.data.frequency.Grid): what a period of the axis,
+    # the history and the horizon is
+    grid: dict[str, str] = field(default_factory=lambda: DAILY.to_dict())
 
     @property
     def history(self) -> int:
@@ -146,6 +150,11 @@ class FeatureSpec:
     @property
     def horizon(self) -> int:
         return self.layout.horizon
+
+    @property
+    def period(self) -> Grid:
+        """The grid of the axis: the horizon's steps are its periods."""
+        return Grid.from_dict(self.grid)
 
     @property
     def k(self) -> int:
@@ -193,6 +202,7 @@ class FeatureSpec:
             features_id=d["features_id"],
             created_at=d["created_at"],
             version=version,
+            grid=d.get("grid") or DAILY.to_dict(),
         )
 
 

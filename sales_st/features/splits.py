@@ -1,8 +1,9 @@
 """Which forecast origins form each split: train, validation, test (the backtest) and score.
 
-Boundaries come from ``features.splits`` as dates or as offsets in days from the run date.
-Origins are counted back from the run date in steps of the split's stride, so the score
-origin (the run date itself) and the backtest origins share their weekday.
+Boundaries come from ``features.splits`` as dates or as offsets in periods (days, weeks or
+months: the axis' grid) from the run date.  Origins are counted back from the run date in
+steps of the split's stride, so the score origin (the run date itself) and the backtest
+origins share their weekday.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sales_st.config import FeaturesConfig
+from sales_st.data.frequency import DAILY, Grid
 from sales_st.errors import ConfigError
 from sales_st.features.calendar import Axis
 from sales_st.features.spec import SPLITS
@@ -40,9 +42,10 @@ def origin_candidates(rule: OriginRule, horizon: int, min_start: int) -> list[in
     return list(range(first, lo - 1, -rule.stride))[::-1]
 
 
-def resolve_boundary(value: int | str, run_date: dt.date) -> dt.date:
+def resolve_boundary(value: int | str, run_date: dt.date, grid: Grid = DAILY) -> dt.date:
+    """A boundary's date: ``value`` periods of ``grid`` from the run date, or a date."""
     if isinstance(value, int):
-        return run_date + dt.timedelta(days=value)
+        return grid.shift(run_date, value)
     return dt.date.fromisoformat(value)
 
 
@@ -54,8 +57,8 @@ def origin_rules(
     splits: tuple[str, ...] = SPLITS,
 ) -> list[OriginRule]:
     r = axis.day(run_date)
-    train_end = axis.day(resolve_boundary(cfg.splits.train_end, run_date))
-    val_end = axis.day(resolve_boundary(cfg.splits.val_end, run_date))
+    train_end = axis.day(resolve_boundary(cfg.splits.train_end, run_date, axis.grid))
+    val_end = axis.day(resolve_boundary(cfg.splits.val_end, run_date, axis.grid))
     if not train_end <= val_end <= r:
         raise ConfigError(
             f"features.splits: need train_end <= val_end <= run date, found "

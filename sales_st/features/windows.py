@@ -35,13 +35,14 @@ from pyspark.sql import functions as F
 
 from sales_st.config import FeaturesConfig
 from sales_st.data.contract import SERIES_KEY
+from sales_st.data.frequency import DAILY, Grid
 from sales_st.errors import ConfigError, DataError
 from sales_st.features import names as N
 from sales_st.features.calendar import NO_HOLIDAY, Axis
 from sales_st.features.splits import OriginRule, origin_candidates
 
 MIN_SALES_DAYS = 3  # fewer days with sales in the window: take the scale from the last year
-SCALE_FALLBACK_DAYS = 364
+SCALE_FALLBACK_DAYS = 364  # daily; a weekly or monthly axis looks a year back (Grid.year)
 
 
 def explode_origins(series: DataFrame, rules: list[OriginRule], cfg: FeaturesConfig) -> DataFrame:
@@ -156,16 +157,17 @@ def _trail(col: str, w: int) -> str:
     return f"slice({col}, greatest(o - {w - 2}, 1), least({w}, o + 1))"
 
 
-def with_history(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+def with_history(df: DataFrame, cfg: FeaturesConfig, grid: Grid = DAILY) -> DataFrame:
     L = cfg.history
+    fallback = SCALE_FALLBACK_DAYS if grid.daily else grid.year
     df = df.withColumn("hh", F.expr(_hist("has_y", L))).withColumn(
         "hym", F.expr(_masked(_hist("y", L), "hh"))
     )
     df = df.withColumn("n_obs", F.expr(_sum("hh", "0")))
     df = df.withColumn("_pos", F.expr(_positive_mean("hym", "hh")))
     longer = _positive_mean(
-        _masked(_trail("y", SCALE_FALLBACK_DAYS), _trail("has_y", SCALE_FALLBACK_DAYS)),
-        _trail("has_y", SCALE_FALLBACK_DAYS),
+        _masked(_trail("y", fallback), _trail("has_y", fallback)),
+        _trail("has_y", fallback),
     )
     df = df.withColumn(
         "_long", F.expr(f"IF(_pos.n >= {MIN_SALES_DAYS}, named_struct('s', 0D, 'n', 0), {longer})")
@@ -209,13 +211,22 @@ def with_future(
     """Known-future channels; ``event_types`` are the declared types with an indicator
     channel each (read from the calendar's ``event_<type>`` arrays)."""
     H, W = cfg.horizon, cfg.same_weekday_weeks
-    w0 = axis.t0.weekday()
+    grid = axis.grid
+    # The season: a week of days, a year of weeks or months (Grid.season).
+    P, year, step = grid.season, grid.year, (7 if grid.daily else 1)
     fut_price = _fut("price", H)
     window = float(cfg.holiday_window)
-    # Same weekday as o+h in history: o + h - 7*ceil(h/7), then 7, 14, ... days earlier.
-    sw = _open_day_means(H, "o + h - 7 * CAST(ceil(h / 7) AS INT) - 7 * j", 0, W - 1)
-    # A year earlier, same weekday: o + h - 364 and the weeks either side.
-    last_year = _open_day_means(H, "o + h - 364 + 7 * j", -1, 1)
+    # Same season as o+h in history: o + h - P*ceil(h/P), then P, 2P, ... periods earlier.
+    sw = _open_day_means(H, f"o + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j", 0, W - 1)
+    # A year earlier: o + h - 364 days (same weekday) and the weeks either side; on a weekly
+    # or monthly axis, 52 weeks or 12 months and the periods either side.
+    last_year = _open_day_means(H, f"o + h - {year} + {step} * j", -1, 1)
+    if grid.kind == "week":
+        season_position = f"weekofyear({axis.date_sql('d')}) / 53D"
+    elif grid.kind == "month":
+        season_position = f"month({axis.date_sql('d')}) / 12D"
+    else:
+        season_position = f"dayofyear({axis.date_sql('d')}) / 366D"
     days_to = f"transform({{col}}, v -> IF(v = {NO_HOLIDAY}, 1D, v / {window}))"
     df = select_declared(
         df,
@@ -227,10 +238,7 @@ def with_future(
             "fut_school": F.expr(_fut("school", H)),
             "fut_to_holiday": F.expr(days_to.format(col=_fut("to_holiday", H))),
             "fut_since_holiday": F.expr(days_to.format(col=_fut("since_holiday", H))),
-            "fut_doy": F.expr(
-                f"transform(sequence(o + 1, o + {H}), d -> "
-                f"dayofyear(date_add(DATE'{axis.t0.isoformat()}', d)) / 366D)"
-            ),
+            "fut_doy": F.expr(f"transform(sequence(o + 1, o + {H}), d -> {season_position})"),
             "fut_sw_mean": F.expr(sw),
             "fut_last_year": F.expr(last_year),
         },
@@ -241,10 +249,16 @@ def with_future(
     df = with_future_expressions(df, cfg, axis)
     return df.select(
         "*",
-        F.expr(f"transform(sequence(o + 1, o + {H}), d -> (d + {w0}) % 7)").alias(N.FUT_DOW),
+        F.expr(f"transform(sequence(o + 1, o + {H}), d -> {_weekday('d', axis)})").alias(N.FUT_DOW),
         F.expr(_masked(_fut("y", H), _fut("has_y", H))).alias("y_fut"),
         F.expr(_fut("has_y", H)).alias("y_mask"),
     )
+
+
+def _weekday(day: str, axis: Axis) -> str:
+    """SQL: the weekday (Monday = 0) of period ``day``; 0 on a weekly or monthly axis, whose
+    periods have no weekday (the weekday channels are then constant)."""
+    return f"({day} + {axis.t0.weekday()}) % 7" if axis.grid.daily else "0"
 
 
 def with_event_indicators(df: DataFrame, event_types: list[str], horizon: int) -> DataFrame:
@@ -302,7 +316,7 @@ def with_future_expressions(df: DataFrame, cfg: FeaturesConfig, axis: Axis) -> D
     every horizon day, ``date`` standing for that day."""
     cols = []
     for name, expr in cfg.future_expressions.items():
-        day = f"date_add(DATE'{axis.t0.isoformat()}', d)"
+        day = axis.date_sql("d")
         body = re.sub(r"\bdate\b", day, expr)
         sql = f"transform(sequence(o + 1, o + {cfg.horizon}), d -> CAST(({body}) AS DOUBLE))"
         try:
@@ -429,13 +443,11 @@ def build_examples(
     """All examples for ``rules`` from the wide per-series table (arrays + context);
     ``event_types``: the declared types with an indicator channel."""
     df = explode_origins(with_event_distance_arrays(wide, cfg, axis), rules, cfg)
-    df = with_history(df, cfg)
+    df = with_history(df, cfg, axis.grid)
     # weekday of the history (needs the axis' first weekday)
     df = df.withColumn(
         N.HIST_DOW,
-        F.expr(
-            f"transform(sequence(o - {cfg.history - 1}, o), d -> (d + {axis.t0.weekday()}) % 7)"
-        ),
+        F.expr(f"transform(sequence(o - {cfg.history - 1}, o), d -> {_weekday('d', axis)})"),
     )
     df = with_future(df, cfg, axis, event_types)
     df = with_scalars(df, cfg)

@@ -87,6 +87,7 @@ def fit_calibration(
     run_date: Any,
     horizon: int,
     history: int,
+    grid: Any = None,
 ) -> dict[str, Any]:
     """Score ``examples`` (the validation windows) uncalibrated and fit the offsets."""
     from sales_st.evaluation.baselines import KEYS, truth_rows
@@ -104,10 +105,16 @@ def fit_calibration(
         top_steps=0,
         calibrated=False,
     )
+    from sales_st.data.frequency import DAILY
+
+    grid = grid or DAILY
     preds = scored.select(
-        *KEYS[:-1], F.expr("date_sub(target_date, horizon)").alias("origin"), "horizon", *qcols
+        *KEYS[:-1],
+        F.expr(grid.shift_sql("target_date", "-horizon")).alias("origin"),
+        "horizon",
+        *qcols,
     )
-    truth = truth_rows(examples, history, []).where("observed = 1 AND open = 1")
+    truth = truth_rows(examples, history, [], grid).where("observed = 1 AND open = 1")
     scales = examples.select(*KEYS, "scale")
     rows = (
         truth.join(preds, KEYS + ["horizon"])

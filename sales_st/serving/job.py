@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from sales_st.config import Config
 from sales_st.data.contract import SERIES_KEY
+from sales_st.data.frequency import DAILY, Grid
 from sales_st.errors import DataError
 from sales_st.evaluation.baselines import KEYS
 from sales_st.evaluation.selection import (
@@ -117,7 +118,16 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         regions = cfg.data.region_columns
         if pub.members:
             scored = mixed_rows(
-                spark, examples, root, pub, quantiles, regions, prep.run_date, cfg, cached
+                spark,
+                examples,
+                root,
+                pub,
+                quantiles,
+                regions,
+                prep.run_date,
+                cfg,
+                cached,
+                spec.period,
             )
         else:
             scored = score_examples(
@@ -285,6 +295,7 @@ def mixed_rows(
     run_date: dt.date,
     cfg: Config,
     cached: list[DataFrame] | None = None,
+    grid: Grid = DAILY,
 ) -> DataFrame:
     """Forecast rows of a weighted mix of stored models (see ``evaluation.selection``); the
     explanations come from the first network among the members, if any.  The networks'
@@ -312,12 +323,12 @@ def mixed_rows(
             if cached is not None:  # the caller unpersists it when done
                 cached.append(scored)
             explained = scored if explained is None else explained
-            part = method_rows(scored, name, quantiles)
+            part = method_rows(scored, name, quantiles, grid)
         parts.append(part.select("method", *KEYS, "horizon", "point", *qcols))
     preds = functools.reduce(DataFrame.unionByName, parts)
     mixed = ensemble_rows(
         preds, {"members": list(pub.members), "weights": pub.weights}, qcols
-    ).withColumn("target_date", F.expr("date_add(origin, horizon)"))
+    ).withColumn("target_date", F.expr(grid.shift_sql("origin", "horizon")))
     if explained is not None:
         extra = explained.select(*SERIES_KEY, *regions, "target_date", *EXPLANATIONS)
         out = mixed.join(extra, [*SERIES_KEY, "target_date"], "left")

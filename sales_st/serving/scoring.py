@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sales_st.data.contract import SERIES_KEY
+from sales_st.data.frequency import DAILY, Grid
 from sales_st.features.spec import FeatureSpec
 from sales_st.training import store as model_store
 
@@ -32,14 +33,17 @@ def quantile_columns(quantiles: list[float]) -> list[str]:
     return [f"p{round(q * 100):02d}" for q in sorted(quantiles)]
 
 
-def method_rows(scored: DataFrame, method: str, quantiles: list[float]) -> DataFrame:
+def method_rows(
+    scored: DataFrame, method: str, quantiles: list[float], grid: Grid = DAILY
+) -> DataFrame:
     """Forecast rows (``score_examples``) as a backtest method's long rows: ``method``,
-    series key, ``origin``, ``horizon``, ``point`` (the median) and the quantile columns."""
+    series key, ``origin`` (``horizon`` periods of ``grid`` before the target date),
+    ``horizon``, ``point`` (the median) and the quantile columns."""
     qcols = quantile_columns(quantiles)
     return scored.select(
         F.lit(method).alias("method"),
         *SERIES_KEY,
-        F.expr("date_sub(target_date, horizon)").alias("origin"),
+        F.expr(grid.shift_sql("target_date", "-horizon")).alias("origin"),
         "horizon",
         F.col(qcols[sorted(quantiles).index(0.5)]).alias("point"),
         *qcols,
@@ -209,7 +213,7 @@ def long_rows(
     rep = np.repeat(np.arange(n), H)
     steps = np.tile(np.arange(1, H + 1), n)
     out = pd.DataFrame({c: _opt(pdf, c)[rep] for c in SERIES_KEY + list(region_columns)})
-    out["target_date"] = (origin[rep] + steps.astype("timedelta64[D]")).astype("datetime64[D]")
+    out["target_date"] = spec.period.shift_np(origin[rep], steps)
     out["horizon"] = steps.astype(np.int32)
     q = pred["quantiles"].reshape(n * H, -1)
     for i, c in enumerate(qcols):
@@ -219,10 +223,9 @@ def long_rows(
     if explain:
         alpha = pred["temporal_attention"]
         top = np.argsort(-alpha, axis=1)[:, :top_steps]
-        days = [
-            [(pd.Timestamp(origin[i]) - pd.Timedelta(days=int(L - 1 - j))).date() for j in row]
-            for i, row in enumerate(top)
-        ]
+        back = spec.period.shift_np(np.repeat(origin, top.shape[1]), (top - (L - 1)).ravel())
+        back = back.reshape(top.shape).astype(dt.date)
+        days = [list(row) for row in back]
         weights = [[float(alpha[i, j]) for j in row] for i, row in enumerate(top)]
         beta = pred["spatial_attention"]
         sources, sweights = [], []

@@ -342,6 +342,7 @@ def calibrate(
         spec.run_date,
         spec.horizon,
         spec.history,
+        spec.period,
     )
     write_json(f"{mdir}/{CALIBRATION_FILE}", offsets)
     for key, values in offsets["offsets"].items():
