@@ -73,6 +73,7 @@ def test_each_rule_quarantines_its_rows(spark):
         "malformed": 0,  # typed input: nothing to parse
         "null_key": 2,
         "date_out_of_range": 1,
+        "off_grid": 0,  # daily: every date is on the grid
         "unknown_store": 1,
         "unknown_item": 1,
         "non_finite_target": 2,
