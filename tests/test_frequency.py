@@ -4,6 +4,7 @@ identity, and a wrong frequency refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 
@@ -357,3 +358,103 @@ def test_monthly_seasonal_naive_by_hand(monthly):
     truth = truth_rows(one, spec.history, [], spec.period).orderBy("horizon").toPandas()
     assert list(truth.target_date) == [month_end(o + h) for h in range(1, MH + 1)]
     assert (truth.mase_scale == 0).all()  # no seasonal difference at all
+
+
+# ---- the generator's weekly and monthly tables ---------------------------------------------
+
+
+def test_generator_sums_whole_weeks_and_months(spark):
+    from sales_st.config import GeneratorConfig
+    from sales_st.data.synthetic import generate
+
+    cfg = GeneratorConfig(
+        preset="custom",
+        start_date="2024-01-01",  # a Monday: the first week ends on Sunday the 7th
+        days=100,
+        n_states=1,
+        cities_per_state=1,
+        stores_per_city=2,
+        n_items=2,
+        plan_days=20,
+        partitions=2,
+        new_store_fraction=0.0,
+    )
+    daily = generate(spark, cfg)["sales"].toPandas()
+    weekly = generate(spark, dataclasses.replace(cfg, frequency="week"))["sales"].toPandas()
+    monthly = generate(spark, dataclasses.replace(cfg, frequency="month"))["sales"].toPandas()
+    # days 0-99 observed (to 2024-04-09), 100-119 plan rows (to 2024-04-29): 14 whole weeks
+    # of history (to Sunday 2024-04-07), 2 whole plan weeks (2024-04-15 .. 2024-04-28)
+    assert sorted(set(weekly.date)) == [
+        dt.date(2024, 1, 7) + dt.timedelta(weeks=k) for k in (*range(14), 15, 16)
+    ]
+    assert weekly[weekly.date > dt.date(2024, 4, 7)].target.isna().all()
+    daily["week"] = daily.date.map(lambda d: d + dt.timedelta(days=(6 - d.weekday())))
+    by_week = daily.groupby(["store_id", "item_id", "week"]).target.sum()
+    for r in weekly[weekly.target.notna()].itertuples():
+        assert r.target == pytest.approx(by_week[(r.store_id, r.item_id, r.date)])
+    # whole months of history: January to March, dated on the 1st
+    assert sorted(set(monthly.date)) == [dt.date(2024, m, 1) for m in (1, 2, 3)]
+    daily["month"] = daily.date.map(lambda d: d.replace(day=1))
+    by_month = daily.groupby(["store_id", "item_id", "month"]).target.sum()
+    for r in monthly.itertuples():
+        assert r.target == pytest.approx(by_month[(r.store_id, r.item_id, r.date)])
+
+
+# ---- a generated weekly panel end to end ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_weekly_panel_end_to_end(spark, data_root):
+    """Generated daily sales summed into weeks: features -> train (1 epoch, 2 ranks) ->
+    forecast -> evaluate, every date a Sunday and every step a week."""
+    from sales_st.data.synthetic import write_generated
+    from sales_st.evaluation.job import run_evaluate
+    from sales_st.serving.job import run_forecast
+    from sales_st.training.driver import run_training
+    from tests.conftest import TINY
+
+    cfg = make_config(
+        data_root,
+        *TINY,
+        "paths.inputs=inputs/weekly_e2e",
+        "paths.features=features/weekly_e2e",
+        "paths.models=models/weekly_e2e",
+        "paths.reports=reports/weekly_e2e",
+        "paths.runs=runs/weekly_e2e",
+        "data.generator.days=700",
+        "data.generator.plan_days=28",
+        "data.generator.frequency=week",
+        "features.history=56",
+        "features.horizon=4",
+        "features.stride=2",
+        "features.min_history=8",
+        "features.rolling_windows=[4,13]",
+        "features.lags=[1,4,52]",
+        "features.splits.train_end=-12",
+        "features.splits.val_end=-6",
+        "features.splits.test_stride=2",
+        "train.epochs=1",
+        "evaluate.baselines=[seasonal_naive, weekday_average]",
+    )
+    write_generated(spark, cfg.data.generator, cfg.path("inputs"))
+    features = run_features(spark, cfg, None)
+    spec = features.spec
+    assert spec.period == Grid("week", "sunday", "end")
+    assert features.run_date.weekday() == 6 and features.counts.get("off_grid", 0) == 0
+    run_training(spark, cfg, "pretrain")
+    forecast = run_forecast(spark, cfg, None)
+    rows = (
+        spark.table(forecast.table)
+        .where(F.col("run_date") == F.lit(features.run_date))
+        .select("target_date", "horizon")
+        .distinct()
+        .toPandas()
+    )
+    assert sorted(rows.itertuples(index=False)) == [
+        (features.run_date + dt.timedelta(weeks=h), h) for h in range(1, 5)
+    ]
+    overall = run_evaluate(spark, cfg).overall.set_index("method")
+    assert {"fused", "seasonal_naive", "weekday_average"} <= set(overall.index)
+    n = overall["n"]
+    assert n.nunique() == 1 and n.iloc[0] > 0  # every method scored on the same weeks
+    assert np.isfinite(overall.loc["seasonal_naive", "mase"])
