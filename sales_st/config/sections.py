@@ -284,7 +284,8 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class SplitsConfig:
-    """Origin-date boundaries.  An int is an offset in days from the run date."""
+    """Origin-date boundaries.  An int is an offset in periods (days, or weeks or months
+    with data.frequency week or month, as every count below) from the run date."""
 
     # Last day of training targets (training origins end a horizon earlier).
     train_end: int | str = -70
@@ -321,6 +322,10 @@ class SpatialConfig:
 
 @dataclass(frozen=True)
 class FeaturesConfig:
+    """Windows count periods: days, or weeks or months with data.frequency week or month
+    (the "days" below).  A weekly or monthly history shorter than a year (52 or 12) leaves
+    the seasonal naive and MASE without a season."""
+
     # Days of history in each example window (at least 7).
     history: int = 56
     # Days forecast after each origin.
@@ -333,7 +338,8 @@ class FeaturesConfig:
     rolling_windows: list[int] = field(default_factory=lambda: [7, 28, 91])
     # Lag features: the target this many days before the origin (1 = the origin day).
     lags: list[int] = field(default_factory=lambda: [1, 7, 14, 28])
-    # Weeks of history averaged into the same-weekday mean (fut_sw_mean, weekday_average).
+    # Weeks of history averaged into the same-weekday mean (fut_sw_mean, weekday_average);
+    # weekly or monthly data: years averaged into the same week's or month's mean.
     same_weekday_weeks: int = 4
     # Days to/since a public holiday are counted up to this many days (and scaled by it).
     holiday_window: int = 14

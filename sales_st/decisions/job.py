@@ -130,9 +130,20 @@ def run_replenish(
     forecasts = spark.table(fc_table)
     run_date = run_date or one_row(forecasts.agg(F.max("run_date")))[0]
     fc = forecasts.where(F.col("run_date") == F.lit(run_date))
-    first = fc.agg(F.first("model_id").alias("model_id"), F.max("horizon").alias("h")).first()
+    first = fc.agg(
+        F.first("model_id").alias("model_id"),
+        F.max("horizon").alias("h"),
+        # 0 when every step is a day; weekly or monthly forecasts step further
+        F.max(F.datediff("target_date", "run_date") - F.col("horizon")).alias("beyond_days"),
+    ).first()
     if first is None or first["h"] is None:
         raise MissingInputError(f"{fc_table} has no forecasts for run date {run_date}")
+    if first["beyond_days"]:
+        raise DataError(
+            f"{fc_table}: the forecasts of {run_date} step by more than a day (weekly or "
+            "monthly data); replenishment plans lead times and review periods in days and "
+            "needs daily forecasts"
+        )
     if "cum_p50" not in fc.columns:
         raise MissingInputError(
             f"{fc_table} has no lead-time quantiles (cum_p10/cum_p50/cum_p90) for {run_date}: "

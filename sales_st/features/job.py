@@ -96,6 +96,14 @@ def prepare(
             )
         )
     axis = make_axis(accepted, run_date, cfg.features.horizon, grid)
+    if cfg.features.history < grid.season:
+        log.warning(
+            "features.history %d is shorter than a season of the %s sales (%d periods): "
+            "the seasonal naive baseline and MASE have no season to look back on",
+            cfg.features.history,
+            grid.describe(),
+            grid.season,
+        )
     wide = wide_table(accepted, stores, items, events, cfg, run_date, axis, vocab)
     return Prepared(validation=result, wide=wide)
 

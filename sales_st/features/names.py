@@ -24,7 +24,9 @@ CONTEXT_HISTORY: dict[str, str] = {
     SPATIAL_LAG: "weighted mean of the neighbours' scaled histories (same item)",
 }
 AGGREGATE_PREFIX = "hist_agg_"
-# Known future, ``H`` days o+1 .. o+H.
+# Known future, ``H`` days o+1 .. o+H.  On a weekly or monthly axis (data.frequency) every
+# "day" is a period: the holiday flags count the holiday days of the period, fut_doy is the
+# week of year / 53 or the month / 12, the same-weekday means look 52 weeks or 12 months back.
 FUTURE: dict[str, str] = {
     "fut_open": "planned open flag (1 when unknown)",
     "fut_promo": "planned promotion flag",
@@ -38,7 +40,8 @@ FUTURE: dict[str, str] = {
     "fut_last_year": "mean level 52 weeks earlier (same weekday, +-1 week) / scale",
 }
 SW_MEAN = "fut_sw_mean"
-# Weekday (0 = Monday) of every history and future day: embedded, not scaled.
+# Weekday (0 = Monday) of every history and future day: embedded, not scaled (0 for weekly
+# and monthly periods).
 HIST_DOW = "hist_dow"
 FUT_DOW = "fut_dow"
 # The k nearest neighbours carrying the same item.

@@ -1,5 +1,9 @@
 """Training / scoring examples: one row per (series, forecast origin), cut from day arrays.
 
+The arrays' elements are periods of the axis' grid (days, or weeks or months with
+``data.frequency``): every "day" below is then a period, the weekly season (7) becomes a
+year of weeks or months (52, 12) and the weekday channels are constant.
+
 For an origin day ``o`` (the last day of history) an example holds
 
 * history (``L`` days ``o-L+1 .. o``): the target divided by ``scale`` -- the mean over the
