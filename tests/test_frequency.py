@@ -458,3 +458,62 @@ def test_a_weekly_panel_end_to_end(spark, data_root):
     n = overall["n"]
     assert n.nunique() == 1 and n.iloc[0] > 0  # every method scored on the same weeks
     assert np.isfinite(overall.loc["seasonal_naive", "mase"])
+
+
+@pytest.mark.slow
+def test_a_monthly_panel_end_to_end(spark, data_root):
+    """Generated daily sales summed into calendar months: features -> train (1 epoch, 2
+    ranks) -> forecast -> evaluate, every date a 1st and every step a month."""
+    from sales_st.data.synthetic import write_generated
+    from sales_st.evaluation.job import run_evaluate
+    from sales_st.serving.job import run_forecast
+    from sales_st.training.driver import run_training
+    from tests.conftest import TINY
+
+    cfg = make_config(
+        data_root,
+        *TINY,
+        "paths.inputs=inputs/monthly_e2e",
+        "paths.features=features/monthly_e2e",
+        "paths.models=models/monthly_e2e",
+        "paths.reports=reports/monthly_e2e",
+        "paths.runs=runs/monthly_e2e",
+        "data.generator.start_date=2019-01-01",
+        "data.generator.days=1461",  # 2019 .. 2022: 48 whole months
+        "data.generator.plan_days=0",
+        "data.generator.frequency=month",
+        "data.frequency=month",
+        "features.history=24",
+        "features.horizon=3",
+        "features.stride=1",
+        "features.min_history=6",
+        "features.rolling_windows=[3,12]",
+        "features.lags=[1,12]",
+        "features.splits.train_end=-6",
+        "features.splits.val_end=-3",
+        "features.splits.test_stride=1",
+        "train.epochs=1",
+        "evaluate.baselines=[seasonal_naive, weekday_average]",
+    )
+    write_generated(spark, cfg.data.generator, cfg.path("inputs"))
+    features = run_features(spark, cfg, None)
+    assert features.spec.period == Grid("month", "start")
+    assert features.run_date == dt.date(2022, 12, 1)
+    run_training(spark, cfg, "pretrain")
+    forecast = run_forecast(spark, cfg, None)
+    rows = (
+        spark.table(forecast.table)
+        .where(F.col("run_date") == F.lit(features.run_date))
+        .select("target_date", "horizon")
+        .distinct()
+        .toPandas()
+    )
+    assert sorted(rows.itertuples(index=False)) == [
+        (dt.date(2023, 1, 1), 1),
+        (dt.date(2023, 2, 1), 2),
+        (dt.date(2023, 3, 1), 3),
+    ]
+    overall = run_evaluate(spark, cfg).overall.set_index("method")
+    assert {"fused", "seasonal_naive", "weekday_average"} <= set(overall.index)
+    assert overall["n"].nunique() == 1 and overall["n"].iloc[0] > 0
+    assert np.isfinite(overall.loc["seasonal_naive", "mase"])
