@@ -264,6 +264,16 @@ def test_off_grid_weekly_rows_are_quarantined_and_accounted_for(spark, weekly):
     )
 
 
+def test_the_check_job_counts_weeks_not_days(spark, weekly):
+    from sales_st.data.profile import profile_inputs
+
+    cfg, *_ = weekly
+    profile = profile_inputs(spark, cfg, None)
+    assert profile.frequency.kind == "week"
+    # 3 series of 120 weeks each, none missing (the off-grid rows are quarantined)
+    assert (profile.span_days, profile.missing_days, profile.series_with_gaps) == (360, 0, 0)
+
+
 def test_weekly_seasonal_naive_and_mase_by_hand(weekly):
     _, _, spec, examples = weekly
     o = 99

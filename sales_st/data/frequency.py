@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -25,6 +25,9 @@ from pyspark.sql.window import Window
 
 from sales_st.data.contract import SERIES_KEY
 from sales_st.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from sales_st.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +260,14 @@ class Grid:
             return f"((year({date}) - {t0.year}) * 12 + month({date}) - {t0.month})"
         return f"datediff({date}, {lit})"
 
+    def between_sql(self, first: str, last: str) -> str:
+        """SQL: the periods from the grid date ``first`` to the grid date ``last``."""
+        if self.kind == "week":
+            return f"CAST(floor(datediff({last}, {first}) / 7) AS INT)"
+        if self.kind == "month":
+            return f"((year({last}) - year({first})) * 12 + month({last}) - month({first}))"
+        return f"datediff({last}, {first})"
+
     def period_of_day_sql(self, t0: dt.date, date: str) -> str:
         """SQL: the number of the period whose days include the day ``date`` (any day):
         what a holiday or an event on that day counts towards."""
@@ -327,7 +338,7 @@ class Grid:
 DAILY = Grid()
 
 
-def resolve_grid(sales: DataFrame, data: Any) -> Grid:
+def resolve_grid(sales: DataFrame, data: DataConfig) -> Grid:
     """The grid of ``sales`` (contract columns, before validation) from ``data.frequency``,
     ``data.anchor`` and ``data.week_label`` (a :class:`~sales_st.config.DataConfig`), the
     frequency inferred from the dates when they leave it open.  Logs what was inferred; fails

@@ -95,8 +95,8 @@ class DataProfile:
     targets: int  # rows with a target
     zero_targets: int
     null_targets: int  # rows without a target (plans after the run date)
-    span_days: int  # per series, days from its first to its last target, summed
-    missing_days: int  # days of those spans without a row with a target
+    span_days: int  # per series, periods (days) from its first to its last target, summed
+    missing_days: int  # periods of those spans without a row with a target
     series_with_gaps: int
     hierarchy: dict[str, int]  # level name -> distinct regions among the accepted stores
     events: list[EventTypeCheck]
@@ -250,7 +250,7 @@ def _profile(
 
     per_series = _per_series(accepted).persist()
     try:
-        totals = one_row(_sales_totals(per_series))
+        totals = one_row(_sales_totals(per_series, grid))
         windows: dict[str, int] = {}
         if totals["last_obs"] is None:
             problems.append("the sales table has no accepted row with a target")
@@ -345,8 +345,13 @@ def _per_series(accepted: DataFrame) -> DataFrame:
     )
 
 
-def _sales_totals(per_series: DataFrame) -> DataFrame:
-    span = F.datediff("last_obs", "first_obs") + 1
+def _sales_totals(per_series: DataFrame, grid: Grid = DAILY) -> DataFrame:
+    """Totals over the series; spans count periods of ``grid`` (a weekly series has no
+    missing days between its weeks)."""
+    if grid.daily:
+        span = F.datediff("last_obs", "first_obs") + 1
+    else:
+        span = F.expr(grid.between_sql("first_obs", "last_obs")) + 1
     return per_series.agg(
         F.count(F.lit(1)).alias("series"),
         F.countDistinct("store_id").alias("stores"),
