@@ -115,21 +115,7 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
         quantiles = meta["model_config"]["quantiles"]
         regions = cfg.data.region_columns
-        if pub.members:
-            scored = mixed_rows(
-                spark, examples, root, pub, quantiles, regions, prep.run_date, cfg, cached
-            )
-        else:
-            scored = score_examples(
-                examples,
-                root,
-                pub.model_id,
-                quantiles,
-                regions,
-                prep.run_date,
-                cfg.forecast.explain,
-                cfg.forecast.top_steps,
-            )
+        scored = score_published(spark, cfg, pub, examples, quantiles, prep.run_date, cached)
         scored = scored.persist()  # scored once: the daily rows, lead time and region totals
         cached.append(scored)
         lead, by_region = published_scores(root, pub, spec)
@@ -193,6 +179,36 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         method=pub.method,
         run_date=prep.run_date,
         summary=summary,
+    )
+
+
+def score_published(
+    spark: SparkSession,
+    cfg: Config,
+    pub: Published,
+    examples: DataFrame,
+    quantiles: list[float],
+    run_date: dt.date,
+    cached: list[DataFrame] | None = None,
+    explain: bool | None = None,
+) -> DataFrame:
+    """Forecast rows (the forecasts table's columns) of the published method on
+    ``examples``; ``explain`` defaults to ``forecast.explain``."""
+    root, regions = cfg.path("models"), cfg.data.region_columns
+    explain = cfg.forecast.explain if explain is None else explain
+    if pub.members:
+        return mixed_rows(
+            spark, examples, root, pub, quantiles, regions, run_date, cfg, cached, explain
+        )
+    return score_examples(
+        examples,
+        root,
+        pub.model_id,
+        quantiles,
+        regions,
+        run_date,
+        explain,
+        cfg.forecast.top_steps,
     )
 
 
@@ -285,6 +301,7 @@ def mixed_rows(
     run_date: dt.date,
     cfg: Config,
     cached: list[DataFrame] | None = None,
+    explain: bool | None = None,
 ) -> DataFrame:
     """Forecast rows of a weighted mix of stored models (see ``evaluation.selection``); the
     explanations come from the first network among the members, if any.  The networks'
@@ -306,7 +323,7 @@ def mixed_rows(
                 quantiles,
                 regions,
                 run_date,
-                cfg.forecast.explain,
+                cfg.forecast.explain if explain is None else explain,
                 cfg.forecast.top_steps,
             ).persist()
             if cached is not None:  # the caller unpersists it when done
