@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from sales_st.decisions.simulation import (
     outcomes,
     replay,
     residual_sigma,
+    review_plan,
     run_policy_backtest,
     summarise,
 )
@@ -78,6 +80,19 @@ def test_inventory_at_a_fill_rate_is_read_off_the_curve():
     comp = comparison(summary, [0.9]).iloc[0]
     assert comp["model_inventory"] == 20 and comp["baseline_inventory"] == 40
     assert comp["model_vs_baseline"] == pytest.approx(0.5)
+
+
+def test_reviews_use_the_latest_forecast_that_reaches_over_the_interval():
+    d = dt.date(2024, 1, 1)
+    days = [d + dt.timedelta(days=k) for k in range(0, 60)]
+    # one origin, horizon 42, R = 7, L = 2 (P = 9): reviews on days 0, 7, .., 28 (28 + 9 <= 42)
+    assert review_plan([d], days[45], 7, 2, 42) == [(k, d, 7 * k) for k in range(5)]
+    # the observed days end on day 30: the last review's interval must end by then
+    assert review_plan([d], days[30], 7, 2, 42) == [(k, d, 7 * k) for k in range(4)]
+    # weekly origins, horizon 7, L = 0: each review orders from its own origin
+    assert review_plan([d, days[7]], days[14], 7, 0, 7) == [(0, d, 0), (1, days[7], 0)]
+    # horizon 10 and origins 7 days apart: day 7 uses the origin of day 7, not day 0's
+    assert review_plan([d, days[7]], days[30], 7, 2, 10)[1] == (1, days[7], 0)
 
 
 def test_order_up_to_levels():

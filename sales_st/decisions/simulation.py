@@ -4,11 +4,14 @@ and what it costs (inventory).
 
 The replay (per series, lost sales):
 
-* reviews happen at the backtest origins (every ``features.splits.test_stride`` days, the
-  review period R), at the end of the origin day, after its sales;
-* an order placed at a review arrives at the end of day ``origin + L`` (the lead time), so
-  it must cover the days ``origin + 1 .. origin + L + R`` until the next order arrives: the
+* reviews happen every R days (``features.splits.test_stride``, the backtest origins'
+  spacing) from the first test origin on, at the end of the day, after its sales;
+* an order placed at a review on day d arrives at the end of day ``d + L`` (the lead time),
+  so it must cover the days ``d + 1 .. d + L + R`` until the next order arrives: the
   protection interval ``P = L + R`` of the replenishment job;
+* each review uses the latest forecast made on or before its day that reaches over its
+  protection interval (a backtest with a single origin still replays its whole horizon,
+  as a planner re-ordering from one forecast would);
 * the order is ``max(0, S - position)``: S the policy's order-up-to level at that review,
   the position on hand plus on order;
 * each day, the sales are ``min(on hand, demand)``: what is missing is lost (a stock-out
@@ -19,8 +22,10 @@ The replay (per series, lost sales):
 
 Two policies, each at several target (cycle) service levels:
 
-* ``model``: S is the service-level quantile of the forecasts' lead-time demand over P
-  (``cum_p10/cum_p50/cum_p90``, the replenishment job's two-piece normal beyond them);
+* ``model``: S is the service-level quantile of the forecast demand over P: the sum of
+  the days' medians, spread by the validation-fitted lead-time scores of a P-day sum (the
+  forecasts table's ``cum_*`` at horizon P when the review is on the origin), and the
+  replenishment job's two-piece normal beyond p10 and p90;
 * ``baseline``: S is the weekday-average forecast summed over P plus a normal safety stock
   ``z(level) * sigma * sqrt(P)``, sigma the standard deviation of the weekday average's
   residuals over the history window at that origin (the textbook policy).
@@ -47,7 +52,7 @@ from sales_st.data.contract import SERIES_KEY
 from sales_st.decisions.replenishment import Z90
 from sales_st.features.spec import FeatureSpec
 from sales_st.frames import to_pandas
-from sales_st.serving.aggregates import scores_for, with_lead_time
+from sales_st.serving.aggregates import apply_scores, scores_for, with_sigma
 from sales_st.serving.scoring import quantile_columns
 from sales_st.storage.catalog import ensure_table, replace_partition
 
@@ -55,7 +60,7 @@ log = logging.getLogger(__name__)
 
 MODEL, BASELINE = "model", "baseline"
 # The levels every policy is replayed at: the curve of fill rate against inventory.
-CURVE_LEVELS = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.995)
+CURVE_LEVELS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.995)
 
 OUTCOME_SCHEMA = (
     "policy string, service_level double, days int, demand double, sales double, "
@@ -238,40 +243,58 @@ class PolicySetup:
     weeks: int  # same-weekday weeks of the baseline's weekday average
 
 
+def review_plan(
+    origins: list[dt.date], last: dt.date, every: int, lead: int, horizon: int
+) -> list[tuple[int, dt.date, int]]:
+    """The reviews of the replay, ``(k, origin, offset)``: review k on day ``r0 + k * every``
+    (r0 the first origin) orders from the latest origin's forecast that reaches over its
+    protection interval, days ``offset + 1 .. offset + P`` after that origin.  The reviews
+    go on while the interval ends on or before ``last`` (the last observed day) and some
+    forecast covers it: a backtest with one origin still replays a whole horizon."""
+    p = lead + every
+    r0, out = origins[0], []
+    for k in range(10**6):
+        day = r0 + dt.timedelta(days=k * every)
+        if day + dt.timedelta(days=p) > last:
+            break
+        usable = [o for o in origins if o <= day and (day - o).days + p <= horizon]
+        if not usable:
+            break
+        o = max(usable)
+        out.append((k, o, (day - o).days))
+    return out
+
+
 def review_inputs(
     rows: DataFrame,
     test: DataFrame,
     setup: PolicySetup,
     history: int,
+    horizon: int,
     qcols: list[str],
     quantiles: list[float],
     fitted: dict[str, Any] | None,
 ) -> tuple[DataFrame, DataFrame, dt.date, dt.date] | None:
-    """Demand per series and day, and per series and review the inputs of both policies'
-    levels (lead-time quantiles over P; the weekday average over P and its residual sigma),
-    for the reviews whose protection interval lies within the observed test period."""
+    """Demand per series and day, and per series and review (see :func:`review_plan`) the
+    inputs of both policies' levels: the quantiles of the forecast demand over the
+    protection interval (the sum of its daily medians, and the lead-time scores of a P-day
+    sum applied to the sum of its days' variances) and the weekday average over it with its
+    origin's residual sigma."""
     p = setup.lead + setup.review_every
     truth = (
         rows.where(F.col("method") == setup.method)
         .select(*SERIES_KEY, "target_date", "actual", "observed", "open")
         .dropDuplicates([*SERIES_KEY, "target_date"])
     )
-    span = truth.where(F.col("observed") == 1).agg(
-        F.min("target_date").alias("lo"), F.max("target_date").alias("hi")
-    )
-    first, last = span.first() or (None, None)
-    if first is None:
+    last = truth.where(F.col("observed") == 1).agg(F.max("target_date")).first()[0]  # type: ignore[index]
+    if last is None:
         return None
     origins = sorted(r[0] for r in rows.select("origin").distinct().collect())
-    r0 = origins[0]
-    reviews = [
-        o
-        for o in origins
-        if (o - r0).days % setup.review_every == 0 and o + dt.timedelta(days=p) <= last
-    ]
-    if not reviews:
+    plan = review_plan(origins, last, setup.review_every, setup.lead, horizon)
+    if not plan:
         return None
-    end = reviews[-1] + dt.timedelta(days=p)
+    r0 = origins[0]
+    end = r0 + dt.timedelta(days=plan[-1][0] * setup.review_every + p)
     demand = truth.where(
         (F.col("target_date") > F.lit(r0)) & (F.col("target_date") <= F.lit(end))
     ).select(
@@ -279,35 +302,51 @@ def review_inputs(
         F.datediff("target_date", F.lit(r0)).alias("day"),
         F.when(F.col("observed") == 1, F.col("actual")).alias("demand"),
     )
-    mine = rows.where(F.col("method") == setup.method).where(F.col("origin").isin(reviews))
-    lead = with_lead_time(mine, ["method", *SERIES_KEY, "origin"], qcols, quantiles, fitted).where(
-        F.col("horizon") == p
+    spark = rows.sparkSession
+    reviews = F.broadcast(
+        spark.createDataFrame(plan, "review int, origin date, offset int")  # type: ignore[arg-type]
     )
-    cum = [f"cum_{c}" for c in qcols]
-    lo, mid, hi = cum[0], cum[quantiles.index(0.5)], cum[-1]
-    wavg = (
-        rows.where(F.col("method") == "weekday_average")
-        .where(F.col("origin").isin(reviews) & (F.col("horizon") <= p))
-        .groupBy(*SERIES_KEY, "origin")
-        .agg(F.sum("point").alias("base_mean"), F.count(F.lit(1)).alias("base_days"))
-        .where(F.col("base_days") == p)
+    window = (F.col("horizon") > F.col("offset")) & (F.col("horizon") <= F.col("offset") + p)
+
+    def over_interval(frame: DataFrame, method: str, sums: list[Any]) -> DataFrame:
+        # per series and review: the sums over the P days of its protection interval
+        return (
+            frame.where(F.col("method") == method)
+            .join(reviews, "origin")
+            .where(window)
+            .groupBy(*SERIES_KEY, "review", "origin")
+            .agg(*sums, F.count(F.lit(1)).alias("_days"))
+            .where(F.col("_days") == p)
+            .drop("_days")
+        )
+
+    model = over_interval(
+        with_sigma(rows, qcols, quantiles),
+        setup.method,
+        [F.sum("point").alias("sum_p50"), F.sum(F.col("sigma") * F.col("sigma")).alias("sum_var")],
     )
-    sigma = test.where(F.col("origin").isin(reviews)).select(
+    model = apply_scores(
+        model.withColumn("horizon", F.lit(p)), fitted, ["horizon"], qcols, quantiles
+    )
+    lo, mid, hi = qcols[0], qcols[quantiles.index(0.5)], qcols[-1]
+    wavg = over_interval(rows, "weekday_average", [F.sum("point").alias("base_mean")])
+    sigma = test.join(reviews.select("origin").distinct(), "origin").select(
         *SERIES_KEY, "origin", F.expr(residual_sigma(history, setup.weeks)).alias("base_sigma")
     )
     inputs = (
-        lead.select(
+        model.select(
             *SERIES_KEY,
+            "review",
             "origin",
             F.col(lo).alias("cum_lo"),
             F.col(mid).alias("cum_mid"),
             F.col(hi).alias("cum_hi"),
         )
-        .join(wavg.drop("base_days"), [*SERIES_KEY, "origin"])
+        .join(wavg, [*SERIES_KEY, "review", "origin"])
         .join(sigma, [*SERIES_KEY, "origin"])
         .select(
             *SERIES_KEY,
-            (F.datediff("origin", F.lit(r0)) / setup.review_every).cast("int").alias("review"),
+            "review",
             "cum_lo",
             "cum_mid",
             "cum_hi",
@@ -323,6 +362,7 @@ def simulate_backtest(
     test: DataFrame,
     setup: PolicySetup,
     history: int,
+    horizon: int,
     qcols: list[str],
     quantiles: list[float],
     fitted: dict[str, Any] | None,
@@ -330,7 +370,7 @@ def simulate_backtest(
     """Replay the backtest with both policies at every level: the summary per policy and
     level (see :func:`summarise`) and what was replayed; None when the test period is too
     short for one protection interval (``P = L + R`` beyond the observed days)."""
-    got = review_inputs(rows, test, setup, history, qcols, quantiles, fitted)
+    got = review_inputs(rows, test, setup, history, horizon, qcols, quantiles, fitted)
     if got is None:
         return None
     demand, inputs, r0, end = got
@@ -488,7 +528,7 @@ def run_policy_backtest(
     sums = (selection or {}).get("sums") or {}
     fitted = scores_for(sums.get("lead_time"), method)
     test = spark.read.parquet(spec.split_path("test"))
-    got = simulate_backtest(rows, test, setup, spec.history, qcols, quantiles, fitted)
+    got = simulate_backtest(rows, test, setup, spec.history, spec.horizon, qcols, quantiles, fitted)
     if got is None:
         log.warning(
             "policy simulation: the test period is shorter than one protection interval "
