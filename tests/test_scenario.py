@@ -4,6 +4,7 @@ by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -21,8 +22,16 @@ def sales(spark, tiny_cfg):
 
 
 @pytest.fixture(scope="module")
-def run_date(tiny_evaluation, tiny_features):
+def run_date(tiny_model, tiny_features):
     return tiny_features.run_date
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_cfg, tiny_model):
+    # the pre-trained network alone: the published ensemble would score three models twice
+    return dataclasses.replace(
+        tiny_cfg, forecast=dataclasses.replace(tiny_cfg.forecast, model="pretrained")
+    )
 
 
 def _scenario(spark, cfg, run_date, sid):
@@ -31,30 +40,30 @@ def _scenario(spark, cfg, run_date, sid):
     )
 
 
-def test_a_plan_of_the_planned_values_changes_nothing(spark, tiny_cfg, sales, run_date, tmp_path):
+def test_a_plan_of_the_planned_values_changes_nothing(spark, cfg, sales, run_date, tmp_path):
     store, item = sorted(r[0] for r in sales.select("store_id").distinct().collect())[0], None
-    days = [run_date + dt.timedelta(days=h) for h in range(1, tiny_cfg.features.horizon + 1)]
+    days = [run_date + dt.timedelta(days=h) for h in range(1, cfg.features.horizon + 1)]
     planned = sales.where((F.col("store_id") == store) & F.col("date").isin(days)).toPandas()
     item = planned["item_id"].iloc[0]
     planned = planned[planned["item_id"] == item]
     path = tmp_path / "same.csv"
     planned[["store_id", "item_id", "date", "promo", "price"]].to_csv(path, index=False)
-    out = run_scenario(spark, tiny_cfg, str(path), "same", run_date)
-    rows = _scenario(spark, tiny_cfg, run_date, "same").toPandas()
-    assert out.series == 1 and len(rows) == tiny_cfg.features.horizon
+    out = run_scenario(spark, cfg, str(path), "same", run_date)
+    rows = _scenario(spark, cfg, run_date, "same").toPandas()
+    assert out.series == 1 and len(rows) == cfg.features.horizon
     assert set(rows["item_id"]) == {item} and rows["overridden"].eq(1).all()
     for q in ("p10", "p50", "p90"):
         assert (rows[f"{q}_baseline"] == rows[f"{q}_scenario"]).all()  # exactly
     assert (rows["uplift"] == 0).all() and out.uplift == 0
 
 
-def test_a_store_wide_promotion_reaches_its_series_only(spark, tiny_cfg, sales, run_date, tmp_path):
+def test_a_store_wide_promotion_reaches_its_series_only(spark, cfg, sales, run_date, tmp_path):
     stores = sorted(r[0] for r in sales.select("store_id").distinct().collect())
     store = stores[1]
     items = sorted(
         r[0] for r in sales.where(F.col("store_id") == store).select("item_id").distinct().collect()
     )
-    h = tiny_cfg.features.horizon
+    h = cfg.features.horizon
     plan = pd.DataFrame(
         {
             "store_id": store,
@@ -65,15 +74,15 @@ def test_a_store_wide_promotion_reaches_its_series_only(spark, tiny_cfg, sales, 
     )
     path = tmp_path / "push.csv"
     plan.to_csv(path, index=False)
-    run_scenario(spark, tiny_cfg, str(path), None, run_date)
-    rows = _scenario(spark, tiny_cfg, run_date, "push").toPandas()
+    run_scenario(spark, cfg, str(path), None, run_date)
+    rows = _scenario(spark, cfg, run_date, "push").toPandas()
     assert set(rows["store_id"]) == {store} and sorted(set(rows["item_id"])) == items
     assert len(rows) == len(items) * h and rows["overridden"].eq(1).all()
     assert (rows["uplift"] != 0).any()  # the promotion flags and distances reached the model
     np.testing.assert_allclose(rows["uplift"], rows["p50_scenario"] - rows["p50_baseline"])
 
 
-def test_a_bad_plan_is_refused_whole(spark, tiny_cfg, sales, run_date, tmp_path):
+def test_a_bad_plan_is_refused_whole(spark, cfg, sales, run_date, tmp_path):
     store = sales.select("store_id").first()[0]
     inside = run_date + dt.timedelta(days=1)
     plan = pd.DataFrame(
@@ -86,18 +95,18 @@ def test_a_bad_plan_is_refused_whole(spark, tiny_cfg, sales, run_date, tmp_path)
     path = tmp_path / "bad.csv"
     plan.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"3 of 4 rows cannot be applied") as err:
-        run_scenario(spark, tiny_cfg, str(path), "bad", run_date)
+        run_scenario(spark, cfg, str(path), "bad", run_date)
     msg = str(err.value)
     assert "store has no scoring window" in msg and "date outside the forecast days" in msg
     assert "promo is not 0 or 1" in msg
-    exists = spark.catalog.tableExists(f"{tiny_cfg.database}.scenarios")
-    assert not exists or _scenario(spark, tiny_cfg, run_date, "bad").count() == 0
+    exists = spark.catalog.tableExists(f"{cfg.database}.scenarios")
+    assert not exists or _scenario(spark, cfg, run_date, "bad").count() == 0
 
 
-def test_uplift_check_against_the_history_by_hand(spark, tiny_cfg, tiny_evaluation, sales):
-    out = run_uplift_check(spark, tiny_cfg, history_days=364)
+def test_uplift_check_against_the_history_by_hand(spark, cfg, sales):
+    out = run_uplift_check(spark, cfg, history_days=364)
     rows = spark.table(out.table).where(F.col("run_date") == F.lit(out.run_date)).toPandas()
-    o, h = out.run_date, tiny_cfg.features.horizon
+    o, h = out.run_date, cfg.features.horizon
     s = sales.toPandas()
     s["date"] = pd.to_datetime(s["date"]).dt.date
     ahead = s[(s.date > o) & (s.date <= o + dt.timedelta(days=h)) & (s.promo == 1)]
