@@ -303,9 +303,7 @@ def review_inputs(
         F.when(F.col("observed") == 1, F.col("actual")).alias("demand"),
     )
     spark = rows.sparkSession
-    reviews = F.broadcast(
-        spark.createDataFrame(plan, "review int, origin date, offset int")  # type: ignore[arg-type]
-    )
+    reviews = F.broadcast(spark.createDataFrame(plan, "review int, origin date, offset int"))
     window = (F.col("horizon") > F.col("offset")) & (F.col("horizon") <= F.col("offset") + p)
 
     def over_interval(frame: DataFrame, method: str, sums: list[Any]) -> DataFrame:
