@@ -80,6 +80,42 @@ def sums_coverage(cfg, run: str) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items()))
 
 
+def warehouse_table(cfg, name: str, run: str) -> pd.DataFrame:
+    """One run date's partition of a warehouse table, read from its Parquet files."""
+    files = glob.glob(f"{cfg.path('warehouse')}/{cfg.database}.db/{name}/run_date={run}/*.parquet")
+    if not files:
+        return pd.DataFrame()
+    return duckdb.sql("SELECT * FROM read_parquet($files)", params={"files": files}).df()
+
+
+def decisions(cfg, run: str) -> dict[str, object]:
+    """The evaluation's replenishment replay (``replenish.simulate_table``) and the
+    scenario job's promotion uplift check, when they were run for this run date."""
+    out: dict[str, object] = {}
+    policy = warehouse_table(cfg, cfg.replenish.simulate_table, run)
+    if len(policy):
+        policy = policy.sort_values(["policy", "service_level"])
+        out["policy"] = policy.drop(columns=["series"]).to_dict(orient="records")
+        shown = policy[policy.service_level.isin(cfg.replenish.simulate_levels)]
+        print(
+            table(
+                shown[
+                    ["policy", "service_level", "fill_rate", "stockout_days", "avg_inventory"]
+                ].to_dict(orient="records"),
+                f"replenishment replay ({int(policy.series.iloc[0])} series, lead time "
+                f"{int(policy.lead_time_days.iloc[0])} d, reviews every "
+                f"{int(policy.review_days.iloc[0])} d, model = {policy.method.iloc[0]})",
+            )
+        )
+    uplift = warehouse_table(cfg, "uplift_check", run)
+    if len(uplift):
+        from sales_st.decisions.scenario import uplift_stats
+
+        out["uplift_check"] = uplift_stats(uplift)
+        print(table([out["uplift_check"]], "promotion uplift: model implied vs history"))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--env", default="local")
@@ -131,6 +167,7 @@ def main() -> None:
                 "totals, from the run's metrics table",
             )
         )
+    decided = decisions(cfg, run)
     out = write_results(
         f"accuracy_{cfg.data.name}",
         {
@@ -142,6 +179,7 @@ def main() -> None:
             "origins": sorted(str(o) for o in scored.origin.unique()),
             "rmspe_ratio_by_weekday_and_week": by_weekday,
             "interval_coverage": coverage,
+            **decided,
         },
     )
     print(f"written: {out}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from statistics import NormalDist
 
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
@@ -74,6 +75,33 @@ def test_scores_fitted_on_known_sums_give_the_quantiles_of_new_sums(spark):
         # no validation sums at h=3: the normal quantiles of an independent sum
         (pytest.approx(100 - 3 * Z90), 100.0, pytest.approx(100 + 3 * Z90)),
     ]
+
+
+def test_scores_of_a_sparse_horizon_are_pooled_over_its_week_or_all(spark):
+    # h=1 has 5 sums (too few), h=2..7 two each: week 1 pools 17 (enough at min_rows=15);
+    # h=8 has 3 and is alone in week 2: all 20 horizons' sums pooled
+    def sums(h, scores):
+        return [(h, 10.0, 1.0, 10.0 + s) for s in scores]
+
+    rows = sums(1, [-2, -1, 0, 1, 2]) + sums(8, [5, 6, 7])
+    for h in range(2, 8):
+        rows += sums(h, [-3 + h, 3 - h])
+    val = spark.createDataFrame(
+        rows, "horizon int, sum_p50 double, sum_var double, sum_actual double"
+    )
+    fitted = A.fit_scores(val, ["horizon"], Q, min_rows=15)
+    week1 = np.array([s[3] - 10.0 for s in rows if s[0] <= 7])
+    whole = np.array([s[3] - 10.0 for s in rows])
+
+    def nearest_rank(x, q):  # percentile_approx returns an element: the ceil(q n)-th smallest
+        return float(np.sort(x)[max(int(np.ceil(q * len(x))) - 1, 0)])
+
+    assert fitted["pooled"] == {**{str(h): "week" for h in range(1, 8)}, "8": "all"}
+    assert fitted["scores"]["1"] == [nearest_rank(week1, q) for q in Q]
+    assert fitted["scores"]["8"] == [nearest_rank(whole, q) for q in Q]
+    assert fitted["rows"]["1"] == 5  # the horizon's own count
+    # enough everywhere: nothing pooled
+    assert "pooled" not in A.fit_scores(val, ["horizon"], Q, min_rows=2)
 
 
 def test_quantiles_of_sums_never_cross_and_stay_non_negative(spark):

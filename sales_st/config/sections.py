@@ -580,6 +580,12 @@ class ReplenishConfig:
     order_multiple: float = 1.0
     # Table (in the database) the plan is written to, partitioned by run date.
     table: str = "replenishment"
+    # The evaluation job replays the backtest's test period with the policy (orders at the
+    # test origins, lead_time_days, lost sales) against a weekday-average baseline, at
+    # these target service levels and on a curve around them (sales_st.decisions.simulation).
+    simulate_levels: list[float] = field(default_factory=lambda: [0.9, 0.95, 0.99])
+    # Table (in the database) of the replay, partitioned by run date; "" turns it off.
+    simulate_table: str = "policy_backtest"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sales_st.config import Config
+from sales_st.decisions.simulation import run_policy_backtest
 from sales_st.errors import DataError
 from sales_st.evaluation.backtest import all_predictions, metric_levels, scored_rows
 from sales_st.evaluation.baselines import KEYS, lightgbm_model
@@ -151,7 +152,11 @@ def run_evaluate(
     create_forecast_runs(spark, cfg.database, cfg.forecast.table)
     stored = spark.table(table).where(F.col("run_date") == F.lit(run_date))
     overall = to_pandas(stored.where(F.col("level") == "overall").orderBy("wape"))
-    report = write_report(spark, cfg, rows, scored, stored, out_dir, spec, qcols, run_date)
+    networks = [m for m in cfg.evaluate.models if m in model_ids]
+    policy = run_policy_backtest(spark, cfg, spec, rows, selection, networks, run_date)
+    report = write_report(
+        spark, cfg, rows, scored, stored, out_dir, spec, qcols, run_date, policy=policy
+    )
     log.info(
         "evaluation (%d test windows, metric filter '%s'):\n%s",
         n_test,
@@ -170,6 +175,12 @@ def run_evaluate(
             "report": report,
             "overall": overall[["method", *METRICS]].to_dict(orient="records"),
             "selection": selection,
+            "policy": None
+            if policy is None
+            else {
+                **policy["info"],
+                "comparison": policy["comparison"].to_dict(orient="records"),
+            },
         },
     )
     return EvaluationResult(

@@ -12,6 +12,7 @@ import datetime as dt
 import html
 import io
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -142,6 +143,7 @@ def write_report(
     spec: FeatureSpec,
     qcols: list[str],
     run_date: dt.date,
+    policy: dict[str, Any] | None = None,
 ) -> str:
     import matplotlib
 
@@ -191,6 +193,8 @@ def write_report(
     if len(cal):
         cal["q"] = cal["col"].map(qs)
         sections.append("<h2>Calibration</h2>" + _img(_png(plot_calibration(cal)), "calibration"))
+    if policy is not None:
+        sections.append(_policy_section(policy, cfg.replenish.simulate_levels))
     sections.append(_series_section(spark, cfg, rows, spec, qcols, methods))
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>sales_st evaluation {run_date}</title>
@@ -211,6 +215,51 @@ Predictions: <code>{html.escape(out_dir)}/predictions</code>; metrics table:
         fh.write(page)
     log.info("report: %s", path)
     return path
+
+
+def plot_policy(summary: pd.DataFrame, targets: list[float]):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for policy, g in summary.groupby("policy"):
+        g = g.sort_values("service_level")
+        ax.plot(g["avg_inventory"], g["fill_rate"], marker="o", ms=4, label=policy)
+        for _, r in g[g["service_level"].isin(targets)].iterrows():
+            ax.annotate(
+                f"{r['service_level']:g}",
+                (r["avg_inventory"], r["fill_rate"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, -8),
+            )
+    for t in targets:
+        ax.axhline(t, color="0.7", lw=0.8, ls=":")
+    ax.set_xlabel("average inventory per series and day (target units)")
+    ax.set_ylabel("fill rate")
+    ax.set_title("Fill rate against inventory (labels: target service level)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _policy_section(policy: dict[str, Any], targets: list[float]) -> str:
+    info, summary = policy["info"], policy["summary"]
+    shown = summary[summary["service_level"].isin(targets)]
+    fmt = {"float_format": lambda v: f"{v:.4f}", "na_rep": "-", "index": False}
+    return (
+        "<h2>Replenishment policies on the backtest</h2>"
+        f"<p>{info['series']} series replayed day by day from {info['first_review']} to "
+        f"{info['last_day']} (lost sales): orders at {info['reviews']} reviews every "
+        f"{info['review_days']} days, arriving after {info['lead_time_days']} days; "
+        f"{info['measured_days']} measured days per series. <b>model</b>: order up to the "
+        f"lead-time demand quantile of <code>{html.escape(info['method'])}</code>; "
+        "<b>baseline</b>: weekday average plus a normal safety stock from the residuals of "
+        "the history.</p>"
+        + shown.to_html(**fmt)
+        + "<h3>Inventory needed for a target fill rate</h3>"
+        + policy["comparison"].to_html(**fmt)
+        + _img(_png(plot_policy(summary, targets)), "fill rate against inventory")
+    )
 
 
 def _series_section(

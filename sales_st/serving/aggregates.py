@@ -30,8 +30,10 @@ from pyspark.sql import functions as F
 
 from sales_st.data.contract import SERIES_KEY
 
-SCORES_VERSION = 1
+SCORES_VERSION = 2
 MIN_SIGMA = 1e-9
+# Sums a horizon's scores are fitted on at least; fewer: pooled over its week, or all horizons.
+MIN_SCORE_ROWS = 100
 
 
 def z_span(quantiles: list[float]) -> float:
@@ -94,28 +96,59 @@ def region_sums(
     )
 
 
-def fit_scores(sums: DataFrame, groups: list[str], quantiles: list[float]) -> dict[str, Any]:
-    """The q-quantiles of ``(sum_actual - sum_p50) / sqrt(sum_var)`` per group (e.g. horizon,
-    or level and horizon), as {"|"-joined group values: [s_q per quantile]} with row counts."""
-    qs = sorted(quantiles)
-    score = (F.col("sum_actual") - F.col("sum_p50")) / F.sqrt(
-        F.greatest(F.col("sum_var"), F.lit(MIN_SIGMA))
-    )
+def _score_quantiles(
+    scored: DataFrame, groups: list[str], qs: list[float]
+) -> dict[str, tuple[list[float], int]]:
     rows = (
-        sums.where(F.col("sum_actual").isNotNull())
-        .withColumn("score", score)
-        .groupBy(*groups)
+        scored.groupBy(*groups)
         .agg(
             F.percentile_approx("score", F.array(*[F.lit(q) for q in qs]), 10_000).alias("s"),
             F.count(F.lit(1)).alias("n"),
         )
         .collect()
     )
+    return {
+        "|".join(str(r[g]) for g in groups): ([float(v) for v in r["s"]], int(r["n"])) for r in rows
+    }
+
+
+def fit_scores(
+    sums: DataFrame, groups: list[str], quantiles: list[float], min_rows: int = 0
+) -> dict[str, Any]:
+    """The q-quantiles of ``(sum_actual - sum_p50) / sqrt(sum_var)`` per group (e.g. horizon,
+    or level and horizon), as {"|"-joined group values: [s_q per quantile]} with row counts.
+
+    With ``min_rows`` and ``horizon`` the last group column, a group with fewer sums than
+    that takes the scores of its horizon week (days 1-7, 8-14, ...) or, when the week has
+    too few as well, of all its horizons (``pooled`` says which): the 10th and 90th
+    percentile of a handful of sums -- a country's total on four validation origins -- is
+    little more than their smallest and largest, and the intervals it gives under-cover."""
+    qs = sorted(quantiles)
+    score = (F.col("sum_actual") - F.col("sum_p50")) / F.sqrt(
+        F.greatest(F.col("sum_var"), F.lit(MIN_SIGMA))
+    )
+    scored = sums.where(F.col("sum_actual").isNotNull()).withColumn("score", score)
+    fitted = _score_quantiles(scored, groups, qs)
     out: dict[str, Any] = {"quantiles": qs, "scores": {}, "rows": {}}
-    for r in rows:
-        key = "|".join(str(r[g]) for g in groups)
-        out["scores"][key] = [float(v) for v in r["s"]]
-        out["rows"][key] = int(r["n"])
+    for key, (s, n) in fitted.items():
+        out["scores"][key] = s
+        out["rows"][key] = n
+    if not min_rows or groups[-1] != "horizon" or all(n >= min_rows for _, n in fitted.values()):
+        return out
+    outer = groups[:-1]
+    week = ((F.col("horizon") - 1) / 7).cast("int").alias("_week")
+    weekly = _score_quantiles(scored.withColumn("_week", week), [*outer, "_week"], qs)
+    whole = _score_quantiles(scored.withColumn("_all", F.lit("all")), [*outer, "_all"], qs)
+    out["pooled"] = {}
+    for key, (_, n) in fitted.items():
+        if n >= min_rows:
+            continue
+        *prefix, h = key.split("|")
+        wk = weekly.get("|".join([*prefix, str((int(h) - 1) // 7)]))
+        if wk is not None and wk[1] >= min_rows:
+            out["scores"][key], out["pooled"][key] = wk[0], "week"
+        else:
+            out["scores"][key], out["pooled"][key] = whole["|".join([*prefix, "all"])][0], "all"
     return out
 
 
@@ -198,13 +231,15 @@ def fit_sum_scores(
         cum = cumulative_sums(base, ["method", *SERIES_KEY, "origin"], "point", "y")
         out: dict[str, Any] = {
             "version": SCORES_VERSION,
-            "lead_time": fit_scores(cum, ["method", "horizon"], quantiles),
+            "lead_time": fit_scores(cum, ["method", "horizon"], quantiles, MIN_SCORE_ROWS),
             "regions": {},
         }
         for level in region_levels:
             keys = ["method", "origin", "target_date", "horizon"]
             sums = region_sums(base, level, keys, "point", "y")
-            out["regions"][level] = fit_scores(sums, ["method", "horizon"], quantiles)
+            out["regions"][level] = fit_scores(
+                sums, ["method", "horizon"], quantiles, MIN_SCORE_ROWS
+            )
     finally:
         base.unpersist()
     return out

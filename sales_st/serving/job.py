@@ -116,30 +116,9 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
         quantiles = meta["model_config"]["quantiles"]
         regions = cfg.data.region_columns
-        if pub.members:
-            scored = mixed_rows(
-                spark,
-                examples,
-                root,
-                pub,
-                quantiles,
-                regions,
-                prep.run_date,
-                cfg,
-                cached,
-                spec.period,
-            )
-        else:
-            scored = score_examples(
-                examples,
-                root,
-                pub.model_id,
-                quantiles,
-                regions,
-                prep.run_date,
-                cfg.forecast.explain,
-                cfg.forecast.top_steps,
-            )
+        scored = score_published(
+            spark, cfg, pub, examples, quantiles, prep.run_date, cached, grid=spec.period
+        )
         scored = scored.persist()  # scored once: the daily rows, lead time and region totals
         cached.append(scored)
         lead, by_region = published_scores(root, pub, spec)
@@ -203,6 +182,37 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         method=pub.method,
         run_date=prep.run_date,
         summary=summary,
+    )
+
+
+def score_published(
+    spark: SparkSession,
+    cfg: Config,
+    pub: Published,
+    examples: DataFrame,
+    quantiles: list[float],
+    run_date: dt.date,
+    cached: list[DataFrame] | None = None,
+    explain: bool | None = None,
+    grid: Grid = DAILY,
+) -> DataFrame:
+    """Forecast rows (the forecasts table's columns) of the published method on
+    ``examples`` (windows on ``grid``); ``explain`` defaults to ``forecast.explain``."""
+    root, regions = cfg.path("models"), cfg.data.region_columns
+    explain = cfg.forecast.explain if explain is None else explain
+    if pub.members:
+        return mixed_rows(
+            spark, examples, root, pub, quantiles, regions, run_date, cfg, cached, grid, explain
+        )
+    return score_examples(
+        examples,
+        root,
+        pub.model_id,
+        quantiles,
+        regions,
+        run_date,
+        explain,
+        cfg.forecast.top_steps,
     )
 
 
@@ -296,6 +306,7 @@ def mixed_rows(
     cfg: Config,
     cached: list[DataFrame] | None = None,
     grid: Grid = DAILY,
+    explain: bool | None = None,
 ) -> DataFrame:
     """Forecast rows of a weighted mix of stored models (see ``evaluation.selection``); the
     explanations come from the first network among the members, if any.  The networks'
@@ -317,7 +328,7 @@ def mixed_rows(
                 quantiles,
                 regions,
                 run_date,
-                cfg.forecast.explain,
+                cfg.forecast.explain if explain is None else explain,
                 cfg.forecast.top_steps,
             ).persist()
             if cached is not None:  # the caller unpersists it when done
