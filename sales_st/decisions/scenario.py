@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 
 from sales_st.config import Config
 from sales_st.data.contract import SERIES_KEY
+from sales_st.data.frequency import DAILY, Grid
 from sales_st.errors import DataError, MissingInputError
 from sales_st.features.assemble import Wide, build_examples_df
 from sales_st.features.job import prepare
@@ -127,17 +128,23 @@ def read_plan(spark: SparkSession, path: str) -> DataFrame:
     )
 
 
-def plan_problems(plan: DataFrame, series: DataFrame, first: dt.date, last: dt.date) -> DataFrame:
+def plan_problems(
+    plan: DataFrame, series: DataFrame, first: dt.date, last: dt.date, grid: Grid = DAILY
+) -> DataFrame:
     """The plan's rows that cannot be applied, each with its reason: a missing store or
-    date, a date outside the forecast days, a value that is not a number (or a promo / open
-    flag not 0 or 1, a price not above 0), a store or series without a scoring window, a
-    day and series set twice."""
+    date, a date outside the forecast days or off the sales' grid (weekly, monthly), a
+    value that is not a number (or a promo / open flag not 0 or 1, a price not above 0), a
+    store or series without a scoring window."""
     reasons = [
         (F.col("store_id").isNull(), "store_id is empty"),
         (F.col("date").isNull(), "date is empty or not a date"),
         (
             (F.col("date") < F.lit(first)) | (F.col("date") > F.lit(last)),
             f"date outside the forecast days {first} .. {last}",
+        ),
+        (
+            ~F.expr(grid.on_grid_sql("date")),
+            f"date is off the grid: the sales are {grid.describe()}",
         ),
     ]
     for c in OVERRIDES:
@@ -201,8 +208,7 @@ def apply_plan(wide: Wide, plan: DataFrame) -> Wide:
     """The wide table of the plan's series only, their day arrays with the plan's values
     (a null value keeps the array's), and a column ``overridden_days``: the array indices
     the plan changed."""
-    t0 = wide.axis.t0
-    day = F.datediff("date", F.lit(t0))
+    day = wide.axis.index_col("date")
     entries = [
         F.map_from_entries(
             F.filter(
@@ -261,7 +267,7 @@ def score_both(
     """Baseline and scenario forecasts of the scenario's series side by side."""
     from sales_st.serving.job import score_published
 
-    qcols = quantile_columns(quantiles)
+    qcols, axis = quantile_columns(quantiles), wide.axis
     keep = scenario.table.select(*SERIES_KEY, "overridden_days")
     base_wide = dataclasses.replace(
         wide, table=wide.table.join(keep.drop("overridden_days"), SERIES_KEY)
@@ -270,7 +276,7 @@ def score_both(
     for name, w in (("baseline", base_wide), ("scenario", scenario)):
         examples = build_examples_df(w, cfg, ("score",))
         scored = score_published(
-            spark, cfg, pub, examples, quantiles, wide.run_date, cached, explain=False
+            spark, cfg, pub, examples, quantiles, wide.run_date, cached, False, axis.grid
         ).select(
             *SERIES_KEY,
             "target_date",
@@ -278,7 +284,6 @@ def score_both(
             *[F.col(c).alias(f"{c}_{name}") for c in qcols],
         )
         out.append(scored)
-    t0 = wide.axis.t0
     median = qcols[quantiles.index(0.5)]
     joined = (
         out[0]
@@ -286,7 +291,7 @@ def score_both(
         .join(keep, SERIES_KEY, "left")
         .withColumn(
             "overridden",
-            F.array_contains("overridden_days", F.datediff("target_date", F.lit(t0))).cast("int"),
+            F.array_contains("overridden_days", axis.index_col("target_date")).cast("int"),
         )
         .drop("overridden_days")
     )
@@ -315,14 +320,14 @@ def run_scenario(
 
         check_compatible(spec, cfg, prep.wide.levels)
         wide, rd = prep.wide, prep.run_date
-        horizon = cfg.features.horizon
-        first, last = rd + dt.timedelta(days=1), rd + dt.timedelta(days=horizon)
+        grid, horizon = wide.axis.grid, cfg.features.horizon
+        first, last = grid.shift(rd, 1), grid.shift(rd, horizon)
         series = build_examples_df(wide, cfg, ("score",)).select(*SERIES_KEY).persist()
         cached.append(series)
         plan = read_plan(spark, plan_path).persist()
         cached.append(plan)
         n_plan = plan.count()
-        bad = plan_problems(plan, series, first, last)
+        bad = plan_problems(plan, series, first, last, grid)
         n_bad = bad.count()
         if n_bad:
             shown = "; ".join(
@@ -435,10 +440,13 @@ UPLIFT_COMMENTS = {
 }
 
 
-def observed_uplift(sales: DataFrame, origin: dt.date, days: int) -> DataFrame:
+def observed_uplift(
+    sales: DataFrame, origin: dt.date, days: int, by_weekday: bool = True
+) -> DataFrame:
     """Per series: the promotion uplift in the ``days`` before ``origin`` (inclusive), on
     days open with sales: per weekday the mean on promotion days over the mean on the
-    others, averaged over the weekdays that have both, weighted by their promotion days."""
+    others, averaged over the weekdays that have both, weighted by their promotion days
+    (weekly and monthly sales: one group, not ``by_weekday``)."""
     lo = origin - dt.timedelta(days=days - 1)
     hist = sales.where(
         (F.col("date") >= F.lit(lo))
@@ -446,7 +454,7 @@ def observed_uplift(sales: DataFrame, origin: dt.date, days: int) -> DataFrame:
         & (F.col("target") > 0)
         & (F.coalesce(F.col("open"), F.lit(1)) == 1)
         & F.col("promo").isNotNull()
-    ).withColumn("wd", F.dayofweek("date"))
+    ).withColumn("wd", F.dayofweek("date") if by_weekday else F.lit(0))
     per_wd = hist.groupBy(*SERIES_KEY, "wd").agg(
         F.avg(F.when(F.col("promo") == 1, F.col("target"))).alias("on"),
         F.avg(F.when(F.col("promo") == 0, F.col("target"))).alias("off"),
@@ -512,7 +520,8 @@ def run_uplift_check(
         sales = prep.validation.accepted
         if "promo" not in sales.columns:
             raise DataError("uplift check: the sales table has no promo column (data.sales)")
-        last = rd + dt.timedelta(days=cfg.features.horizon)
+        grid = wide.axis.grid
+        last = grid.shift(rd, cfg.features.horizon)
         off = sales.where(
             (F.col("date") > F.lit(rd)) & (F.col("date") <= F.lit(last)) & (F.col("promo") == 1)
         ).select(
@@ -542,7 +551,7 @@ def run_uplift_check(
                 ),
             )
         )
-        hist = observed_uplift(sales, rd, history_days)
+        hist = observed_uplift(sales, rd, history_days, grid.daily)
         out = (
             implied.join(hist, SERIES_KEY, "left")
             .withColumn("error", F.col("implied_uplift") - F.col("observed_uplift"))

@@ -497,6 +497,12 @@ def run_policy_backtest(
     r = cfg.replenish
     if not r.simulate_table:
         return None
+    if not spec.period.daily:
+        log.warning(
+            "policy simulation: the forecasts are %s, lead times and reviews count days: skipped",
+            spec.period.describe(),
+        )
+        return None
     method = policy_method(selection, networks)
     if method is None:
         log.info("policy simulation: no method with quantiles was backtested: skipped")
