@@ -431,10 +431,9 @@ def test_a_weekly_panel_end_to_end(spark, data_root):
         "paths.models=models/weekly_e2e",
         "paths.reports=reports/weekly_e2e",
         "paths.runs=runs/weekly_e2e",
-        # its own database and registered model: the tiny panel's tables and registry
+        # its own registered model: the tiny panel's registry
         # aliases (pretrained, latest) stay the tiny model's for the tests that read them
         "data.name=weekly_e2e",
-        "database=sales_st_weekly_e2e",
         "data.generator.days=700",
         "data.generator.plan_days=28",
         "data.generator.frequency=week",
@@ -492,10 +491,9 @@ def test_a_monthly_panel_end_to_end(spark, data_root):
         "paths.models=models/monthly_e2e",
         "paths.reports=reports/monthly_e2e",
         "paths.runs=runs/monthly_e2e",
-        # its own database and registered model: the tiny panel's tables and registry
+        # its own registered model: the tiny panel's registry
         # aliases (pretrained, latest) stay the tiny model's for the tests that read them
         "data.name=monthly_e2e",
-        "database=sales_st_monthly_e2e",
         "data.generator.start_date=2019-01-01",
         "data.generator.days=1461",  # 2019 .. 2022: 48 whole months
         "data.generator.plan_days=0",
