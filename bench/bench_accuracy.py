@@ -126,9 +126,13 @@ def main() -> None:
     preds, run = load_predictions(cfg, a.run_date)
     # the run's own SQL predicate, applied by DuckDB to the predictions frame
     scored = duckdb.sql(f"SELECT * FROM preds WHERE {cfg.evaluate.metric_filter}").df()
+    # daily data: horizon weeks (days 1-7, 8-14, ...); weekly and monthly: each period
+    daily = cfg.data.frequency in ("auto", "day") and cfg.features.horizon > 7
     scored = scored.assign(
-        week=(scored.horizon - 1) // 7 + 1, weekday=pd.to_datetime(scored.origin).dt.day_name()
+        week=(scored.horizon - 1) // 7 + 1 if daily else scored.horizon,
+        weekday=pd.to_datetime(scored.origin).dt.day_name(),
     )
+    step = "week" if daily else "h"
     overall = {m: metrics(g) for m, g in scored.groupby("method")}
     weeks = {
         m: {int(w): metrics(gw)["rmspe"] for w, gw in g.groupby("week")}
@@ -144,8 +148,8 @@ def main() -> None:
             f"{cfg.data.name}, run date {run}: overall (filter '{cfg.evaluate.metric_filter}')",
         )
     )
-    wrows = [{"method": m, **{f"week {w}": v for w, v in ws.items()}} for m, ws in weeks.items()]
-    print(table(wrows, "RMSPE by horizon week"))
+    wrows = [{"method": m, **{f"{step} {w}": v for w, v in ws.items()}} for m, ws in weeks.items()]
+    print(table(wrows, "RMSPE by horizon week" if daily else "RMSPE by horizon (periods)"))
     by_weekday = weekday_table(scored)
     if by_weekday:
         for m, t in by_weekday.items():
