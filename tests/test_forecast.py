@@ -14,7 +14,8 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from sales_st.serving.job import run_forecast
-from sales_st.serving.scoring import FAIL_WRITE_ENV, forecast_table_ddl
+from sales_st.serving.scoring import forecast_table_ddl
+from sales_st.storage.catalog import FAIL_WRITE_ENV
 
 pytestmark = pytest.mark.slow
 

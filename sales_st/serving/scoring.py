@@ -25,7 +25,6 @@ from sales_st.training import store as model_store
 
 log = logging.getLogger(__name__)
 
-FAIL_WRITE_ENV = "SALES_ST_FAIL_FORECAST_AFTER_ROWS"  # fault injection for the write test
 _MODELS: dict[str, Any] = {}  # one model per Python worker process
 
 
@@ -266,11 +265,8 @@ def scorer(
     top_steps: int,
     calibration: dict[str, Any] | None = None,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    fail_after = int(os.environ.get(FAIL_WRITE_ENV, "0") or 0)
-
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         full, spec, meta = _load_cached(root, mid)
-        done = 0
         for pdf in batches:
             if pdf.empty:
                 continue
@@ -286,10 +282,7 @@ def scorer(
                 explain,
                 top_steps,
             )
-            done += len(rows)
             yield rows
-            if fail_after and done >= fail_after:
-                raise RuntimeError(f"injected failure after writing {done} forecast rows")
 
     return score
 

@@ -22,13 +22,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.storagelevel import StorageLevel
 
 from sales_st.frames import one_row
 from sales_st.storage.files import clean_stale_staging
@@ -142,32 +144,64 @@ def _column_sql(name: str, type_sql: str, docs: Mapping[str, str]) -> str:
     return f"{name} {type_sql}" + (f" COMMENT {sql_string(text)}" if text else "")
 
 
+FAIL_WRITE_ENV = "SALES_ST_FAIL_WRITE_AFTER_ROWS"  # fault injection for the write tests
+
+
+def _failing_after(rows: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """Pass rows through, then fail the write task once ``rows`` have gone to its files."""
+
+    def write(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        done = 0
+        for pdf in batches:
+            yield pdf
+            done += len(pdf)
+            if done >= rows:
+                raise RuntimeError(f"injected failure after writing {done} rows")
+
+    return write
+
+
 def replace_partition(df: DataFrame, table: str, partition: dict[str, Any]) -> None:
     """Make the rows of ``df`` the whole content of ``partition`` (e.g. {"run_date": d}).
 
     ``df`` must have the table's columns; its rows must all belong to ``partition``.  An empty
-    ``df`` drops the partition, so a re-run that produces nothing leaves nothing stale.
+    ``df`` drops the partition, so a re-run that produces nothing leaves nothing stale.  A
+    write that fails part-way leaves the previous partition as it was (``FAIL_WRITE_ENV``
+    injects such a failure, for the tests).
     """
     spark = df.sparkSession
     clean_stale_staging(spark, table_location(spark, table))
     columns = spark.table(table).columns
     ordered = df.select(*columns)
     spec = ", ".join(f"{k} = '{v}'" for k, v in partition.items())
-    if not ordered.take(1):
-        spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({spec})")
-        return
-    # Static overwrite would delete the partition before writing; dynamic overwrite stages the
-    # files and swaps them in at commit.  Set here, not left to whoever built the session.
-    key = "spark.sql.sources.partitionOverwriteMode"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, "dynamic")
+    # Computed once: the emptiness test and the write read the same cached rows (a lazy plan
+    # -- a model scoring, a simulation -- would otherwise run twice, or more for take(1)).
+    ordered = ordered.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        ordered.write.insertInto(table, overwrite=True)
+        if ordered.count() == 0:
+            spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({spec})")
+            return
+        # Static overwrite would delete the partition before writing; dynamic overwrite stages
+        # the files and swaps them in at commit.  Set here, not left to whoever built the
+        # session.
+        key = "spark.sql.sources.partitionOverwriteMode"
+        previous = spark.conf.get(key, None)
+        spark.conf.set(key, "dynamic")
+        fail_after = int(os.environ.get(FAIL_WRITE_ENV, "0") or 0)
+        out = (
+            ordered.mapInPandas(_failing_after(fail_after), ordered.schema)  # type: ignore[arg-type]
+            if fail_after
+            else ordered
+        )
+        try:
+            out.write.insertInto(table, overwrite=True)
+        finally:
+            if previous is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, previous)
     finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
+        ordered.unpersist()
     spark.sql(f"REFRESH TABLE {table}")
 
 
