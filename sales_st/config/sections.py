@@ -467,6 +467,9 @@ class ForecastConfig:
     model: str = "best"
     # Rows per Arrow batch fed to the model when scoring (forecast and backtest).
     batch_size: int = 512
+    # Series scored per Spark task: the run date's windows go to ceil(series / this) tasks
+    # (at most the windows' partitions), each loading the model once in its Python worker.
+    series_per_task: int = 5000
     # Add explanations: fusion gate, most-attended history days, spatial sources.
     explain: bool = True
     # Most-attended history days reported per forecast.

@@ -265,16 +265,17 @@ def score_both(
     cached: list[DataFrame],
 ) -> DataFrame:
     """Baseline and scenario forecasts of the scenario's series side by side."""
-    from sales_st.serving.job import score_published
+    from sales_st.serving.job import score_published, scoring_tasks
 
     qcols, axis = quantile_columns(quantiles), wide.axis
     keep = scenario.table.select(*SERIES_KEY, "overridden_days")
+    n_series = keep.count()
     base_wide = dataclasses.replace(
         wide, table=wide.table.join(keep.drop("overridden_days"), SERIES_KEY)
     )
     out = []
     for name, w in (("baseline", base_wide), ("scenario", scenario)):
-        examples = build_examples_df(w, cfg, ("score",))
+        examples = scoring_tasks(build_examples_df(w, cfg, ("score",)), n_series, cfg)
         scored = score_published(
             spark, cfg, pub, examples, quantiles, wide.run_date, cached, False, axis.grid
         ).select(

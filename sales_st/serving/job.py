@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +113,8 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
     cached: list[DataFrame] = []
     try:
         check_compatible(spec, cfg, prep.wide.levels)
-        examples = build_examples_df(prep.wide, cfg, ("score",))
+        total_series = prep.wide.table.count()
+        examples = scoring_tasks(build_examples_df(prep.wide, cfg, ("score",)), total_series, cfg)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
         quantiles = meta["model_config"]["quantiles"]
         regions = cfg.data.region_columns
@@ -137,7 +139,6 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         replace_partition(rows, table, {"run_date": prep.run_date})
         write_region_totals(spark, cfg, scored, pub, quantiles, by_region, prep.run_date)
         create_forecast_runs(spark, cfg.database, cfg.forecast.table)
-        total_series = prep.wide.table.count()
     finally:
         prep.release()
         for df in cached:
@@ -183,6 +184,14 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
         run_date=prep.run_date,
         summary=summary,
     )
+
+
+def scoring_tasks(examples: DataFrame, series: int, cfg: Config) -> DataFrame:
+    """``examples`` in ``ceil(series / forecast.series_per_task)`` partitions (never more
+    than they have): every scoring task loads the model once in its Python worker, so a
+    small run date's windows are scored by one task instead of one per shuffle partition."""
+    tasks = max(1, math.ceil(series / max(1, cfg.forecast.series_per_task)))
+    return examples.coalesce(tasks) if tasks < examples.rdd.getNumPartitions() else examples
 
 
 def score_published(
