@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY
 
 pytestmark = pytest.mark.slow
 
@@ -149,9 +149,10 @@ def pipeline_run(cluster):
         "--env",
         "cluster",
         f"paths.data_dir={data}",
+        # the tiny panel: what is proven here is the submission, the shipped environment and
+        # the ranks on both executors, not the model (two shards, one per rank)
+        *TINY,
         "train.epochs=2",
-        "train.ablation=false",
-        "evaluate.lightgbm_rounds=50",
         'spark.conf={"spark.executor.memory": "2g", "spark.cores.max": "2"}',
     ]
     t0 = time.time()
