@@ -70,7 +70,8 @@ class SparkConfig:
 class RegionLevel:
     # Name of the level (a label; tables and features use its column).
     name: str
-    # Column of the stores table that holds this level's id.
+    # Column that holds this level's id: of the stores table (data.hierarchy) or of the
+    # items table (data.item_hierarchy).
     column: str
 
 
@@ -245,10 +246,22 @@ class DataConfig:
     # 7 days ending on it (end) or starting on it (start).
     week_label: Literal["end", "start"] = "end"
 
+    # Product hierarchy, finest level first (e.g. department then category), each a column of
+    # the items table (data.items.columns maps it for external tables); the item itself is
+    # implicit.  Each level gets an aggregate history channel (hist_item_agg_<column>: the
+    # mean over the same store's items of the group), metrics and totals per group
+    # (<column>) and per store and group (store_<column>).  Empty: no product hierarchy.
+    item_hierarchy: list[RegionLevel] = field(default_factory=list)
+
     @property
     def region_columns(self) -> list[str]:
         """The stores-table columns of the hierarchy, finest first."""
         return [lvl.column for lvl in self.hierarchy]
+
+    @property
+    def item_columns(self) -> list[str]:
+        """The items-table columns of the product hierarchy, finest first."""
+        return [lvl.column for lvl in self.item_hierarchy]
 
 
 RuleAction = Literal["fail", "quarantine"]
