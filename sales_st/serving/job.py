@@ -111,7 +111,7 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
     prep = prepare(spark, cfg, run_date, vocab=spec.vocab)
     cached: list[DataFrame] = []
     try:
-        check_compatible(spec, cfg, prep.wide.levels)
+        check_compatible(spec, cfg, prep.wide.levels, prep.wide.item_levels)
         examples = build_examples_df(prep.wide, cfg, ("score",))
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
         quantiles = meta["model_config"]["quantiles"]
@@ -368,19 +368,23 @@ def mixed_rows(
     )
 
 
-def check_compatible(spec: FeatureSpec, cfg: Config, levels: list[str]) -> None:
+def check_compatible(
+    spec: FeatureSpec, cfg: Config, levels: list[str], item_levels: list[str] | None = None
+) -> None:
     f = cfg.features
     want = {
         "history": f.history,
         "horizon": f.horizon,
         "k": f.spatial.k,
         "aggregate_levels": levels,
+        "item_levels": list(item_levels or []),
     }
     have = {
         "history": spec.history,
         "horizon": spec.horizon,
         "k": spec.k,
         "aggregate_levels": spec.aggregate_levels,
+        "item_levels": spec.item_levels,
     }
     if want != have:
         raise DataError(
