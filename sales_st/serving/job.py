@@ -26,14 +26,16 @@ from sales_st.evaluation.selection import (
     read_selection,
     selection_path,
 )
-from sales_st.features.assemble import build_examples_df
+from sales_st.features.assemble import Wide, build_examples_df
 from sales_st.features.job import prepare
 from sales_st.features.spec import FeatureSpec
 from sales_st.runtime import tracking
 from sales_st.serving.aggregates import (
+    item_group_levels,
     median_column,
     region_totals,
     scores_for,
+    with_item_groups,
     with_lead_time,
 )
 from sales_st.serving.scoring import (
@@ -135,7 +137,8 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
             forecast_comments(quantiles, regions),
         )
         replace_partition(rows, table, {"run_date": prep.run_date})
-        write_region_totals(spark, cfg, scored, pub, quantiles, by_region, prep.run_date)
+        grouped = with_item_groups(with_items(scored, prep.wide), prep.wide.item_levels)
+        write_region_totals(spark, cfg, grouped, pub, quantiles, by_region, prep.run_date)
         create_forecast_runs(spark, cfg.database, cfg.forecast.table)
         total_series = prep.wide.table.count()
     finally:
@@ -258,8 +261,11 @@ def write_region_totals(
     fitted: dict[str, Any],
     run_date: dt.date,
 ) -> None:
-    """``<database>.forecasts_region``: every hierarchy level's region totals per day."""
-    levels = [c for c in cfg.data.region_columns if c in scored.columns]
+    """``<database>.forecasts_region``: every hierarchy level's region totals per day, and
+    the item groups' (``data.item_hierarchy``; ``scored`` then carries their columns, see
+    :func:`with_items`)."""
+    groups = cfg.data.region_columns + item_group_levels(cfg.data.item_columns)
+    levels = [c for c in groups if c in scored.columns]
     if not levels:
         return
     qcols = quantile_columns(quantiles)
@@ -293,6 +299,15 @@ def write_region_totals(
     )
     replace_partition(totals, table, {"run_date": run_date})
     log.info("forecast: region totals for %s -> %s", ", ".join(levels), table)
+
+
+def with_items(scored: DataFrame, wide: Wide) -> DataFrame:
+    """The forecast rows with their series' product-hierarchy columns (from the wide table;
+    the forecasts table itself does not carry them)."""
+    if not wide.item_levels:
+        return scored
+    groups = wide.table.select(*SERIES_KEY, *wide.item_levels)
+    return scored.join(groups, SERIES_KEY, "left")
 
 
 def mixed_rows(

@@ -88,8 +88,10 @@ REGION_COMMENT = (
 def region_comments(quantiles: list[float]) -> dict[str, str]:
     qs = sorted(quantiles)
     docs = {
-        "level": "hierarchy level of the region (a column of data.hierarchy: city, state, ...)",
-        "region": "the region: a value of that level's column",
+        "level": "hierarchy level of the region (a column of data.hierarchy: city, state, ...), "
+        "or of an item group (a column of data.item_hierarchy, e.g. category, or "
+        "store_<column>: the group within each store)",
+        "region": "the region: a value of that level's column (store_<column>: <store_id>|<group>)",
         "target_date": "day forecast (date)",
         "horizon": "days from the run date to target_date, 1 = the next day (days)",
         "series": "series (store, item) of the region summed (count)",
