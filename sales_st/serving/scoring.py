@@ -148,8 +148,8 @@ def forecast_comments(quantiles: list[float], region_columns: list[str]) -> dict
         top_history_dates="history days the temporal attention weighted most, most first "
         "(dates; forecast.top_steps of them)",
         top_history_weights="attention weights of top_history_dates (fractions of 1)",
-        spatial_sources="neighbour store ids and context channels (spatial_lag, agg_<level>) "
-        "the spatial attention weighted, most first",
+        spatial_sources="neighbour store ids and context channels (spatial_lag, agg_<level>, "
+        "item_agg_<column>) the spatial attention weighted, most first",
         spatial_weights="attention weights of spatial_sources (fractions of 1)",
         run_date="run date: the last day of observed sales the forecast used; target dates "
         "follow it (date); partition column",
