@@ -283,13 +283,46 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
                 f"config key '{key}' in {_where(origin, key)}: a channel name "
                 "must start with fut_ and be a name (letters, digits, _)"
             )
+    _check_item_hierarchy(cfg, origin)
     _check_mappings(cfg, origin)
     _check_tune(cfg, origin)
 
 
+# Items-table columns that cannot be a level of the product hierarchy: the key, and the
+# numeric attribute.
+NOT_ITEM_LEVELS = ("item_id", "base_price")
+
+
+def _check_item_hierarchy(cfg: Config, origin: dict) -> None:
+    """Each level of ``data.item_hierarchy`` names its own items column: a name (it becomes
+    part of feature and metric names), not the item key, not a store column of
+    ``data.hierarchy`` (the two are joined on one table), not a level twice."""
+    key = "data.item_hierarchy"
+    seen: set[str] = set()
+    store_side = set(cfg.data.region_columns) | {"store_id"}
+    for lvl in cfg.data.item_hierarchy:
+        col = lvl.column
+        problem = ""
+        if not col.isidentifier():
+            problem = "must be a name (letters, digits, _)"
+        elif col in NOT_ITEM_LEVELS:
+            problem = "is the item key or a numeric attribute, not a level"
+        elif col in store_side:
+            problem = "is also a store column (data.hierarchy); rename one of them"
+        elif col in seen:
+            problem = "is named twice"
+        if problem:
+            raise ConfigError(
+                f"config key '{key}' in {_where(origin, key)}: column {col!r} (level "
+                f"{lvl.name!r}) {problem}"
+            )
+        seen.add(col)
+
+
 def _check_mappings(cfg: Config, origin: dict) -> None:
     """Every mapped column of a tables-source dataset must be a column of the contract (or a
-    configured hierarchy column, or a ``static_num_``/``static_cat_`` attribute)."""
+    configured store or item hierarchy column, or a ``static_num_``/``static_cat_``
+    attribute)."""
     from sales_st.data.contract import TABLES, extra_static_columns
 
     for name, table in TABLES.items():
@@ -297,6 +330,8 @@ def _check_mappings(cfg: Config, origin: dict) -> None:
         allowed = set(table.names)
         if name == "stores":
             allowed |= set(cfg.data.region_columns)
+        if name == "items":
+            allowed |= set(cfg.data.item_columns)
         for part in ("columns", "constants", "values"):
             mapping = getattr(src, part)
             for col in mapping:

@@ -70,7 +70,8 @@ class SparkConfig:
 class RegionLevel:
     # Name of the level (a label; tables and features use its column).
     name: str
-    # Column of the stores table that holds this level's id.
+    # Column that holds this level's id: of the stores table (data.hierarchy) or of the
+    # items table (data.item_hierarchy).
     column: str
 
 
@@ -78,8 +79,10 @@ class RegionLevel:
 class GeneratorConfig:
     """Synthetic data (``jobs/generate.py``).  ``preset`` fills sizes; explicit sizes win."""
 
-    # Size preset: tiny (~0.2M rows), demo, bench (~12M rows), or custom (give every size).
-    preset: Literal["demo", "bench", "tiny", "custom"] = "demo"
+    # Size preset: tiny (~0.2M rows), demo, bench (~12M rows), m5 (an M5-like catalogue:
+    # 1,500 items in 6 stores, 3 categories of 3 departments, ~6.8M rows), or custom (give
+    # every size).
+    preset: Literal["demo", "bench", "tiny", "m5", "custom"] = "demo"
     # Seed of every random draw; same seed, same data whatever the partitioning.
     seed: int = 7
     # First day of the generated history (YYYY-MM-DD).
@@ -96,6 +99,14 @@ class GeneratorConfig:
     n_items: int = 0
     # Days of future "plan" rows (known promo/open/price, no target) after the last day.
     plan_days: int = 0
+    # Product hierarchy, M5-like (0 = from the preset; none in tiny, demo and bench, whose
+    # items carry a category drawn from four labels): items spread evenly over this many
+    # categories (items column category: C01 ..), each split into departments_per_category
+    # departments (column department: C01-D01 ..), with demand shocks shared by the items of
+    # a group (group_shocks_per_year); pair it with data.item_hierarchy [department, category].
+    categories: int = 0
+    # Departments in each category (0 = from the preset, or 1).
+    departments_per_category: int = 0
     # Spark partitions of the generated sales table (0 = from the preset).
     partitions: int = 0
     # Structure of the demand (what the model should learn).
@@ -152,6 +163,11 @@ class GeneratorConfig:
     # leadlag and none: expected shocks per year, per city (leadlag) or per store (none),
     # each with a random sign and a log-effect of 0.5x to 1.5x shock_amplitude.
     signal_shocks_per_year: float = 12.0
+    # With categories: expected demand shocks per year of each department in each store, and
+    # of each category in every store at once; each lasts shock_days, with a random sign and
+    # a log-effect of 0.5x to 1.5x shock_amplitude, shared by the group's items (what the
+    # item-hierarchy aggregates can pick up).
+    group_shocks_per_year: float = 6.0
     # Coefficient of variation of the log-normal noise on fast items' demand.
     noise_cv: float = 0.12
     # Spacing of the written sales: day, or the daily rows summed into weeks (one row per
@@ -245,10 +261,22 @@ class DataConfig:
     # 7 days ending on it (end) or starting on it (start).
     week_label: Literal["end", "start"] = "end"
 
+    # Product hierarchy, finest level first (e.g. department then category), each a column of
+    # the items table (data.items.columns maps it for external tables); the item itself is
+    # implicit.  Each level gets an aggregate history channel (hist_item_agg_<column>: the
+    # mean over the same store's items of the group), metrics and totals per group
+    # (<column>) and per store and group (store_<column>).  Empty: no product hierarchy.
+    item_hierarchy: list[RegionLevel] = field(default_factory=list)
+
     @property
     def region_columns(self) -> list[str]:
         """The stores-table columns of the hierarchy, finest first."""
         return [lvl.column for lvl in self.hierarchy]
+
+    @property
+    def item_columns(self) -> list[str]:
+        """The items-table columns of the product hierarchy, finest first."""
+        return [lvl.column for lvl in self.item_hierarchy]
 
 
 RuleAction = Literal["fail", "quarantine"]

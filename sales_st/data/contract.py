@@ -181,6 +181,10 @@ STATIC_CAT_PREFIX = "static_cat_"
 EXTRA_TABLES = ("stores", "items")
 
 
+# The config key naming each table's hierarchy columns (conform's ``region_columns``).
+HIERARCHY_KEYS = {"stores": "data.hierarchy", "items": "data.item_hierarchy"}
+
+
 def extra_static_columns(names: list[str]) -> list[str]:
     return [n for n in names if n.startswith((STATIC_NUM_PREFIX, STATIC_CAT_PREFIX))]
 
@@ -203,8 +207,10 @@ def conform(
     string ids, ints to doubles, timestamps to dates); anything else raises ContractError
     listing every problem at once.  For stores and items, extra ``static_num_*`` (cast to
     double) and ``static_cat_*`` (cast to string) columns are kept after the contract's, and
-    for stores the configured hierarchy's ``region_columns`` (strings) that the contract does
-    not name.
+    for stores and items the configured hierarchy's ``region_columns`` (strings: data.hierarchy
+    for stores, data.item_hierarchy for items) that the contract does not name.  A hierarchy
+    column the table lacks is an error, and for items even one the contract lists as optional
+    (category).
     """
     where = f" ({source})" if source else ""
     present = {f.name: f.dataType for f in df.schema.fields}
@@ -237,14 +243,16 @@ def conform(
             out.append(cast.alias(col.name))
         else:
             out.append(F.lit(None).cast(col.dtype).alias(col.name))
-    if table.name == STORES.name:
+    if table.name in HIERARCHY_KEYS:
         for name in region_columns:
+            # a store level the contract declares (city, state, country) may be absent (null)
+            optional = table.name == STORES.name and name in table.names
+            if name not in present and not optional:
+                raise ContractError(
+                    f"table '{table.name}'{where} lacks the hierarchy column "
+                    f"'{name}' named in {HIERARCHY_KEYS[table.name]}"
+                )
             if name not in table.names:
-                if name not in present:
-                    raise ContractError(
-                        f"table 'stores'{where} lacks the hierarchy column "
-                        f"'{name}' named in data.hierarchy"
-                    )
                 out.append(F.col(name).cast(T.StringType()).alias(name))
     if table.name in EXTRA_TABLES:
         for name in extra_static_columns(list(present)):

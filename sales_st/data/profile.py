@@ -106,6 +106,9 @@ class DataProfile:
     optional_columns: dict[str, dict[str, int]]  # table -> optional column -> non-null rows
     windows: dict[str, int]  # split -> examples (see WINDOWS_NOTE)
     problems: list[str]  # what would make the feature job fail
+    # product hierarchy level name -> distinct groups among the accepted items
+    # (data.item_hierarchy; empty when none is configured)
+    item_hierarchy: dict[str, int] = field(default_factory=dict)
 
     def share(self, count: int, total: int) -> float:
         return count / total if total else 0.0
@@ -142,6 +145,15 @@ class DataProfile:
             "Hierarchy   "
             + (", ".join(f"{k} {n(v)}" for k, v in self.hierarchy.items()) or "none")
             + f" (stores table: {n(self.tables[STORES.name].accepted)} stores)",
+            *(
+                [
+                    "            item hierarchy: "
+                    + ", ".join(f"{k} {n(v)}" for k, v in self.item_hierarchy.items())
+                    + f" (items table: {n(self.tables[ITEMS.name].accepted)} items)"
+                ]
+                if self.item_hierarchy
+                else []
+            ),
             "",
             "Events      type                 declared        rows   dates  stores  series",
         ]
@@ -295,6 +307,7 @@ def _profile(
         missing_days=int(totals["missing"] or 0),
         series_with_gaps=int(totals["gapped"] or 0),
         hierarchy=_hierarchy(stores, cfg),
+        item_hierarchy=_item_hierarchy(items, cfg),
         events=event_checks,
         ambiguous_scopes=ambiguous_scopes(stores, events, levels),
         unknown_scope_levels=unknown_scope_levels(events, levels),
@@ -389,6 +402,16 @@ def _hierarchy(stores: DataFrame, cfg: Config) -> dict[str, int]:
     if not levels:
         return {}
     row = one_row(stores.agg(*[F.countDistinct(lvl.column).alias(lvl.name) for lvl in levels]))
+    return {lvl.name: int(row[lvl.name]) for lvl in levels}
+
+
+def _item_hierarchy(items: DataFrame, cfg: Config) -> dict[str, int]:
+    """Groups per level of ``data.item_hierarchy`` (the contract made sure the items carry
+    its columns)."""
+    levels = cfg.data.item_hierarchy
+    if not levels:
+        return {}
+    row = one_row(items.agg(*[F.countDistinct(lvl.column).alias(lvl.name) for lvl in levels]))
     return {lvl.name: int(row[lvl.name]) for lvl in levels}
 
 

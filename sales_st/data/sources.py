@@ -31,12 +31,11 @@ INPUT_TABLES = ("sales", "stores", "items", "events")
 
 def load_inputs(spark: SparkSession, cfg: Config) -> dict[str, DataFrame]:
     """Contract DataFrames for the configured dataset (not yet validated)."""
-    regions = cfg.data.region_columns
+    levels = {"stores": cfg.data.region_columns, "items": cfg.data.item_columns}
     if cfg.data.source == "generated":
         base = cfg.path("inputs")
         return {
-            t: read_contract_table(spark, f"{base}/{t}", t, regions if t == "stores" else None)
-            for t in INPUT_TABLES
+            t: read_contract_table(spark, f"{base}/{t}", t, levels.get(t)) for t in INPUT_TABLES
         }
     tables = {}
     for name in INPUT_TABLES:
@@ -44,10 +43,16 @@ def load_inputs(spark: SparkSession, cfg: Config) -> dict[str, DataFrame]:
         if not src.path:
             if name in ("sales", "stores"):
                 raise ContractError(f"data.{name}.path is required for data.source=tables")
+            if name == "items" and cfg.data.item_columns:
+                raise ContractError(
+                    "data.item_hierarchy names items columns "
+                    f"({', '.join(cfg.data.item_columns)}) but data.items.path is not set: "
+                    "map the dataset's items table"
+                )
             tables[name] = spark.createDataFrame([], TABLES[name].spark_schema)
             continue
         tables[name] = map_table(
-            spark, src, name, base_dir=cfg.root, region_columns=regions if name == "stores" else []
+            spark, src, name, base_dir=cfg.root, region_columns=levels.get(name, [])
         )
     tables["events"] = distinct_events(tables["events"])
     if cfg.data.centroids:

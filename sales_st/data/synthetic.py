@@ -19,6 +19,9 @@ of them.  The demand has the structure the model is meant to learn:
   drawn per city, so a leader's recent sales foretell its neighbours'; ``none`` -- shocks of
   the same kind drawn per store, so neighbours carry no signal beyond what all stores share;
 * new stores that opened shortly before the end (short history, for transfer learning);
+* optionally (``categories``), an M5-like product hierarchy: items spread over categories
+  and their departments, with demand shocks shared by a department's items in one store and
+  by a category's items in every store, which the item-hierarchy aggregates can pick up;
 * plan rows after the last day: promo/open/price known, target null.
 """
 
@@ -61,6 +64,18 @@ PRESETS: dict[str, dict[str, int]] = {
         plan_days=28,
         partitions=4,
     ),
+    # M5-like: many items in a few stores, categories -> departments; 6.8M rows
+    "m5": dict(
+        days=730,
+        n_states=2,
+        cities_per_state=1,
+        stores_per_city=3,
+        n_items=1500,
+        plan_days=28,
+        partitions=16,
+        categories=3,
+        departments_per_category=3,
+    ),
     # 12.1M rows
     "bench": dict(
         days=1095,
@@ -91,7 +106,16 @@ def resolve(cfg: GeneratorConfig) -> GeneratorConfig:
         raise ConfigError(
             f"data.generator.spatial_lag_days must be [lo, hi] with 0 <= lo <= hi, found {lags}"
         )
-    return dataclasses.replace(cfg, **updates)
+    out = dataclasses.replace(cfg, **updates)
+    if out.categories > 0:
+        out = dataclasses.replace(out, departments_per_category=out.departments_per_category or 1)
+        groups = out.categories * out.departments_per_category
+        if groups > out.n_items:
+            raise ConfigError(
+                f"data.generator: {out.categories} categories x {out.departments_per_category} "
+                f"departments need at least {groups} items, found n_items {out.n_items}"
+            )
+    return out
 
 
 def expected_rows(cfg: GeneratorConfig) -> int:
@@ -205,15 +229,23 @@ def stores_df(spark: SparkSession, cfg: GeneratorConfig, end: dt.date) -> DataFr
 
 
 def items_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    """Item dimension with hidden generation parameters (prefixed ``g_``); with
+    ``categories``, a ``department`` column and categories C01 .. (see :func:`item_groups`)."""
     s = cfg.seed
     it = F.col("id")
     slow = uniform(s, "item.slow", it) < cfg.slow_item_fraction
+    if cfg.categories > 0:
+        groups = item_groups(it, cfg.n_items, cfg.categories, cfg.departments_per_category)
+    else:
+        groups = [
+            F.element_at(
+                F.array(*[F.lit(c) for c in ("food", "drugstore", "household", "seasonal")]),
+                (F.floor(uniform(s, "item.cat", it) * 4) + 1).cast("int"),
+            ).alias("category")
+        ]
     return spark.range(cfg.n_items, numPartitions=1).select(
         F.format_string("it%03d", it + 1).alias("item_id"),
-        F.element_at(
-            F.array(*[F.lit(c) for c in ("food", "drugstore", "household", "seasonal")]),
-            (F.floor(uniform(s, "item.cat", it) * 4) + 1).cast("int"),
-        ).alias("category"),
+        *groups,
         F.round(F.exp(1.2 + 0.6 * normal(s, "item.price", it)), 2).alias("base_price"),
         slow.alias("g_slow"),
         F.when(slow, 0.3 + 1.2 * uniform(s, "item.slowlevel", it))
@@ -223,6 +255,31 @@ def items_df(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
         (2 * math.pi * uniform(s, "item.phase", it)).alias("g_phase"),
         (cfg.elasticity_mean * (0.5 + uniform(s, "item.elasticity", it))).alias("g_elasticity"),
     )
+
+
+def item_groups(item_no: Column, n_items: int, categories: int, per_category: int) -> list[Column]:
+    """``category`` (C01 ..) and ``department`` (C01-D01 ..) of item number ``item_no``
+    (0-based): consecutive items share a department, the ``categories x per_category``
+    departments get ``n_items`` between them as evenly as whole items allow."""
+    dept_no = F.floor(item_no * (categories * per_category) / n_items)
+    cat_no = F.floor(dept_no / per_category)
+    category = F.format_string("C%02d", cat_no + 1)
+    department = F.format_string("C%02d-D%02d", cat_no + 1, dept_no % per_category + 1)
+    return [category.alias("category"), department.alias("department")]
+
+
+def group_shock(cfg: GeneratorConfig, tag: str, day: Column, *group: Column) -> Column:
+    """Log-effect on ``day`` of the demand shocks of one item group (keys ``group``): the
+    days are cut into blocks of ``shock_days`` (shifted per group), each block a shock with
+    probability ``group_shocks_per_year`` per year, with a random sign and a log-effect of
+    0.5x to 1.5x ``shock_amplitude``; 0 outside shocks."""
+    s, length = cfg.seed, max(1, cfg.shock_days)
+    offset = F.floor(uniform(s, f"{tag}.offset", *group) * length)
+    block = F.floor((day + offset) / length)
+    rate = min(1.0, cfg.group_shocks_per_year * length / 365.25)
+    sign = F.when(uniform(s, f"{tag}.sign", *group, block) < 0.5, -1.0).otherwise(1.0)
+    size = cfg.shock_amplitude * (0.5 + uniform(s, f"{tag}.amp", *group, block))
+    return F.when(uniform(s, f"{tag}.on", *group, block) < rate, sign * size).otherwise(0.0)
 
 
 def dates_df(spark: SparkSession, cfg: GeneratorConfig, partitions: int) -> DataFrame:
@@ -461,6 +518,11 @@ def sales_df(
         * (1 + 0.5 * cfg.holiday_lift * F.col("school"))
         * F.exp(F.coalesce(F.col("shock"), F.lit(0.0)))
     )
+    if cfg.categories > 0:  # shocks shared by a department's items in a store, a category's
+        mu = mu * F.exp(
+            group_shock(cfg, "dept.shock", day, st, F.col("department"))
+            + group_shock(cfg, "cat.shock", day, F.col("category"))
+        )
     # Fast items: multiplicative log-normal noise with mean 1.
     z = normal(s, "noise", st, it, day)
     cv = cfg.noise_cv
@@ -513,7 +575,8 @@ def generate(spark: SparkSession, cfg: GeneratorConfig) -> dict[str, DataFrame]:
         "size",
         "open_date",
     )
-    items = items_full.select("item_id", "category", "base_price")
+    hierarchy = ["department"] if cfg.categories > 0 else []
+    items = items_full.select("item_id", "category", *hierarchy, "base_price")
     if cfg.frequency != "day":
         sales = period_sales(sales, cfg.frequency)
     return {"sales": sales, "stores": stores, "items": items, "events": events}

@@ -319,7 +319,7 @@ def run_scenario(
     try:
         from sales_st.serving.job import check_compatible
 
-        check_compatible(spec, cfg, prep.wide.levels)
+        check_compatible(spec, cfg, prep.wide.levels, prep.wide.item_levels)
         wide, rd = prep.wide, prep.run_date
         grid, horizon = wide.axis.grid, cfg.features.horizon
         first, last = grid.shift(rd, 1), grid.shift(rd, horizon)

@@ -37,7 +37,7 @@ from sales_st.evaluation.selection import (
 from sales_st.features.spec import FeatureSpec, read_spec
 from sales_st.frames import to_pandas
 from sales_st.runtime import tracking
-from sales_st.serving.aggregates import fit_sum_scores
+from sales_st.serving.aggregates import fit_sum_scores, item_group_levels, with_item_groups
 from sales_st.serving.scoring import quantile_columns
 from sales_st.storage.catalog import RunSummary, ensure_table, replace_partition
 from sales_st.storage.files import as_url, write_parquet_atomic
@@ -61,9 +61,9 @@ METRICS_COMMENT = (
 METRICS_COLUMNS = {
     "method": "forecasting method: a network (evaluate.models), a naive baseline, lightgbm, "
     "ensemble, or best (the validation winner: what forecast.model=best publishes)",
-    "level": "grouping of the row: overall, horizon, origin, series, a region column (e.g. "
-    "city, state), <region>_total (series summed bottom-up to the region, against the "
-    "quantiles of the total) or lead_time / lead_time_horizon (demand over days 1..h)",
+    "level": "grouping of the row: overall, horizon, origin, series, a region column (city, "
+    "state), an item group (category; store_category: per store), <level>_total (the group's "
+    "sum against the quantiles of the total), lead_time or lead_time_horizon",
     "group_key": "values of the level's grouping columns joined by '|' (all for overall)",
     "n": "forecast rows (series x origin x horizon step) the metrics cover (count)",
     "mse": "mean squared error, mean (y-p)^2 (target units squared)",
@@ -99,6 +99,7 @@ def run_evaluate(
 ) -> EvaluationResult:
     spec = read_spec(cfg.path("features"))
     run_date = run_date or spec.run_date
+    items = spec.item_levels  # the product hierarchy's columns, carried by the examples
     test = spark.read.parquet(spec.split_path("test")).persist()
     cached = [test]
     try:
@@ -127,14 +128,15 @@ def run_evaluate(
         if selection:
             predictions, model_ids = with_selected(predictions, selection, model_ids, qcols)
         out_dir = f"{cfg.path('reports')}/{run_date}"
-        rows = scored_rows(test, predictions, spec, cfg.data.region_columns, qcols)
+        rows = scored_rows(test, predictions, spec, cfg.data.region_columns + items, qcols)
+        rows = with_item_groups(rows, items)
         predictions_dir = write_parquet_atomic(rows.repartition(2), f"{out_dir}/predictions")
     finally:
         for df in cached:
             df.unpersist()
     rows = spark.read.parquet(predictions_dir)
     scored = rows.where(F.expr(cfg.evaluate.metric_filter))
-    levels, regions = metric_levels(rows, cfg.data.region_columns)
+    levels, regions = metric_levels(rows, cfg.data.region_columns + item_group_levels(items))
     metrics = compute_metrics(scored, levels, dict(zip(qcols, sorted(cfg.model.quantiles))))
     fitted = selection.get("sums") if selection else None
     metrics = metrics.unionByName(
@@ -289,8 +291,11 @@ def fit_selection(
         )
         # the scores of lead-time demand and region totals, per method, on the same windows
         ranked, _ = with_selected(preds, sel, dict(sel["model_ids"]), qcols)
-        truth = scored_rows(val, ranked, spec, cfg.data.region_columns, qcols)
-        regions = [c for c in cfg.data.region_columns if c in truth.columns]
+        items = spec.item_levels
+        truth = scored_rows(val, ranked, spec, cfg.data.region_columns + items, qcols)
+        truth = with_item_groups(truth, items)
+        groups = cfg.data.region_columns + item_group_levels(items)
+        regions = [c for c in groups if c in truth.columns]
         sel["sums"] = fit_sum_scores(truth, regions, qcols, sorted(cfg.model.quantiles))
     finally:
         preds.unpersist()

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from sales_st.config import Config
 from sales_st.features.spec import FeatureSpec
 from sales_st.frames import one_row, to_pandas
+from sales_st.serving.aggregates import item_group_levels
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def write_report(
         + overall[cols].to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
     )
     sections.append(_img(_png(plot_by_horizon(m[m.level == "horizon"])), "WAPE by horizon"))
-    regions = cfg.data.region_columns
+    regions = cfg.data.region_columns + item_group_levels(spec.item_levels)
     for level in [
         lvl for lvl in regions + [f"{r}_total" for r in regions] if (m.level == lvl).any()
     ]:

@@ -24,6 +24,7 @@ from sales_st.data.events import indicator_types, scope_levels
 from sales_st.errors import ConfigError
 from sales_st.features import names as N
 from sales_st.features.calendar import Axis, series_arrays, store_calendar
+from sales_st.features.items import item_aggregates
 from sales_st.features.spatial import neighbour_arrays, neighbour_table, region_aggregates
 from sales_st.features.spec import Layout, make_layout
 from sales_st.features.splits import origin_rules
@@ -47,6 +48,7 @@ class Wide:
     levels: list[str]  # hierarchy levels with aggregate channels
     vocab: dict[str, list[str]]
     cached: list[DataFrame] = field(default_factory=list)
+    item_levels: list[str] = field(default_factory=list)  # product hierarchy columns
 
     def release(self) -> None:
         """Unpersist what building this table cached (call when the job is done with it)."""
@@ -59,12 +61,16 @@ def hierarchy_columns(cfg: Config, stores: DataFrame) -> list[str]:
     return [lvl.column for lvl in cfg.data.hierarchy if lvl.column in stores.columns]
 
 
-def static_categoricals(stores: DataFrame, items: DataFrame, levels: list[str]) -> dict[str, str]:
-    """Vocabulary name -> column, for ids and categorical attributes."""
+def static_categoricals(
+    stores: DataFrame, items: DataFrame, levels: list[str], item_levels: list[str] | None = None
+) -> dict[str, str]:
+    """Vocabulary name -> column, for ids and categorical attributes (the levels of both
+    hierarchies among them)."""
     cats = {c: c for c in SERIES_KEY}
     cats.update({c: c for c in levels})
     cats["store_type"] = "store_type"
     cats["category"] = "category"
+    cats.update({c: c for c in item_levels or []})
     for c in extra_static_columns(stores.columns) + extra_static_columns(items.columns):
         if c.startswith(STATIC_CAT_PREFIX):
             cats[c] = c
@@ -111,6 +117,7 @@ def wide_table(
     last_target = one_row(accepted.where(F.col("target").isNotNull()).agg(F.max("date")))[0]
     region_columns = hierarchy_columns(cfg, stores)
     agg_levels = [lvl for lvl in f.spatial.aggregate_levels if lvl in region_columns]
+    item_levels = cfg.data.item_columns  # the contract made sure the items carry them
 
     series = series_arrays(accepted, axis).persist()
     calendar = store_calendar(
@@ -124,12 +131,13 @@ def wide_table(
     neighbours = neighbour_table(stores, f.spatial, region_columns).persist()
     nbr = neighbour_arrays(series, neighbours, f.spatial.k)
 
-    cats = static_categoricals(stores, items, region_columns)
+    cats = static_categoricals(stores, items, region_columns, item_levels)
     if vocab is None:
         vocab = fit_vocab(stores, items, cats)
     store_cols = ["store_id", *region_columns, "store_type", "size", "latitude", "longitude"]
     store_cols += extra_static_columns(stores.columns)
-    item_cols = ["item_id", "category", "base_price", *extra_static_columns(items.columns)]
+    item_cols = ["item_id", "category", "base_price", *item_levels]
+    item_cols += extra_static_columns(items.columns)
     wide = (
         series.join(stores.select(*dict.fromkeys(store_cols)), "store_id", "left")
         .join(items.select(*dict.fromkeys(item_cols)), "item_id", "left")
@@ -143,6 +151,13 @@ def wide_table(
             .withColumnRenamed("agg_has", f"agg_{level}_has")
         )
         wide = wide.join(agg, [level, "item_id"], "left")
+    for level in item_levels:
+        agg = (
+            item_aggregates(series, items, level, axis)
+            .withColumnRenamed("agg_y", f"agg_item_{level}_y")
+            .withColumnRenamed("agg_has", f"agg_item_{level}_has")
+        )
+        wide = wide.join(agg, ["store_id", level], "left")
     for name, col in cats.items():
         wide = with_index(wide, col, vocab.get(name, []), spark)
     wide = wide.persist()
@@ -156,6 +171,7 @@ def wide_table(
         levels=agg_levels,
         vocab=vocab,
         cached=[wide, neighbours, series],
+        item_levels=list(item_levels),
     )
 
 
@@ -175,6 +191,7 @@ def layout_for(cfg: Config, wide: Wide) -> Layout:
         list(wide.vocab),
         static_numeric(wide.table),
         extra_future(cfg),
+        wide.item_levels,
     )
 
 
@@ -232,6 +249,7 @@ def build_examples_df(wide: Wide, cfg: Config, splits: tuple[str, ...]) -> DataF
         wide.axis,
         wide.levels,
         indicator_types(cfg.data.event_types),
+        wide.item_levels,
     )
     ex = needs_target(ex, rules)
     layout = layout_for(cfg, wide)
@@ -241,7 +259,8 @@ def build_examples_df(wide: Wide, cfg: Config, splits: tuple[str, ...]) -> DataF
     ex = ex.withColumn("origin", F.expr(axis.date_sql("o")))
     ex = ex.withColumn("is_new_series", (F.col("first_day") > new_cut).cast("int"))
     ex = ex.withColumn("series_start", F.expr(axis.date_sql("first_day")))
-    meta = EXAMPLE_META + [c for c in wide.region_columns if c in ex.columns]
+    groups = wide.region_columns + wide.item_levels
+    meta = EXAMPLE_META + [c for c in groups if c in ex.columns]
     cols = list(dict.fromkeys(meta + layout.all_columns()))
     return float_arrays(ex.select(*cols), layout.float_columns())
 

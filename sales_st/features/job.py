@@ -199,6 +199,7 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
         n_days=prep.wide.axis.n_days,
         grid=prep.wide.axis.grid.to_dict(),
         aggregate_levels=prep.wide.levels,
+        item_levels=prep.wide.item_levels,
         vocab=prep.wide.vocab,
         scalers=scalers,
         splits={s: SplitInfo(f"{examples_dir}/split={s}", split_rows.get(s, 0)) for s in SPLITS},

@@ -24,6 +24,9 @@ CONTEXT_HISTORY: dict[str, str] = {
     SPATIAL_LAG: "weighted mean of the neighbours' scaled histories (same item)",
 }
 AGGREGATE_PREFIX = "hist_agg_"
+# One per level of the product hierarchy (data.item_hierarchy): the mean of the same store's
+# items of the series' group, scaled by its own window mean.
+ITEM_AGGREGATE_PREFIX = "hist_item_agg_"
 # Known future, ``H`` days o+1 .. o+H.  On a weekly or monthly axis (data.frequency) every
 # "day" is a period: the holiday flags count the holiday days of the period, fut_doy is the
 # week of year / 53 or the month / 12, the same-weekday means look 52 weeks or 12 months back.
@@ -93,6 +96,10 @@ def event_channel(side: str, event: str) -> str:
 
 def aggregate_channel(level: str) -> str:
     return f"{AGGREGATE_PREFIX}{level}"
+
+
+def item_aggregate_channel(level: str) -> str:
+    return f"{ITEM_AGGREGATE_PREFIX}{level}"
 
 
 def lag(k: int) -> str:

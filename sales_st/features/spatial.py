@@ -127,19 +127,24 @@ def region_aggregates(series: DataFrame, stores: DataFrame, level: str, axis: Ax
     A mean per observed store (not a raw total) so that stores opening or missing days do
     not make the aggregate jump.  Returns ``<level>, item_id, agg_y, agg_has``.
     """
+    s = series.join(stores.select("store_id", level), "store_id").where(F.col(level).isNotNull())
+    return group_means(s, [level, "item_id"], axis)
+
+
+def group_means(series: DataFrame, keys: list[str], axis: Axis) -> DataFrame:
+    """Per group of ``keys``: ``agg_y``, for each day of the axis the mean target over the
+    group's series observed that day (0 when none was), and ``agg_has`` (1 when any was)."""
     zero = f"array_repeat(0D, {axis.n_days})"
     masked = F.expr("zip_with(y, has_y, (a, m) -> IF(m = 1, a, 0D))")
-    s = series.join(stores.select("store_id", level), "store_id").where(F.col(level).isNotNull())
-    grouped = s.groupBy(level, "item_id").agg(
+    grouped = series.groupBy(*keys).agg(
         F.collect_list(masked).alias("ys"), F.collect_list("has_y").alias("hs")
     )
     total = F.expr(f"aggregate(ys, {zero}, (acc, a) -> zip_with(acc, a, (p, q) -> p + q))")
     count = F.expr(
         f"aggregate(hs, {zero}, (acc, a) -> zip_with(acc, a, (p, q) -> p + CAST(q AS DOUBLE)))"
     )
-    return grouped.select(level, "item_id", total.alias("tot"), count.alias("cnt")).select(
-        level,
-        "item_id",
+    return grouped.select(*keys, total.alias("tot"), count.alias("cnt")).select(
+        *keys,
         F.expr("zip_with(tot, cnt, (t, c) -> IF(c > 0, t / c, 0D))").alias("agg_y"),
         F.expr("transform(cnt, c -> IF(c > 0, 1, 0))").alias("agg_has"),
     )

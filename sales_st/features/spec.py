@@ -97,16 +97,19 @@ def make_layout(
     vocab_names: list[str],
     static_numeric: list[str],
     extra_future: list[str] | None = None,
+    item_levels: list[str] | None = None,
 ) -> Layout:
     """The layout of a feature configuration; ``extra_future`` are the config-declared
-    known-future channels (event distances, date expressions), after the fixed ones."""
+    known-future channels (event distances, date expressions), after the fixed ones;
+    ``item_levels`` the product hierarchy's aggregate channels, after the regions'."""
     return Layout(
         history=history,
         horizon=horizon,
         k=k,
         hist=list(N.OWN_HISTORY)
         + list(N.CONTEXT_HISTORY)
-        + [N.aggregate_channel(lvl) for lvl in agg_levels],
+        + [N.aggregate_channel(lvl) for lvl in agg_levels]
+        + [N.item_aggregate_channel(lvl) for lvl in item_levels or []],
         fut=list(N.FUTURE) + list(extra_future or []),
         categorical=[N.index_column(name) for name in vocab_names],
         scalars=N.scalar_names(lags, rolling_windows),
@@ -142,6 +145,8 @@ class FeatureSpec:
     # the sales dates' grid (sales_st.data.frequency.Grid): what a period of the axis,
     # the history and the horizon is
     grid: dict[str, str] = field(default_factory=lambda: DAILY.to_dict())
+    # the product hierarchy's columns with an aggregate channel (data.item_hierarchy)
+    item_levels: list[str] = field(default_factory=list)
 
     @property
     def history(self) -> int:
@@ -203,6 +208,7 @@ class FeatureSpec:
             created_at=d["created_at"],
             version=version,
             grid=d.get("grid") or DAILY.to_dict(),
+            item_levels=list(d.get("item_levels") or []),
         )
 
 

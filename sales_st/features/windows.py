@@ -10,7 +10,7 @@ For an origin day ``o`` (the last day of history) an example holds
   window's observed days with sales, or over the trailing year when the window has fewer than
   3 such days (a store reopening after a closure), else 1 -- the observed mask,
   open/promo/price-ratio, calendar flags, the spatial lag
-  and the region aggregates, each an array of ``L``;
+  and the region (and item-hierarchy) aggregates, each an array of ``L``;
 * known future (``H`` days ``o+1 .. o+H``): open, promo, price ratio, holiday/school flags,
   days to/since a public holiday, weekday and day-of-year, the same-weekday mean of the
   last weeks of history and the level a year earlier (same weekday, +-1 week) for each
@@ -409,16 +409,21 @@ def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     ).drop("_nb")
 
 
-def with_aggregates(df: DataFrame, cfg: FeaturesConfig, levels: list[str]) -> DataFrame:
-    """Region aggregates over the history, each scaled by its own window mean."""
+def with_aggregates(
+    df: DataFrame, cfg: FeaturesConfig, levels: list[str], item_levels: list[str] | None = None
+) -> DataFrame:
+    """Region aggregates over the history, then the item-hierarchy aggregates (see
+    ``features.items``), each scaled by its own window mean."""
     L = cfg.history
-    for level in levels:
-        m = _hist(f"agg_{level}_has", L)
-        df = df.withColumn("_av", F.expr(_masked(_hist(f"agg_{level}_y", L), m)))
+    channels = [(f"agg_{lvl}", N.aggregate_channel(lvl)) for lvl in levels]
+    channels += [(f"agg_item_{lvl}", N.item_aggregate_channel(lvl)) for lvl in item_levels or []]
+    for source, name in channels:
+        m = _hist(f"{source}_has", L)
+        df = df.withColumn("_av", F.expr(_masked(_hist(f"{source}_y", L), m)))
         df = df.withColumn("_am", F.expr(f"{_sum('_av')} / greatest({_sum(m, '0')}, 1)"))
-        df = df.withColumn(
-            N.aggregate_channel(level), F.expr("transform(_av, a -> IF(_am > 0, a / _am, 0D))")
-        ).drop("_av", "_am")
+        df = df.withColumn(name, F.expr("transform(_av, a -> IF(_am > 0, a / _am, 0D))")).drop(
+            "_av", "_am"
+        )
     return df
 
 
@@ -443,9 +448,11 @@ def build_examples(
     axis: Axis,
     levels: list[str],
     event_types: list[str] | None = None,
+    item_levels: list[str] | None = None,
 ) -> DataFrame:
     """All examples for ``rules`` from the wide per-series table (arrays + context);
-    ``event_types``: the declared types with an indicator channel."""
+    ``event_types``: the declared types with an indicator channel; ``item_levels``: the
+    product hierarchy's columns with an aggregate channel."""
     df = explode_origins(with_event_distance_arrays(wide, cfg, axis), rules, cfg)
     df = with_history(df, cfg, axis.grid)
     # weekday of the history (needs the axis' first weekday)
@@ -456,7 +463,7 @@ def build_examples(
     df = with_future(df, cfg, axis, event_types)
     df = with_scalars(df, cfg)
     df = with_neighbours(df, cfg)
-    df = with_aggregates(df, cfg, levels)
+    df = with_aggregates(df, cfg, levels, item_levels)
     # The per-series day arrays have served; the future target takes the name ``y``.
     return df.drop("y").withColumnRenamed("y_fut", "y")
 

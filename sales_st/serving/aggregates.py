@@ -17,6 +17,10 @@ set of rows (days 1..h of one series; the series of one region on one day):
 
 The quantiles are then put in order (never crossing, the median between them), cut at zero,
 and, for lead-time demand, made non-decreasing in h.
+
+A product hierarchy (``data.item_hierarchy``) adds levels of the same kind: for each of its
+columns, the group over every store (level ``<column>``, e.g. category) and the group within
+each store (level ``store_<column>``, region ``<store_id>|<group>``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,31 @@ SCORES_VERSION = 2
 MIN_SIGMA = 1e-9
 # Sums a horizon's scores are fitted on at least; fewer: pooled over its week, or all horizons.
 MIN_SCORE_ROWS = 100
+
+
+# Level of an item group within one store: its column is ``store_<item column>``.
+STORE_GROUP_PREFIX = "store_"
+
+
+def item_group_levels(item_columns: list[str]) -> list[str]:
+    """The total levels of a product hierarchy, finest first: per store and group
+    (``store_<column>``), then per group over all stores (``<column>``), for each column."""
+    return [lvl for c in item_columns for lvl in (f"{STORE_GROUP_PREFIX}{c}", c)]
+
+
+def with_item_groups(rows: DataFrame, item_columns: list[str]) -> DataFrame:
+    """``rows`` plus a ``store_<column>`` column (``<store_id>|<group>``; null without a
+    group) for each product-hierarchy column ``rows`` carries: the key of the store's group."""
+    present = [c for c in item_columns if c in rows.columns]
+    return rows.select(
+        "*",
+        *[
+            F.when(F.col(c).isNotNull(), F.concat_ws("|", "store_id", c)).alias(
+                f"{STORE_GROUP_PREFIX}{c}"
+            )
+            for c in present
+        ],
+    )
 
 
 def z_span(quantiles: list[float]) -> float:

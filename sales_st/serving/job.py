@@ -27,14 +27,16 @@ from sales_st.evaluation.selection import (
     read_selection,
     selection_path,
 )
-from sales_st.features.assemble import build_examples_df
+from sales_st.features.assemble import Wide, build_examples_df
 from sales_st.features.job import prepare
 from sales_st.features.spec import FeatureSpec
 from sales_st.runtime import tracking
 from sales_st.serving.aggregates import (
+    item_group_levels,
     median_column,
     region_totals,
     scores_for,
+    with_item_groups,
     with_lead_time,
 )
 from sales_st.serving.scoring import (
@@ -112,7 +114,7 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
     prep = prepare(spark, cfg, run_date, vocab=spec.vocab)
     cached: list[DataFrame] = []
     try:
-        check_compatible(spec, cfg, prep.wide.levels)
+        check_compatible(spec, cfg, prep.wide.levels, prep.wide.item_levels)
         total_series = prep.wide.table.count()
         examples = scoring_tasks(build_examples_df(prep.wide, cfg, ("score",)), total_series, cfg)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
@@ -137,7 +139,8 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
             forecast_comments(quantiles, regions),
         )
         replace_partition(rows, table, {"run_date": prep.run_date})
-        write_region_totals(spark, cfg, scored, pub, quantiles, by_region, prep.run_date)
+        grouped = with_item_groups(with_items(scored, prep.wide), prep.wide.item_levels)
+        write_region_totals(spark, cfg, grouped, pub, quantiles, by_region, prep.run_date)
         create_forecast_runs(spark, cfg.database, cfg.forecast.table)
     finally:
         prep.release()
@@ -267,8 +270,11 @@ def write_region_totals(
     fitted: dict[str, Any],
     run_date: dt.date,
 ) -> None:
-    """``<database>.forecasts_region``: every hierarchy level's region totals per day."""
-    levels = [c for c in cfg.data.region_columns if c in scored.columns]
+    """``<database>.forecasts_region``: every hierarchy level's region totals per day, and
+    the item groups' (``data.item_hierarchy``; ``scored`` then carries their columns, see
+    :func:`with_items`)."""
+    groups = cfg.data.region_columns + item_group_levels(cfg.data.item_columns)
+    levels = [c for c in groups if c in scored.columns]
     if not levels:
         return
     qcols = quantile_columns(quantiles)
@@ -302,6 +308,15 @@ def write_region_totals(
     )
     replace_partition(totals, table, {"run_date": run_date})
     log.info("forecast: region totals for %s -> %s", ", ".join(levels), table)
+
+
+def with_items(scored: DataFrame, wide: Wide) -> DataFrame:
+    """The forecast rows with their series' product-hierarchy columns (from the wide table;
+    the forecasts table itself does not carry them)."""
+    if not wide.item_levels:
+        return scored
+    groups = wide.table.select(*SERIES_KEY, *wide.item_levels)
+    return scored.join(groups, SERIES_KEY, "left")
 
 
 def mixed_rows(
@@ -377,19 +392,23 @@ def mixed_rows(
     )
 
 
-def check_compatible(spec: FeatureSpec, cfg: Config, levels: list[str]) -> None:
+def check_compatible(
+    spec: FeatureSpec, cfg: Config, levels: list[str], item_levels: list[str] | None = None
+) -> None:
     f = cfg.features
     want = {
         "history": f.history,
         "horizon": f.horizon,
         "k": f.spatial.k,
         "aggregate_levels": levels,
+        "item_levels": list(item_levels or []),
     }
     have = {
         "history": spec.history,
         "horizon": spec.horizon,
         "k": spec.k,
         "aggregate_levels": spec.aggregate_levels,
+        "item_levels": spec.item_levels,
     }
     if want != have:
         raise DataError(

@@ -87,8 +87,10 @@ REGION_COMMENT = (
 def region_comments(quantiles: list[float]) -> dict[str, str]:
     qs = sorted(quantiles)
     docs = {
-        "level": "hierarchy level of the region (a column of data.hierarchy: city, state, ...)",
-        "region": "the region: a value of that level's column",
+        "level": "hierarchy level of the region (a column of data.hierarchy: city, state, ...), "
+        "or of an item group (a column of data.item_hierarchy, e.g. category, or "
+        "store_<column>: the group within each store)",
+        "region": "the region: a value of that level's column (store_<column>: <store_id>|<group>)",
         "target_date": "day forecast (date)",
         "horizon": "days from the run date to target_date, 1 = the next day (days)",
         "series": "series (store, item) of the region summed (count)",
@@ -145,8 +147,8 @@ def forecast_comments(quantiles: list[float], region_columns: list[str]) -> dict
         top_history_dates="history days the temporal attention weighted most, most first "
         "(dates; forecast.top_steps of them)",
         top_history_weights="attention weights of top_history_dates (fractions of 1)",
-        spatial_sources="neighbour store ids and context channels (spatial_lag, agg_<level>) "
-        "the spatial attention weighted, most first",
+        spatial_sources="neighbour store ids and context channels (spatial_lag, agg_<level>, "
+        "item_agg_<column>) the spatial attention weighted, most first",
         spatial_weights="attention weights of spatial_sources (fractions of 1)",
         run_date="run date: the last day of observed sales the forecast used; target dates "
         "follow it (date); partition column",
