@@ -205,6 +205,41 @@ def test_spatial_lag_hand_computed_for_three_stores(built, spark):
     assert nb.groupby("store_id").weight.sum().round(9).tolist() == [1.0, 1.0, 1.0]
 
 
+def test_same_weekday_mean_falls_back_to_the_level_across_a_gap(spark, data_root):
+    """Days 40..47 of s1 missing: at origin 48, h = 6 finds neither of its same weekdays (47
+    and 40) observed, so fut_sw_mean is the series' mean level (1 in scale units), not 0;
+    the other steps average what was observed (h = 1..5: one week back only)."""
+    cfg = small_cfg(data_root, "swgap", "features.min_history=3")
+    write_inputs(spark, cfg.path("inputs"))
+    sales = spark.read.parquet(f"{cfg.path('inputs')}/sales")
+    gap = (F.col("store_id") == "s1") & F.col("date").between(
+        T0 + dt.timedelta(days=40), T0 + dt.timedelta(days=47)
+    )
+    kept = sales.where(~gap).toPandas()
+    spark.createDataFrame(kept, sales.schema).write.mode("overwrite").parquet(
+        f"{cfg.path('inputs')}/sales"
+    )
+    _, ex = examples_for(spark, cfg)
+    o = 48
+    r = ex[(ex.store_id == "s1") & (ex.origin == T0 + dt.timedelta(days=o))].iloc[0]
+    seen = [d for d in range(o - L + 1, o + 1) if not 40 <= d <= 47]
+    scale = np.mean([base_target("s1", d) for d in seen])
+    assert r.scale == pytest.approx(scale, rel=1e-6)
+    sw = []
+    for h in range(1, H + 1):
+        days = [o + h - 7 - 7 * j for j in range(2) if not 40 <= o + h - 7 - 7 * j <= 47]
+        sw.append(np.mean([base_target("s1", d) for d in days]) / scale if days else 1.0)
+    assert sw[5] == 1.0 and sw[:5] == [base_target("s1", 35 + h) / scale for h in range(5)]
+    np.testing.assert_allclose(r.fut_sw_mean, sw, rtol=1e-5)
+    # where the days were observed the mean is unchanged (origin 62: days 55..62 and 48..55)
+    r = ex[(ex.store_id == "s1") & (ex.origin == T0 + dt.timedelta(days=62))].iloc[0]
+    sw = [
+        np.mean([base_target("s1", 62 + h - 7 - 7 * j) for j in range(2)]) / r.scale
+        for h in range(1, H + 1)
+    ]
+    np.testing.assert_allclose(r.fut_sw_mean, sw, rtol=1e-5)
+
+
 def test_no_leakage_changing_data_after_an_origin(spark, data_root, built):
     _, ex = built
     origin_day = 41

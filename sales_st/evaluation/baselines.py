@@ -4,7 +4,8 @@
   days before the target day that lies in the history window; 52 weeks or 12 months
   on a weekly or monthly axis: :attr:`sales_st.data.frequency.Grid.season`);
 * ``weekday_average``: the mean of the last ``same_weekday_weeks`` observed values of the
-  same weekday (or week or month of the year: the ``fut_sw_mean`` feature times the scale);
+  same weekday (or week or month of the year: the ``fut_sw_mean`` feature times the scale;
+  the series' mean level where none of them was observed);
 * ``lightgbm``: a global gradient-boosted model (one row per example and horizon step: lags,
   rolling statistics, static and known-future features of that day), one quantile model
   per quantile, trained on the training split.

@@ -39,7 +39,8 @@ FUTURE: dict[str, str] = {
     "fut_to_holiday": "days to the next public holiday / holiday_window (1 beyond)",
     "fut_since_holiday": "days since the last public holiday / holiday_window (1 beyond)",
     "fut_doy": "day of year / 366",
-    "fut_sw_mean": "mean of the last same_weekday_weeks open same-weekday days / scale",
+    "fut_sw_mean": "mean of the last same_weekday_weeks open same-weekday days / scale "
+    "(1, the series' mean level, when none was observed)",
     "fut_last_year": "mean level 52 weeks earlier (same weekday, +-1 week) / scale",
 }
 SW_MEAN = "fut_sw_mean"

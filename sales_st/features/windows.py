@@ -143,16 +143,20 @@ def _positive_mean(values: str, mask: str) -> str:
     )
 
 
-def _open_day_means(H: int, day: str, j0: int, j1: int) -> str:
+def _open_day_means(H: int, day: str, j0: int, j1: int, none: str = "0D") -> str:
     """SQL: for each horizon step h = 1..H, the mean of ``y`` over the days ``day`` (an
     expression of h and j, for j = j0..j1) that were observed and open, divided by ``scale``;
-    0 when there is none.  (A closed day says nothing about an open one's level.)"""
+    0 when those that were not missing were all closed (a closed day says nothing about an
+    open one's level), ``none`` when they were all missing (no sales row, not known closed)."""
     return (
         f"transform(sequence(1, {H}), h -> aggregate(sequence({j0}, {j1}), "
-        "named_struct('s', 0D, 'n', 0), "
-        f"(acc, j) -> IF(has_y[{day}] = 1 AND coalesce(open[{day}], 1) = 1, "
-        f"named_struct('s', acc.s + y[{day}], 'n', acc.n + 1), acc), "
-        "acc -> IF(acc.n > 0, acc.s / acc.n / scale, 0D)))"
+        "named_struct('s', 0D, 'n', 0, 'c', 0), "
+        f"(acc, j) -> CASE WHEN coalesce(open[{day}], 1) = 0 "
+        "THEN named_struct('s', acc.s, 'n', acc.n, 'c', acc.c + 1) "
+        f"WHEN has_y[{day}] = 1 "
+        f"THEN named_struct('s', acc.s + y[{day}], 'n', acc.n + 1, 'c', acc.c) ELSE acc END, "
+        f"acc -> CASE WHEN acc.n > 0 THEN acc.s / acc.n / scale WHEN acc.c > 0 THEN 0D "
+        f"ELSE {none} END))"
     )
 
 
@@ -221,7 +225,12 @@ def with_future(
     fut_price = _fut("price", H)
     window = float(cfg.holiday_window)
     # Same season as o+h in history: o + h - P*ceil(h/P), then P, 2P, ... periods earlier.
-    sw = _open_day_means(H, f"o + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j", 0, W - 1)
+    # Where none of those periods was observed (a gap in the data: a store's missing year,
+    # a refit), the series' mean level instead, 1 in scale units: the decoder forecasts
+    # corrections to this value (model.baseline_skip), and 0 would read as "no sales".
+    sw = _open_day_means(
+        H, f"o + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j", 0, W - 1, none="1D"
+    )
     # A year earlier: o + h - 364 days (same weekday) and the weeks either side; on a weekly
     # or monthly axis, 52 weeks or 12 months and the periods either side.
     last_year = _open_day_means(H, f"o + h - {year} + {step} * j", -1, 1)
