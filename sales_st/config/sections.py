@@ -495,8 +495,9 @@ class ForecastConfig:
     model: str = "best"
     # Rows per Arrow batch fed to the model when scoring (forecast and backtest).
     batch_size: int = 512
-    # Series scored per Spark task: the run date's windows go to ceil(series / this) tasks
-    # (at most the windows' partitions), each loading the model once in its Python worker.
+    # Series scored per Spark task: the run date's windows go to one task per core, or to
+    # ceil(series / this) tasks when that is more (at most the windows' partitions); each
+    # task loads the model once in its Python worker.
     series_per_task: int = 5000
     # Add explanations: fusion gate, most-attended history days, spatial sources.
     explain: bool = True

@@ -190,10 +190,12 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
 
 
 def scoring_tasks(examples: DataFrame, series: int, cfg: Config) -> DataFrame:
-    """``examples`` in ``ceil(series / forecast.series_per_task)`` partitions (never more
-    than they have): every scoring task loads the model once in its Python worker, so a
-    small run date's windows are scored by one task instead of one per shuffle partition."""
-    tasks = max(1, math.ceil(series / max(1, cfg.forecast.series_per_task)))
+    """``examples`` in as many partitions as the cluster has cores, or more where there are
+    over ``forecast.series_per_task`` series per core (never more than they have): every
+    scoring task loads the model once in its Python worker, so a small run date's windows
+    are not scored by one task per shuffle partition, and no core waits."""
+    cores = examples.sparkSession.sparkContext.defaultParallelism
+    tasks = max(cores, math.ceil(series / max(1, cfg.forecast.series_per_task)))
     return examples.coalesce(tasks) if tasks < examples.rdd.getNumPartitions() else examples
 
 
