@@ -30,7 +30,6 @@ from typing import Any
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.storagelevel import StorageLevel
 
 from sales_st.frames import one_row
 from sales_st.storage.files import clean_stale_staging
@@ -174,34 +173,34 @@ def replace_partition(df: DataFrame, table: str, partition: dict[str, Any]) -> N
     columns = spark.table(table).columns
     ordered = df.select(*columns)
     spec = ", ".join(f"{k} = '{v}'" for k, v in partition.items())
-    # Computed once: the emptiness test and the write read the same cached rows (a lazy plan
-    # -- a model scoring, a simulation -- would otherwise run twice, or more for take(1)).
-    ordered = ordered.persist(StorageLevel.MEMORY_AND_DISK)
+    # Computed once: the emptiness test and the write read the same checkpointed rows (a
+    # lazy plan -- a model scoring, a simulation -- would otherwise run twice, or more for
+    # take(1)).  A local checkpoint, not persist(): it also cuts the lineage, so the write
+    # plans a scan of the rows, not the whole plan again, and no cache entry is left for
+    # later queries to match their plans against.  (Its blocks live on the executors until
+    # the DataFrame is collected; losing an executor before the write fails the job.)
+    ordered = ordered.localCheckpoint(eager=True)
+    if ordered.count() == 0:
+        spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({spec})")
+        return
+    # Static overwrite would delete the partition before writing; dynamic overwrite stages
+    # the files and swaps them in at commit.  Set here, not left to whoever built the session.
+    key = "spark.sql.sources.partitionOverwriteMode"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, "dynamic")
+    fail_after = int(os.environ.get(FAIL_WRITE_ENV, "0") or 0)
+    out = (
+        ordered.mapInPandas(_failing_after(fail_after), ordered.schema)  # type: ignore[arg-type]
+        if fail_after
+        else ordered
+    )
     try:
-        if ordered.count() == 0:
-            spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({spec})")
-            return
-        # Static overwrite would delete the partition before writing; dynamic overwrite stages
-        # the files and swaps them in at commit.  Set here, not left to whoever built the
-        # session.
-        key = "spark.sql.sources.partitionOverwriteMode"
-        previous = spark.conf.get(key, None)
-        spark.conf.set(key, "dynamic")
-        fail_after = int(os.environ.get(FAIL_WRITE_ENV, "0") or 0)
-        out = (
-            ordered.mapInPandas(_failing_after(fail_after), ordered.schema)  # type: ignore[arg-type]
-            if fail_after
-            else ordered
-        )
-        try:
-            out.write.insertInto(table, overwrite=True)
-        finally:
-            if previous is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, previous)
+        out.write.insertInto(table, overwrite=True)
     finally:
-        ordered.unpersist()
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
     spark.sql(f"REFRESH TABLE {table}")
 
 
