@@ -301,3 +301,59 @@ def test_fusion_gate_bias_sets_the_initial_gate():
         cfg = ModelConfig(units=16, heads=2, decoder_units=16, fusion_gate_bias=bias)
         gate = build_model(fake_spec(), cfg)(x)["gate"].numpy()
         assert lo < gate.mean() < hi, (bias, gate.mean())
+
+
+def test_members_are_averaged_and_each_is_fitted_to_its_own_loss(tmp_path):
+    """model.members: M networks in one model.  The forecast is the mean of the members'
+    quantiles; the training loss is the mean of each member's own pinball loss, so a
+    member's gradient is what it would be alone (over M), whatever the other members say."""
+    from sales_st.training.store import save_weights, verify_outputs
+
+    spec = fake_spec()
+    cfg = ModelConfig(units=16, heads=2, decoder_units=16, members=2)
+    tf.keras.utils.set_random_seed(1)
+    full = build_model(spec, cfg)
+    x = inputs(seed=3)
+    out = full(x)
+    m0, m1 = (full.get_layer(f"member_{i}")(x) for i in range(2))
+    assert out["member_quantiles"].shape == (B, 2, H, 3)
+    assert not np.allclose(m0["quantiles"].numpy(), m1["quantiles"].numpy())  # two inits
+    mean = (m0["quantiles"].numpy() + m1["quantiles"].numpy()) / 2
+    np.testing.assert_allclose(out["quantiles"].numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(out["gate"].numpy(), (m0["gate"] + m1["gate"]).numpy() / 2)
+
+    y = tf.stack([tf.random.uniform((B, H)) * 3, tf.ones((B, H))], axis=-1)
+    loss = pinball_loss(cfg.quantiles, log_offset=1.0)
+    w0 = full.get_layer("member_0").trainable_weights
+    with tf.GradientTape(persistent=True) as tape:
+        o = full(x)
+        both = tf.reduce_mean(loss(y, o["member_quantiles"]))
+        alone = tf.reduce_mean(loss(y, o["member_quantiles"][:, 0]))
+        other = tf.reduce_mean(loss(y, o["member_quantiles"][:, 1]))
+    np.testing.assert_allclose(both.numpy(), (alone.numpy() + other.numpy()) / 2, rtol=1e-6)
+    for g_both, g_alone in zip(tape.gradient(both, w0), tape.gradient(alone, w0), strict=True):
+        g_both, g_alone = tf.convert_to_tensor(g_both), tf.convert_to_tensor(g_alone)
+        np.testing.assert_allclose(g_both.numpy(), g_alone.numpy() / 2, rtol=1e-4, atol=1e-7)
+
+    save_weights(full, spec, str(tmp_path))
+    tf.keras.utils.set_random_seed(2)
+    served = build_model(spec, cfg)
+    served.load_weights(str(tmp_path / "weights.h5"))
+    np.testing.assert_array_equal(served(x)["quantiles"].numpy(), out["quantiles"].numpy())
+    verify_outputs(served, spec, str(tmp_path))
+    assert set_trainable(served, ["temporal"]) and not encoder_weights(served, "temporal")
+
+
+def test_compiled_scoring_call_matches_the_eager_model_for_any_batch_size():
+    """The forecast job calls the model as one graph (serving.scoring.compiled_call): same
+    outputs as the eager call, traced once for every batch size."""
+    from sales_st.serving.scoring import compiled_call
+
+    full = build_model(fake_spec(), ModelConfig(units=16, heads=2, decoder_units=16, members=2))
+    call = compiled_call(full)
+    for n in (B, 3, 1):
+        x = inputs(seed=n, n=n)
+        got, want = call(x), full(x, training=False)
+        for name in ("quantiles", "temporal_attention", "spatial_attention", "gate"):
+            np.testing.assert_allclose(got[name].numpy(), want[name].numpy(), rtol=1e-5, atol=1e-6)
+    assert call.experimental_get_tracing_count() == 1

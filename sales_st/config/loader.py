@@ -233,6 +233,7 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
         ),
         (cfg.evaluate.selection_max_rows >= 1, "evaluate.selection_max_rows", "at least 1"),
         (cfg.model.log_offset > 0, "model.log_offset", "above 0"),
+        (cfg.model.members >= 1, "model.members", "at least 1"),
         (
             all(0 < v < 1 for v in cfg.replenish.simulate_levels),
             "replenish.simulate_levels",

@@ -433,6 +433,10 @@ class ModelConfig:
     target_space: Literal["log", "scaled"] = "log"
     # c of the log space: larger is closer to the scaled space (more weight on big days).
     log_offset: float = 1.0
+    # Seed ensemble inside one model: this many copies of the network, each initialised
+    # differently and fitted to its own loss on the same batches; the forecast is the mean
+    # of their quantiles.  Training and scoring cost grow about this many times.
+    members: int = 1
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ known-future covariates of day o+h and a horizon embedding, and emits quantiles 
 cross (median plus/minus cumulative softplus offsets), as corrections to the same-weekday
 mean of the last weeks (``baseline_skip``).
 
+With ``model.members`` M > 1 the model holds M such networks (a seed ensemble): the forecast
+is the mean of their quantiles, and each is fitted to its own loss on the same batches.
+
 Layer names carry the encoder they belong to (``temporal_``, ``spatial_``, ``static_``,
 ``fusion_``, ``decoder_``) so fine-tuning can freeze encoders by name.
 
@@ -293,7 +296,26 @@ def lead_lag_path(
 
 
 def build_model(spec: FeatureSpec, cfg: ModelConfig) -> keras.Model:
-    """The full model; outputs ``quantiles`` [B, H, Q] (scaled units) and explanations."""
+    """The full model; outputs ``quantiles`` [B, H, Q] (scaled units) and explanations.
+
+    With ``model.members`` M > 1 it holds M copies of the network, each initialised
+    differently (a seed ensemble in one model): ``quantiles`` is the mean of the members'
+    quantiles (and the explanations the mean of theirs), and ``member_quantiles``
+    [B, M, H, Q] keeps them apart for training, where each member is fitted to its own loss
+    (:func:`pinball_loss`), so the members learn independently from the same batches."""
+    if cfg.members <= 1:
+        return _network(spec, cfg, "st_forecaster")
+    inp = model_inputs(input_dims(spec))
+    outs = [_network(spec, cfg, f"member_{i}")(inp) for i in range(cfg.members)]
+    stacked = tf.stack([o["quantiles"] for o in outs], axis=1)
+    outputs = {"quantiles": tf.reduce_mean(stacked, axis=1), "member_quantiles": stacked}
+    for name in ("temporal_attention", "spatial_attention", "gate"):
+        outputs[name] = tf.add_n([o[name] for o in outs]) / float(cfg.members)
+    return keras.Model(inp, outputs, name="st_forecaster")
+
+
+def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
+    """One member: the network of the module docstring."""
     dims = input_dims(spec)
     d = cfg.units
     inp = model_inputs(dims)
@@ -376,7 +398,12 @@ def build_model(spec: FeatureSpec, cfg: ModelConfig) -> keras.Model:
         "spatial_attention": beta,
         "gate": gate,
     }
-    return keras.Model(inp, outputs, name="st_forecaster")
+    return keras.Model(inp, outputs, name=name)
+
+
+def training_output(cfg: ModelConfig) -> str:
+    """The output the training loss reads: each member's quantiles when there are several."""
+    return "member_quantiles" if cfg.members > 1 else "quantiles"
 
 
 def monotone_quantiles(raw: tf.Tensor, quantiles: list[float]) -> tf.Tensor:
@@ -393,10 +420,17 @@ def monotone_quantiles(raw: tf.Tensor, quantiles: list[float]) -> tf.Tensor:
 
 def pinball_loss(quantiles: list[float], log_offset: float | None = None):
     """Masked pinball loss; ``y_true`` is [B, H, 2] = (scaled target, mask).  With
-    ``log_offset`` c, on log(y + c) and log(prediction + c) (see ``target_space``)."""
+    ``log_offset`` c, on log(y + c) and log(prediction + c) (see ``target_space``).
+
+    ``y_pred`` is [B, H, Q], or [B, M, H, Q] for the M members of an ensemble: then the
+    loss is the mean of the members' own losses, so no member's gradient depends on
+    another's output (they are not fitted as one averaged model)."""
     q = tf.constant(sorted(quantiles), dtype=tf.float32)
 
     def loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        members = y_pred.shape.rank == 4
+        if members:
+            y_true = y_true[:, None]
         y, mask = y_true[..., :1], y_true[..., 1]
         if log_offset is not None:
             c = log_offset
@@ -404,7 +438,8 @@ def pinball_loss(quantiles: list[float], log_offset: float | None = None):
             y_pred = tf.math.log(tf.maximum(y_pred + c, 1e-6))
         err = y - y_pred  # [B, H, Q]
         pin = tf.reduce_mean(tf.maximum(q * err, (q - 1.0) * err), axis=-1)
-        return tf.reduce_sum(pin * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+        per = tf.reduce_sum(pin * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+        return tf.reduce_mean(per, axis=-1) if members else per
 
     loss.__name__ = "pinball"
     return loss

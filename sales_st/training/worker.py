@@ -302,10 +302,10 @@ def _compiled_model(
     optimizer, the digest of the starting weights -- the parent's when fine-tuning)."""
     from tensorflow import keras
 
-    from sales_st.model.network import build_model, pinball_loss, set_trainable
+    from sales_st.model.network import build_model, pinball_loss, set_trainable, training_output
 
     full = build_model(spec, mcfg)
-    model = keras.Model(full.input, full.output["quantiles"])
+    model = keras.Model(full.input, full.output[training_output(mcfg)])
     if plan.init_weights:
         full.load_weights(plan.init_weights)
         log.info("initialised from %s", plan.init_weights)
