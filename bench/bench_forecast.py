@@ -4,9 +4,10 @@
 
 On the demo panel (model trained for 2 epochs), the same windows (the training split, for
 volume) are scored (a) by the forecast job's Spark path -- mapInPandas, model loaded once per
-Python worker, Arrow batches, long rows out, written to Parquet -- and (b) by model.predict on
-tensors already in memory (one process).  Also times the whole forecast job (rebuilding the
-scoring windows with the feature code and replacing the table partition).
+Python worker, Arrow batches, long rows out, written to Parquet -- with and without the
+explanations, and (b) by model.predict on tensors already in memory (one process).  Also times
+the whole forecast job (rebuilding the scoring windows with the feature code and replacing the
+table partition).  Figures: bench/results/forecast.json.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from common import config, session, table
+from common import config, session, table, write_results
 
 from sales_st.data.synthetic import write_generated
 from sales_st.features.job import run_features
@@ -42,11 +43,13 @@ def main() -> None:
         q = [0.1, 0.5, 0.9]
         # warm the Python workers' model cache, then time
         score_examples(examples.limit(100), root, mid, q, regions, feats.run_date, True, 3).count()
-        t0 = time.perf_counter()
-        score_examples(examples, root, mid, q, regions, feats.run_date, True, 3).write.mode(
-            "overwrite"
-        ).parquet(f"{tmp}/scored")
-        spark_s = time.perf_counter() - t0
+        spark_s = {}
+        for explain in (True, False):
+            t0 = time.perf_counter()
+            score_examples(examples, root, mid, q, regions, feats.run_date, explain, 3).write.mode(
+                "overwrite"
+            ).parquet(f"{tmp}/scored")
+            spark_s[explain] = time.perf_counter() - t0
 
         full, _, _ = model_store.load_model(root, mid)
         pdf = examples.toPandas()  # the benchmark's in-memory reference
@@ -61,18 +64,22 @@ def main() -> None:
         job_s = time.perf_counter() - t0
         rows = [
             {
-                "path": "Spark mapInPandas (+explanations, Parquet)",
+                "path": f"Spark mapInPandas ({'+' if explain else 'no '}explanations, Parquet)",
                 "windows": n,
-                "seconds": spark_s,
-                "windows/s": n / spark_s,
-                "forecasts/s": n * H / spark_s,
-            },
+                "seconds": spark_s[explain],
+                "windows/s": n / spark_s[explain],
+                "forecasts/s": n * H / spark_s[explain],
+                "speed vs predict": predict_s / spark_s[explain],
+            }
+            for explain in (True, False)
+        ] + [
             {
                 "path": "model.predict, in-memory tensors",
                 "windows": n,
                 "seconds": predict_s,
                 "windows/s": n / predict_s,
                 "forecasts/s": n * H / predict_s,
+                "speed vs predict": 1.0,
             },
             {
                 "path": "whole forecast job (features + score + table)",
@@ -80,6 +87,7 @@ def main() -> None:
                 "seconds": job_s,
                 "windows/s": job.series / job_s,
                 "forecasts/s": job.rows / job_s,
+                "speed vs predict": "–",
             },
         ]
         print(
@@ -89,7 +97,8 @@ def main() -> None:
                 f"{spark.sparkContext.defaultParallelism} cores)",
             )
         )
-        print(f"Spark path / model.predict time ratio: {spark_s / predict_s:.2f}")
+        cores = spark.sparkContext.defaultParallelism
+        print(f"written to {write_results('forecast', {'cores': cores, 'rows': rows})}")
         spark.stop()
 
 
