@@ -120,6 +120,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--env", default="local")
     p.add_argument("--run-date", default=None)
+    p.add_argument(
+        "--name", default=None, help="results file bench/results/<name>.json (accuracy_<dataset>)"
+    )
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     cfg = config(ROOT / "data", *a.overrides, env=a.env)
@@ -173,11 +176,12 @@ def main() -> None:
         )
     decided = decisions(cfg, run)
     out = write_results(
-        f"accuracy_{cfg.data.name}",
+        a.name or f"accuracy_{cfg.data.name}",
         {
             "dataset": cfg.data.name,
             "run_date": run,
             "metric_filter": cfg.evaluate.metric_filter,
+            "overrides": a.overrides,
             "overall": overall,
             "rmspe_by_horizon_week": weeks,
             "origins": sorted(str(o) for o in scored.origin.unique()),
