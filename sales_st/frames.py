@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import pandas as pd
-from pyspark.sql import DataFrame, Row
+from pyspark.sql import DataFrame, Row, SparkSession
 
 
 def one_row(df: DataFrame) -> Row:
@@ -19,3 +21,18 @@ def one_row(df: DataFrame) -> Row:
 def to_pandas(df: DataFrame) -> pd.DataFrame:
     """``df.toPandas()`` typed as a pandas DataFrame; for small results only."""
     return cast(pd.DataFrame, df.toPandas())
+
+
+@contextmanager
+def phase(spark: SparkSession, what: str) -> Iterator[None]:
+    """Name the Spark jobs run inside the block ``what`` (their description in the Spark UI,
+    the history server and the event log), so that a profile reads "features: example
+    windows" rather than "parquet at NativeMethodAccessorImpl.java:0"; the name the block
+    found is restored after it."""
+    sc = spark.sparkContext
+    before = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(what)
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.job.description", before)  # type: ignore[arg-type]

@@ -553,3 +553,21 @@ def test_history_server_script_fails_in_one_line_and_starts_nothing(tmp_path, ar
     out = (proc.stdout + proc.stderr).strip().splitlines()
     assert proc.returncode == code and len(out) == 1 and says in out[0], out
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*.pid"))
+
+
+def test_phase_names_the_jobs_of_its_block_and_restores_the_name_it_found(spark):
+    from sales_st.frames import phase
+
+    sc = spark.sparkContext
+    key = "spark.job.description"
+    assert sc.getLocalProperty(key) is None
+    with phase(spark, "features: example windows"):
+        assert sc.getLocalProperty(key) == "features: example windows"
+        with phase(spark, "inner"):
+            assert spark.range(10).count() == 10
+            assert sc.getLocalProperty(key) == "inner"
+        assert sc.getLocalProperty(key) == "features: example windows"
+    assert sc.getLocalProperty(key) is None
+    with pytest.raises(ZeroDivisionError), phase(spark, "failing"):
+        1 / 0
+    assert sc.getLocalProperty(key) is None

@@ -32,6 +32,7 @@ from sales_st.features.assemble import (
 )
 from sales_st.features.calendar import make_axis
 from sales_st.features.spec import SPLITS, FeatureSpec, SplitInfo, features_id, write_spec
+from sales_st.frames import phase
 from sales_st.storage.catalog import RunSummary, write_quarantine
 from sales_st.storage.files import write_json, write_parquet_atomic
 
@@ -133,7 +134,8 @@ def run_features(
     spark: SparkSession, cfg: Config, run_date: dt.date | None, run_id: str = "adhoc"
 ) -> FeatureResult:
     """Build and write every split, the neighbour table, the quarantine and the spec."""
-    prep = prepare(spark, cfg, run_date)
+    with phase(spark, "features: read, validate and densify the inputs"):
+        prep = prepare(spark, cfg, run_date)
     try:
         return _write_features(spark, cfg, prep, run_id)
     finally:
@@ -168,19 +170,27 @@ def write_quarantine_and_account(
 
 def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: str) -> FeatureResult:
     out_dir = cfg.path("features")
-    counts = write_quarantine_and_account(spark, cfg, prep.validation, run_id)
+    with phase(spark, "features: quarantine and accounting"):
+        counts = write_quarantine_and_account(spark, cfg, prep.validation, run_id)
     quarantined_out = counts["quarantined_total_written"]
 
-    neighbours = write_parquet_atomic(prep.wide.neighbours.coalesce(1), f"{out_dir}/neighbours")
+    with phase(spark, "features: neighbour table"):
+        neighbours = write_parquet_atomic(prep.wide.neighbours.coalesce(1), f"{out_dir}/neighbours")
     examples = build_examples_df(prep.wide, cfg, SPLITS)
-    examples_dir = write_parquet_atomic(
-        examples.repartition(max(2, spark.sparkContext.defaultParallelism), "store_id", "item_id"),
-        f"{out_dir}/examples",
-        partition_by=["split"],
-        max_records_per_file=cfg.features.rows_per_file,
-    )
+    with phase(spark, "features: example windows"):
+        examples_dir = write_parquet_atomic(
+            examples.repartition(
+                max(2, spark.sparkContext.defaultParallelism), "store_id", "item_id"
+            ),
+            f"{out_dir}/examples",
+            partition_by=["split"],
+            max_records_per_file=cfg.features.rows_per_file,
+        )
     written = spark.read.parquet(examples_dir)
-    split_rows = {r["split"]: int(r["count"]) for r in written.groupBy("split").count().collect()}
+    with phase(spark, "features: split counts and scalers"):
+        split_rows = {
+            r["split"]: int(r["count"]) for r in written.groupBy("split").count().collect()
+        }
     if not split_rows.get("train") or not split_rows.get("val"):
         raise DataError(
             f"run date {prep.run_date}: no training ({split_rows.get('train', 0)}) or "
@@ -189,7 +199,8 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
             "features.splits"
         )
     layout = layout_for(cfg, prep.wide)
-    scalers = fit_scalers(written.where(F.col("split") == "train"), layout.numeric)
+    with phase(spark, "features: split counts and scalers"):
+        scalers = fit_scalers(written.where(F.col("split") == "train"), layout.numeric)
     settings = cfg.fingerprint("features", "data", "validation")
     spec = FeatureSpec(
         layout=layout,

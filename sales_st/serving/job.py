@@ -30,6 +30,7 @@ from sales_st.evaluation.selection import (
 from sales_st.features.assemble import Wide, build_examples_df
 from sales_st.features.job import prepare
 from sales_st.features.spec import FeatureSpec
+from sales_st.frames import phase
 from sales_st.runtime import tracking
 from sales_st.serving.aggregates import (
     item_group_levels,
@@ -111,11 +112,13 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
     meta = model_store.load_meta(root, first)
     spec = model_store.load_spec(root, first)
     log.info("forecast: publishing %s (%s)", pub.method, pub.model_id)
-    prep = prepare(spark, cfg, run_date, vocab=spec.vocab)
+    with phase(spark, "forecast: read, validate and densify the inputs"):
+        prep = prepare(spark, cfg, run_date, vocab=spec.vocab)
     cached: list[DataFrame] = []
     try:
         check_compatible(spec, cfg, prep.wide.levels, prep.wide.item_levels)
-        total_series = prep.wide.table.count()
+        with phase(spark, "forecast: series count"):
+            total_series = prep.wide.table.count()
         examples = scoring_tasks(build_examples_df(prep.wide, cfg, ("score",)), total_series, cfg)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.forecast.batch_size))
         quantiles = meta["model_config"]["quantiles"]
@@ -138,17 +141,20 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
             FORECASTS_COMMENT,
             forecast_comments(quantiles, regions),
         )
-        replace_partition(rows, table, {"run_date": prep.run_date})
+        with phase(spark, "forecast: score and write the forecasts"):
+            replace_partition(rows, table, {"run_date": prep.run_date})
         grouped = with_item_groups(with_items(scored, prep.wide), prep.wide.item_levels)
-        write_region_totals(spark, cfg, grouped, pub, quantiles, by_region, prep.run_date)
+        with phase(spark, "forecast: region totals"):
+            write_region_totals(spark, cfg, grouped, pub, quantiles, by_region, prep.run_date)
         create_forecast_runs(spark, cfg.database, cfg.forecast.table)
     finally:
         prep.release()
         for df in cached:
             df.unpersist()
     written = spark.table(table).where(F.col("run_date") == F.lit(prep.run_date))
-    n_rows = written.count()
-    n_series = written.select(*SERIES_KEY).distinct().count()
+    with phase(spark, "forecast: check what was written"):
+        n_rows = written.count()
+        n_series = written.select(*SERIES_KEY).distinct().count()
     if n_series < total_series:
         log.warning(
             "forecast: %d of %d series have no scoring window (too little history)",
