@@ -141,3 +141,21 @@ def test_table_is_readable_with_sql_from_another_process(spark, tiny_cfg, first)
     assert spark_rows == rows
     p50 = partition(spark, first.run_date).agg(F.sum("p50")).first()[0]
     assert np.isfinite(p50)
+
+
+def test_scoring_tasks_one_per_core_more_for_many_series_never_more_than_partitions(
+    spark, tmp_path
+):
+    from sales_st.serving.job import scoring_tasks
+    from tests.conftest import make_config
+
+    cores = spark.sparkContext.defaultParallelism
+    cfg = make_config(tmp_path, "forecast.series_per_task=10")
+    examples = spark.range(1000).repartition(cores + 6)
+    # few series: one task per core
+    assert scoring_tasks(examples, 5, cfg).rdd.getNumPartitions() == cores
+    # ceil(45 / 10) = 5 tasks per 10 series, when that is more than the cores
+    assert scoring_tasks(examples, 45, cfg).rdd.getNumPartitions() == max(cores, 5)
+    # never more tasks than the windows have partitions
+    assert scoring_tasks(examples, 10_000, cfg).rdd.getNumPartitions() == cores + 6
+    assert scoring_tasks(examples, 45, cfg).count() == 1000

@@ -568,6 +568,6 @@ def test_phase_names_the_jobs_of_its_block_and_restores_the_name_it_found(spark)
             assert sc.getLocalProperty(key) == "inner"
         assert sc.getLocalProperty(key) == "features: example windows"
     assert sc.getLocalProperty(key) is None
-    with pytest.raises(ZeroDivisionError), phase(spark, "failing"):
-        1 / 0
+    with pytest.raises(RuntimeError, match="a failing step"), phase(spark, "failing"):
+        raise RuntimeError("a failing step")
     assert sc.getLocalProperty(key) is None

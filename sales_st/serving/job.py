@@ -202,7 +202,8 @@ def scoring_tasks(examples: DataFrame, series: int, cfg: Config) -> DataFrame:
     are not scored by one task per shuffle partition, and no core waits."""
     cores = examples.sparkSession.sparkContext.defaultParallelism
     tasks = max(cores, math.ceil(series / max(1, cfg.forecast.series_per_task)))
-    return examples.coalesce(tasks) if tasks < examples.rdd.getNumPartitions() else examples
+    # coalesce never adds partitions: with fewer partitions than tasks it changes nothing
+    return examples.coalesce(tasks)
 
 
 def score_published(
