@@ -28,7 +28,7 @@ from sales_st.training.driver import run_training
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = config(tmp, "train.ablation=false", "train.epochs=2")
+        cfg = config(tmp, "train.ablation=false", "train.epochs=2", "forecast.model=latest")
         spark = session(cfg, "bench.forecast")
         write_generated(spark, cfg.data.generator, cfg.path("inputs"))
         feats = run_features(spark, cfg, None)
