@@ -215,7 +215,20 @@ def predict_batch(
     }
 
 
-def long_rows(
+def window_ddl(quantiles: list[float], region_columns: list[str]) -> str:
+    """What the Python scorer returns: one row per example window, each quantile as an
+    array over the horizon; :func:`score_examples` explodes it into forecast rows."""
+    qcols = ", ".join(f"{c}_h ARRAY<DOUBLE>" for c in quantile_columns(quantiles))
+    keys = ", ".join(f"{c} STRING" for c in SERIES_KEY + list(region_columns))
+    return (
+        keys + ", origin DATE, " + qcols + ", "
+        "model_id STRING, gate DOUBLE, "
+        "top_history_dates ARRAY<DATE>, top_history_weights ARRAY<DOUBLE>, "
+        "spatial_sources ARRAY<STRING>, spatial_weights ARRAY<DOUBLE>, run_date DATE"
+    )
+
+
+def window_rows(
     pdf: pd.DataFrame,
     pred: dict[str, np.ndarray],
     spec: FeatureSpec,
@@ -226,26 +239,22 @@ def long_rows(
     explain: bool,
     top_steps: int,
 ) -> pd.DataFrame:
-    """One row per (example, horizon step)."""
-    n, H, L = len(pdf), spec.horizon, spec.history
-    origin = pd.to_datetime(pdf["origin"]).to_numpy()
-    rep = np.repeat(np.arange(n), H)
-    steps = np.tile(np.arange(1, H + 1), n)
-    out = pd.DataFrame({c: _opt(pdf, c)[rep] for c in SERIES_KEY + list(region_columns)})
-    out["target_date"] = spec.period.shift_np(origin[rep], steps)
-    out["horizon"] = steps.astype(np.int32)
-    q = pred["quantiles"].reshape(n * H, -1)
+    """One row per example window (:func:`window_ddl`): the explanations are made once per
+    window, and Spark repeats them over the horizon, not Python."""
+    n, L = len(pdf), spec.history
+    origin = pd.to_datetime(pdf["origin"]).to_numpy().astype("datetime64[D]")
+    out = pd.DataFrame({c: _opt(pdf, c) for c in SERIES_KEY + list(region_columns)})
+    out["origin"] = origin.astype(dt.date)
+    q = pred["quantiles"]  # [n, H, Q]
     for i, c in enumerate(qcols):
-        out[c] = q[:, i]
+        out[f"{c}_h"] = list(q[:, :, i])
     out["model_id"] = model_id
-    ctx_names = [c.replace("hist_", "") for c in spec.layout.context_hist]
     if explain:
+        ctx_names = [c.replace("hist_", "") for c in spec.layout.context_hist]
         alpha = pred["temporal_attention"]
         top = np.argsort(-alpha, axis=1)[:, :top_steps]
         back = spec.period.shift_np(np.repeat(origin, top.shape[1]), (top - (L - 1)).ravel())
         back = back.reshape(top.shape).astype(dt.date)
-        days = [list(row) for row in back]
-        weights = [[float(alpha[i, j]) for j in row] for i, row in enumerate(top)]
         beta = pred["spatial_attention"]
         sources, sweights = [], []
         nbr_ids: list[Any] = list(pdf["nbr_ids"]) if "nbr_ids" in pdf else [None] * n
@@ -258,11 +267,11 @@ def long_rows(
             )
             sources.append([s for _, s in pairs])
             sweights.append([w for w, _ in pairs])
-        out["gate"] = pred["gate"].astype(np.float64)[rep]
-        out["top_history_dates"] = [days[i] for i in rep]
-        out["top_history_weights"] = [weights[i] for i in rep]
-        out["spatial_sources"] = [sources[i] for i in rep]
-        out["spatial_weights"] = [sweights[i] for i in rep]
+        out["gate"] = pred["gate"].astype(np.float64)
+        out["top_history_dates"] = [list(r) for r in back]
+        out["top_history_weights"] = list(np.take_along_axis(alpha, top, axis=1).astype(np.float64))
+        out["spatial_sources"] = sources
+        out["spatial_weights"] = sweights
     else:
         out["gate"] = np.nan
         for c in ("top_history_dates", "top_history_weights", "spatial_sources", "spatial_weights"):
@@ -291,7 +300,7 @@ def scorer(
             if pdf.empty:
                 continue
             pred = predict_batch(full, spec, pdf, calibration, call)
-            rows = long_rows(
+            rows = window_rows(
                 pdf,
                 pred,
                 spec,
@@ -319,8 +328,28 @@ def score_examples(
     calibrated: bool = True,
 ) -> DataFrame:
     """Forecast rows (the forecasts table's columns) for every example row; intervals
-    conformally calibrated when the model has offsets (and ``calibrated``)."""
+    conformally calibrated when the model has offsets (and ``calibrated``).  Python scores
+    and explains each window once; the JVM spreads it over the horizon's rows."""
     qcols = quantile_columns(quantiles)
     calibration = model_store.load_calibration(root, mid) if calibrated else None
+    grid = model_store.load_spec(root, mid).period
     fn = scorer(root, mid, qcols, region_columns, run_date, explain, top_steps, calibration)
-    return examples.mapInPandas(fn, forecast_ddl(quantiles, region_columns))  # type: ignore[arg-type]
+    windows = examples.mapInPandas(fn, window_ddl(quantiles, region_columns))  # type: ignore[arg-type]
+    steps = windows.select(
+        "*", F.posexplode(F.arrays_zip(*[f"{c}_h" for c in qcols])).alias("_h0", "_q")
+    )
+    horizon = (F.col("_h0") + 1).cast("int")
+    keys = [F.col(c) for c in SERIES_KEY + list(region_columns)]
+    return steps.select(
+        *keys,
+        grid.shift_col(F.col("origin"), horizon).alias("target_date"),
+        horizon.alias("horizon"),
+        *[F.col(f"_q.{c}_h").alias(c) for c in qcols],
+        "model_id",
+        "gate",
+        "top_history_dates",
+        "top_history_weights",
+        "spatial_sources",
+        "spatial_weights",
+        "run_date",
+    )
