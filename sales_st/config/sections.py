@@ -322,7 +322,9 @@ class SplitsConfig:
     # Days between backtest (test) origins, from val_end up to the run date.
     test_stride: int = 7
     # Days between training origins (0: features.stride).  1 puts origins on every weekday
-    # of every series; pair it with train.epoch_fraction.
+    # of every series; pair it with train.epoch_fraction.  Measured on Rossmann (1 with
+    # epoch_fraction 0.143 against 7): RMSPE fused 0.135 -> 0.133, best 0.125 -> 0.122,
+    # no loss on the run date's weekday, 7x the training windows (features 132 s -> 849 s).
     train_stride: int = 0
     # Where each series' training origins fall within the stride: "run_date" puts them all
     # on the run date's weekday; "series" shifts them by a per-series offset (a hash of the
