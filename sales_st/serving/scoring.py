@@ -49,15 +49,20 @@ def method_rows(
     )
 
 
+# The columns after the quantiles, in forecast rows and in the scorer's window rows: the
+# model id, the explanations (one set per window, the same at every horizon step), the run date.
+TAIL_DDL = (
+    "model_id STRING, gate DOUBLE, top_history_dates ARRAY<DATE>, "
+    "top_history_weights ARRAY<DOUBLE>, spatial_sources ARRAY<STRING>, "
+    "spatial_weights ARRAY<DOUBLE>, run_date DATE"
+)
+TAIL_COLUMNS = [field.split()[0] for field in TAIL_DDL.split(", ")]
+
+
 def forecast_ddl(quantiles: list[float], region_columns: list[str]) -> str:
     qcols = ", ".join(f"{c} DOUBLE" for c in quantile_columns(quantiles))
     keys = ", ".join(f"{c} STRING" for c in SERIES_KEY + list(region_columns))
-    return (
-        keys + ", target_date DATE, horizon INT, " + qcols + ", "
-        "model_id STRING, gate DOUBLE, "
-        "top_history_dates ARRAY<DATE>, top_history_weights ARRAY<DOUBLE>, "
-        "spatial_sources ARRAY<STRING>, spatial_weights ARRAY<DOUBLE>, run_date DATE"
-    )
+    return f"{keys}, target_date DATE, horizon INT, {qcols}, {TAIL_DDL}"
 
 
 def forecast_table_ddl(quantiles: list[float], region_columns: list[str]) -> str:
@@ -220,12 +225,7 @@ def window_ddl(quantiles: list[float], region_columns: list[str]) -> str:
     array over the horizon; :func:`score_examples` explodes it into forecast rows."""
     qcols = ", ".join(f"{c}_h ARRAY<DOUBLE>" for c in quantile_columns(quantiles))
     keys = ", ".join(f"{c} STRING" for c in SERIES_KEY + list(region_columns))
-    return (
-        keys + ", origin DATE, " + qcols + ", "
-        "model_id STRING, gate DOUBLE, "
-        "top_history_dates ARRAY<DATE>, top_history_weights ARRAY<DOUBLE>, "
-        "spatial_sources ARRAY<STRING>, spatial_weights ARRAY<DOUBLE>, run_date DATE"
-    )
+    return f"{keys}, origin DATE, {qcols}, {TAIL_DDL}"
 
 
 def window_rows(
@@ -274,7 +274,7 @@ def window_rows(
         out["spatial_weights"] = sweights
     else:
         out["gate"] = np.nan
-        for c in ("top_history_dates", "top_history_weights", "spatial_sources", "spatial_weights"):
+        for c in TAIL_COLUMNS[2:-1]:  # the explanation lists
             out[c] = None
     out["run_date"] = run_date
     return out
@@ -345,11 +345,5 @@ def score_examples(
         grid.shift_col(F.col("origin"), horizon).alias("target_date"),
         horizon.alias("horizon"),
         *[F.col(f"_q.{c}_h").alias(c) for c in qcols],
-        "model_id",
-        "gate",
-        "top_history_dates",
-        "top_history_weights",
-        "spatial_sources",
-        "spatial_weights",
-        "run_date",
+        *TAIL_COLUMNS,
     )
