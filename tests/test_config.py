@@ -69,6 +69,9 @@ def test_semantic_checks(tmp_path):
     write(tmp_path, "base.yaml", "model:\n  quantiles: [0.1, 0.9]\n")
     with pytest.raises(ConfigError, match=r"model\.quantiles.*including 0\.5"):
         load_config(tmp_path)
+    write(tmp_path, "base.yaml", "model:\n  decoder_dropout: 1.0\n")
+    with pytest.raises(ConfigError, match=r"model\.decoder_dropout.*in \[0, 1\)"):
+        load_config(tmp_path)
     write(tmp_path, "base.yaml", "features:\n  splits:\n    train_end: '2023-13-01'\n")
     with pytest.raises(ConfigError, match=r"features\.splits\.train_end.*YYYY-MM-DD"):
         load_config(tmp_path)

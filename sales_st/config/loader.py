@@ -234,6 +234,8 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
         (cfg.evaluate.selection_max_rows >= 1, "evaluate.selection_max_rows", "at least 1"),
         (cfg.model.log_offset > 0, "model.log_offset", "above 0"),
         (cfg.model.members >= 1, "model.members", "at least 1"),
+        (0 <= cfg.model.dropout < 1, "model.dropout", "in [0, 1)"),
+        (0 <= cfg.model.decoder_dropout < 1, "model.decoder_dropout", "in [0, 1)"),
         (
             all(0 < v < 1 for v in cfg.replenish.simulate_levels),
             "replenish.simulate_levels",

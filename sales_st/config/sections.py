@@ -420,6 +420,8 @@ class ModelConfig:
     quantiles: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
     # Width of the two dense layers of the decoder.
     decoder_units: int = 64
+    # Dropout rate after each dense layer of the decoder (0 = none).
+    decoder_dropout: float = 0.0
     # The decoder predicts corrections to the same-weekday mean of recent weeks (a skip
     # connection from the fut_sw_mean input), not levels from scratch.
     baseline_skip: bool = True

@@ -376,7 +376,11 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
         ]
     )
     x = layers.Dense(cfg.decoder_units, activation="relu", name="decoder_d1")(dec_in)
+    if cfg.decoder_dropout:
+        x = layers.Dropout(cfg.decoder_dropout, name="decoder_drop_1")(x)
     x = layers.Dense(cfg.decoder_units, activation="relu", name="decoder_d2")(x)
+    if cfg.decoder_dropout:
+        x = layers.Dropout(cfg.decoder_dropout, name="decoder_drop_2")(x)
     raw = layers.Dense(len(cfg.quantiles), name="decoder_q")(x)
     quantiles = monotone_quantiles(raw, cfg.quantiles)
     fut_names = spec.layout.fut
