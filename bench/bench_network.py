@@ -1,0 +1,222 @@
+"""Network ablations on a stored example table, trained in one process: minutes, not a pipeline.
+
+    .venv/bin/python bench/bench_network.py --env local,rossmann \\
+        --variant base= --variant no_store_emb=drop_cat=store_id_idx \\
+        --variant decoder_dropout=model.decoder_dropout=0.2
+
+Reads the feature job's current example table (``paths.features``, as the training job does),
+holds the train / val / test splits in memory, and for each variant builds the model of
+``model.*`` (config plus the variant's overrides), trains it with the training job's loss,
+optimiser, early stopping and learning-rate decay -- but in this process, without Horovod or
+Petastorm, at the effective batch and learning rate of ``train.ranks`` ranks -- and scores the
+validation and test windows' medians.  Metrics are over the rows of ``evaluate.metric_filter``
+(evaluated by DuckDB on ``observed``, ``open``, ``actual``), as the evaluation job counts them.
+
+A variant is ``name=key=value,key=value`` with config keys (``model.units=32``,
+``train.learning_rate=0.0005``) and the harness's own ``drop_cat=<column>`` (that categorical
+input set to the unknown index for every window: the model loses it) and ``seed=<n>``.
+Variants of one run share the data and differ only in what they name, so their numbers can
+be compared; the pipeline's figures (``bench_accuracy.py``) add the distributed input path,
+the ensemble and the calibration on top.
+
+Figures: ``bench/results/<--name>.json`` (default ``network_<database>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from common import ROOT, table, write_results
+
+from sales_st.config import load_config
+from sales_st.features.spec import read_spec
+
+
+def load_split(spec, split: str) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    from sales_st.model.tensors import columns_from_pandas
+
+    names = list(dict.fromkeys(spec.layout.all_columns() + ["scale", "fut_open"]))
+    files = sorted(glob.glob(f"{spec.split_path(split)}/*.parquet"))
+    pdf = pd.concat([pq.read_table(f, columns=names).to_pandas() for f in files], ignore_index=True)
+    return columns_from_pandas(pdf, names)
+
+
+def metric_mask(cols: dict[str, np.ndarray], actual: np.ndarray, predicate: str) -> np.ndarray:
+    """``evaluate.metric_filter`` over (observed, open, actual) of every window and day."""
+    import duckdb
+
+    frame = pd.DataFrame(
+        {
+            "observed": cols["y_mask"].reshape(-1).astype("int32"),
+            "open": cols["fut_open"].reshape(-1).astype("int32"),
+            "actual": actual.reshape(-1),
+        }
+    )
+    con = duckdb.connect()
+    con.register("rows", frame)
+    keep = con.execute(f"SELECT ({predicate}) AS k FROM rows").fetchnumpy()["k"]
+    return np.asarray(keep, dtype=bool).reshape(actual.shape)
+
+
+def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
+    name, _, rest = text.partition("=")
+    config_keys, own = [], {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key in ("drop_cat", "seed", "refit", "refit_lr"):
+            own[key] = value
+        else:
+            config_keys.append(f"{key}={value}")
+    return name, config_keys, own
+
+
+def x_keys(arrays: dict[str, Any]) -> list[str]:
+    return list(arrays["train"][0])
+
+
+def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[str, Any]:
+    import tensorflow as tf
+    from tensorflow import keras
+
+    from sales_st.model.network import build_model, pinball_loss, training_output
+    from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
+
+    mcfg, tcfg = cfg.model, cfg.train
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(int(own.get("seed", tcfg.seed)))
+    arrays = {}
+    for split, cols in data.items():
+        x = {k: v.numpy() for k, v in model_inputs_from_columns(cols, spec).items()}
+        if "drop_cat" in own:
+            x["cat"][:, spec.layout.categorical.index(own["drop_cat"])] = 0
+        arrays[split] = (x, targets_from_columns(cols).numpy())
+    full = build_model(spec, mcfg)
+    model = keras.Model(full.input, full.output[training_output(mcfg)])
+    lr = tcfg.learning_rate * tcfg.ranks
+    log_offset = mcfg.log_offset if mcfg.target_space == "log" else None
+    model.compile(
+        optimizer=keras.optimizers.legacy.Adam(lr), loss=pinball_loss(mcfg.quantiles, log_offset)
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=tcfg.patience, restore_best_weights=True
+        )
+    ]
+    if tcfg.lr_decay_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=tcfg.lr_decay_patience, min_lr=lr / 32
+            )
+        )
+    start = time.time()
+    hist = model.fit(
+        *arrays["train"],
+        validation_data=arrays["val"],
+        epochs=tcfg.epochs,
+        batch_size=tcfg.batch_size * tcfg.ranks,
+        verbose=2,
+        callbacks=callbacks,
+    )
+    out: dict[str, Any] = {
+        "train_s": round(time.time() - start),
+        "epochs": len(hist.history["val_loss"]),
+        "val_loss": round(min(hist.history["val_loss"]), 5),
+        **scores(full, arrays, data, cfg, save),
+    }
+    if "refit" in own:
+        # then continue on the training and validation windows together (the newest origins
+        # included) at a fraction of the learning rate; its validation figures are no longer
+        # out of sample
+        x_all = {
+            k: np.concatenate([arrays["train"][0][k], arrays["val"][0][k]]) for k in x_keys(arrays)
+        }
+        y_all = np.concatenate([arrays["train"][1], arrays["val"][1]])
+        keras.backend.set_value(
+            model.optimizer.learning_rate, lr * float(own.get("refit_lr", 0.25))
+        )
+        model.fit(
+            x_all,
+            y_all,
+            epochs=int(own["refit"]),
+            batch_size=tcfg.batch_size * tcfg.ranks,
+            verbose=2,
+        )
+        refit = scores(full, arrays, data, cfg, save + "_refit" if save else "")
+        out.update({f"refit_{k}": v for k, v in refit.items()})
+    return out
+
+
+def scores(full, arrays, data, cfg, save: str) -> dict[str, float]:
+    """RMSPE, WAPE of the median and p_lo..p_hi coverage on the validation and test windows."""
+    out = {}
+    qs = sorted(cfg.model.quantiles)
+    for split in ("val", "test"):
+        x, y = arrays[split]
+        scale = data[split]["scale"][:, None]
+        q = full.predict(x, batch_size=2048, verbose=0)["quantiles"] * scale[..., None]
+        actual = y[..., 0] * scale
+        keep = metric_mask(data[split], actual, cfg.evaluate.metric_filter) & (actual != 0)
+        med, lo, hi, act = (
+            q[..., qs.index(0.5)][keep],
+            q[..., 0][keep],
+            q[..., -1][keep],
+            actual[keep],
+        )
+        if save:
+            np.savez(f"{save}_{split}.npz", q=q, actual=actual, keep=keep)
+        out[f"{split}_rmspe"] = round(float(np.sqrt(np.mean(((act - med) / act) ** 2))), 4)
+        out[f"{split}_wape"] = round(float(np.abs(act - med).sum() / np.abs(act).sum()), 4)
+        out[f"{split}_cov"] = round(float(np.mean((act >= lo) & (act <= hi))), 3)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--env", default="local")
+    p.add_argument("--variant", action="append", required=True, help="name=key=value,...")
+    p.add_argument("--name", default="")
+    p.add_argument("--predictions", default="", help="directory for each variant's quantiles")
+    p.add_argument("--limit", type=int, default=0, help="first N training windows (smoke run)")
+    p.add_argument("overrides", nargs="*", help="config overrides shared by every variant")
+    args = p.parse_args()
+    base_cfg = load_config(ROOT / "conf", args.env, args.overrides)
+    spec = read_spec(base_cfg.path("features"))
+    data = {s: load_split(spec, s) for s in ("train", "val", "test")}
+    if args.limit:
+        data["train"] = {k: v[: args.limit] for k, v in data["train"].items()}
+    print({s: len(d["scale"]) for s, d in data.items()}, flush=True)
+    rows = []
+    for text in args.variant:
+        name, keys, own = parse_variant(text)
+        cfg = load_config(ROOT / "conf", args.env, [*args.overrides, *keys])
+        print(f"variant {name}: {keys} {own}", flush=True)
+        save = f"{args.predictions}/{name}" if args.predictions else ""
+        rows.append({"variant": name, **run_variant(cfg, spec, data, own, save)})
+        print(json.dumps(rows[-1]), flush=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    rows = [{k: r.get(k, "") for k in keys} for r in rows]
+    print(table(rows, f"network ablation, {spec.dataset} features {spec.features_id}"))
+    figures = {
+        "command": "bench/bench_network.py --env "
+        + args.env
+        + " "
+        + " ".join([f"--variant '{v}'" for v in args.variant] + args.overrides),
+        "features_id": spec.features_id,
+        "split_rows": {s: len(d["scale"]) for s, d in data.items()},
+        "rows": rows,
+    }
+    out = write_results(args.name or f"network_{base_cfg.database}", figures)
+    print(f"figures: {out.relative_to(ROOT)}")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
