@@ -13,8 +13,11 @@ validation and test windows' medians.  Metrics are over the rows of ``evaluate.m
 (evaluated by DuckDB on ``observed``, ``open``, ``actual``), as the evaluation job counts them.
 
 A variant is ``name=key=value,key=value`` with config keys (``model.units=32``,
-``train.learning_rate=0.0005``) and the harness's own ``drop_cat=<column>`` (that categorical
-input set to the unknown index for every window: the model loses it) and ``seed=<n>``.
+``train.learning_rate=0.0005``) and the harness's own: ``drop_cat=<column>`` (that categorical
+input set to the unknown index for every window: the model loses it), ``zero=<input>+<input>``
+(model inputs set to 0, e.g. ``hist+nbr_y+ctx_seq``: no history reaches the encoders),
+``seed=<n>``, ``refit=<epochs>`` (after early stopping, continue on the training and
+validation windows together at ``refit_lr`` (0.25) times the learning rate; scored again).
 Variants of one run share the data and differ only in what they name, so their numbers can
 be compared; the pipeline's figures (``bench_accuracy.py``) add the distributed input path,
 the ensemble and the calibration on top.
@@ -71,7 +74,7 @@ def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
     config_keys, own = [], {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
-        if key in ("drop_cat", "seed", "refit", "refit_lr"):
+        if key in ("drop_cat", "zero", "seed", "refit", "refit_lr"):
             own[key] = value
         else:
             config_keys.append(f"{key}={value}")
@@ -97,6 +100,8 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
         x = {k: v.numpy() for k, v in model_inputs_from_columns(cols, spec).items()}
         if "drop_cat" in own:
             x["cat"][:, spec.layout.categorical.index(own["drop_cat"])] = 0
+        for name in filter(None, own.get("zero", "").split("+")):
+            x[name] = np.zeros_like(x[name])
         arrays[split] = (x, targets_from_columns(cols).numpy())
     full = build_model(spec, mcfg)
     model = keras.Model(full.input, full.output[training_output(mcfg)])
