@@ -70,6 +70,7 @@ def metric_mask(cols: dict[str, np.ndarray], actual: np.ndarray, predicate: str)
 
 
 def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
+    """``name=key=value,...`` -> (name, config overrides, the bench's own options)."""
     name, _, rest = text.partition("=")
     config_keys, own = [], {}
     for item in filter(None, rest.split(",")):
@@ -79,10 +80,6 @@ def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
         else:
             config_keys.append(f"{key}={value}")
     return name, config_keys, own
-
-
-def x_keys(arrays: dict[str, Any]) -> list[str]:
-    return list(arrays["train"][0])
 
 
 def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[str, Any]:
@@ -140,9 +137,7 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
         # then continue on the training and validation windows together (the newest origins
         # included) at a fraction of the learning rate; its validation figures are no longer
         # out of sample
-        x_all = {
-            k: np.concatenate([arrays["train"][0][k], arrays["val"][0][k]]) for k in x_keys(arrays)
-        }
+        x_all = {k: np.concatenate([v, arrays["val"][0][k]]) for k, v in arrays["train"][0].items()}
         y_all = np.concatenate([arrays["train"][1], arrays["val"][1]])
         keras.backend.set_value(
             model.optimizer.learning_rate, lr * float(own.get("refit_lr", 0.25))
