@@ -36,3 +36,21 @@ def phase(spark: SparkSession, what: str) -> Iterator[None]:
         yield
     finally:
         sc.setLocalProperty("spark.job.description", before)  # type: ignore[arg-type]
+
+
+def checkpointed(df: DataFrame) -> DataFrame:
+    """``df`` computed now and held on the executors, as a DataFrame whose plan is a scan of
+    those rows: later queries on it are planned against that scan, not against ``df``'s
+    whole lineage.  (``persist`` keeps the lineage: every later transformation is analysed
+    over the whole plan again, which on a plan of many joined inputs costs seconds per
+    step.)  Free it with :func:`release`; until then its blocks stay on the executors, and
+    losing an executor fails the queries that read them."""
+    return df.localCheckpoint(eager=True)
+
+
+def release(df: DataFrame) -> None:
+    """Free what ``df`` holds on the executors: its cache, or its :func:`checkpointed` rows."""
+    df.unpersist()
+    plan = df._jdf.queryExecution().analyzed()
+    if plan.getClass().getSimpleName() == "LogicalRDD":
+        plan.rdd().unpersist(False)

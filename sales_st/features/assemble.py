@@ -29,7 +29,7 @@ from sales_st.features.spatial import neighbour_arrays, neighbour_table, region_
 from sales_st.features.spec import Layout, make_layout
 from sales_st.features.splits import origin_rules
 from sales_st.features.windows import build_examples, explode_origins, float_arrays, needs_target
-from sales_st.frames import one_row
+from sales_st.frames import checkpointed, one_row, release
 
 # Columns carried on every example besides the model's inputs (keys, segment, explanations).
 EXAMPLE_META = ["split", *SERIES_KEY, "origin", "series_start", "is_new_series", "nbr_ids"]
@@ -53,7 +53,7 @@ class Wide:
     def release(self) -> None:
         """Unpersist what building this table cached (call when the job is done with it)."""
         for df in self.cached:
-            df.unpersist()
+            release(df)
         self.cached.clear()
 
 
@@ -160,7 +160,9 @@ def wide_table(
         wide = wide.join(agg, ["store_id", level], "left")
     for name, col in cats.items():
         wide = with_index(wide, col, vocab.get(name, []), spark)
-    wide = wide.persist()
+    # checkpointed, not persisted: every example table is cut from it, and each step of
+    # that would otherwise be analysed again over the whole input lineage above
+    wide = checkpointed(wide)
     return Wide(
         table=wide,
         neighbours=neighbours,
