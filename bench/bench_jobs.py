@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_jobs.py [--repeats 3]
 
-On a small generated panel (16 series x 300 days, the size the tests use) the feature job,
+On the tests' panel (``TINY`` of tests/conftest.py: 16 series x 300 days) the feature job,
 the forecast job and a what-if run (``run_scenario``, a plan that sets one series' planned
 values) are each run ``--repeats`` times per mode after a warm-up run, in one Spark session, the
 two modes below alternating.
@@ -33,34 +33,12 @@ from sales_st.features import assemble
 from sales_st.features.job import run_features
 from sales_st.serving.job import run_forecast
 from sales_st.training.driver import run_training
+from tests.conftest import TINY
 
+# the tests' panel (tests/conftest.py), one training epoch: the model only has to exist
 PANEL = [
-    "data.generator.preset=custom",
-    "data.generator.days=300",
-    "data.generator.n_states=2",
-    "data.generator.cities_per_state=2",
-    "data.generator.stores_per_city=2",
-    "data.generator.n_items=2",
-    "data.generator.plan_days=14",
-    "data.generator.partitions=2",
-    "features.history=28",
-    "features.horizon=7",
-    "features.stride=7",
-    "features.min_history=14",
-    "features.rolling_windows=[7,28]",
-    "features.lags=[1,7]",
-    "features.spatial.k=3",
-    "features.splits.train_end=-35",
-    "features.splits.val_end=-14",
-    "features.new_series_days=120",
-    "model.units=16",
-    "model.heads=2",
-    "model.decoder_units=16",
+    *TINY,
     "train.epochs=1",
-    "train.batch_size=32",
-    "train.warmup_epochs=0",
-    "train.ablation=false",
-    "forecast.model=latest",
     'spark.conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}',
 ]
 
@@ -156,6 +134,7 @@ def main() -> None:
                 figures.setdefault(name, {})[mode] = {**row, "walls_s": [r[0] for r in got]}
             print(table(rows[-2:], name), flush=True)
         assemble.checkpointed = MODES["checkpointed (now)"]
+        spark.stop()  # before the temporary directory (its event log) goes
     for name in jobs:
         before = figures[name]["persisted (lineage kept, before)"]["wall s"]
         now = figures[name]["checkpointed (now)"]["wall s"]

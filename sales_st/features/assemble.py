@@ -51,7 +51,7 @@ class Wide:
     item_levels: list[str] = field(default_factory=list)  # product hierarchy columns
 
     def release(self) -> None:
-        """Unpersist what building this table cached (call when the job is done with it)."""
+        """Free what building this table held on the executors (call when the job is done)."""
         for df in self.cached:
             release(df)
         self.cached.clear()
