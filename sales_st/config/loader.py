@@ -234,6 +234,13 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
         (cfg.evaluate.selection_max_rows >= 1, "evaluate.selection_max_rows", "at least 1"),
         (cfg.model.log_offset > 0, "model.log_offset", "above 0"),
         (cfg.model.members >= 1, "model.members", "at least 1"),
+        (
+            cfg.model.numeric_embedding_frequencies >= 1,
+            "model.numeric_embedding_frequencies",
+            "at least 1",
+        ),
+        (cfg.model.numeric_embedding_sigma > 0, "model.numeric_embedding_sigma", "above 0"),
+        (cfg.model.numeric_embedding_dim >= 1, "model.numeric_embedding_dim", "at least 1"),
         (0 <= cfg.model.dropout < 1, "model.dropout", "in [0, 1)"),
         (0 <= cfg.model.decoder_dropout < 1, "model.decoder_dropout", "in [0, 1)"),
         (

@@ -441,6 +441,21 @@ class ModelConfig:
     # differently and fitted to its own loss on the same batches; the forecast is the mean
     # of their quantiles.  Training and scoring cost grow about this many times.
     members: int = 1
+    # How the scalar inputs -- the known-future channels of each horizon day and the static
+    # numeric attributes -- reach the network: "raw" as they are; "periodic": each scalar
+    # also through its own learned periodic embedding (sin/cos at learned frequencies, then
+    # a small dense layer; Gorishniy et al., "On Embeddings for Numerical Features in
+    # Tabular Deep Learning", 2022), which lets the decoder respond to a narrow range of one
+    # input -- the day before a holiday, the first promotion day -- as trees do by a split.
+    numeric_embedding: Literal["raw", "periodic"] = "raw"
+    # Periodic embedding: learned frequencies per scalar.
+    numeric_embedding_frequencies: int = 8
+    # Periodic embedding: standard deviation of the initial frequencies, in cycles per unit
+    # of the input (the known-future channels mostly lie in [0, 1], the static numbers are
+    # standardised).
+    numeric_embedding_sigma: float = 1.0
+    # Periodic embedding: width of each scalar's embedding.
+    numeric_embedding_dim: int = 8
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,65 @@ class PositionTable(layers.Layer):
         return {**super().get_config(), "positions": self.positions, "dim": self.dim}
 
 
+class PeriodicEmbedding(layers.Layer):
+    """Each of the F scalars of ``[..., F]`` through its own periodic embedding:
+    ``relu(W_f [sin(2 pi c_f x_f), cos(2 pi c_f x_f)] + b_f)``, with k learned frequencies
+    ``c_f`` (initially drawn from N(0, sigma)) and a dense map to ``dim`` per scalar;
+    returns ``[..., F * dim]``.  The PLR embedding of Gorishniy et al. (2022): a narrow range
+    of one input can get a response of its own without the layers above carving it out of
+    a linear input."""
+
+    def __init__(self, frequencies: int, dim: int, sigma: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.frequencies, self.dim, self.sigma = frequencies, dim, sigma
+
+    def build(self, input_shape: Any) -> None:
+        f, k = int(input_shape[-1]), self.frequencies
+        self.c = self.add_weight(
+            name="frequencies",
+            shape=(f, k),
+            initializer=keras.initializers.RandomNormal(0.0, self.sigma),
+            trainable=True,
+        )
+        self.w = self.add_weight(
+            name="kernel",
+            shape=(f, 2 * k, self.dim),
+            initializer=keras.initializers.GlorotUniform(),
+            trainable=True,
+        )
+        self.b = self.add_weight(name="bias", shape=(f, self.dim), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        v = 2.0 * np.pi * x[..., None] * self.c  # [..., F, k]
+        periodic = tf.concat([tf.sin(v), tf.cos(v)], axis=-1)  # [..., F, 2k]
+        out = tf.nn.relu(tf.einsum("...fk,fkd->...fd", periodic, self.w) + self.b)
+        lead = tf.shape(out)[:-2]
+        flat = tf.reshape(out, tf.concat([lead, [out.shape[-2] * self.dim]], axis=0))
+        return tf.ensure_shape(flat, [*x.shape[:-1], x.shape[-1] * self.dim])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "frequencies": self.frequencies,
+            "dim": self.dim,
+            "sigma": self.sigma,
+        }
+
+
+def scalar_inputs(cfg: ModelConfig, x: tf.Tensor, name: str) -> list[tf.Tensor]:
+    """``x`` as the network reads it: raw, plus its periodic embedding when configured."""
+    if cfg.numeric_embedding != "periodic" or x.shape[-1] == 0:
+        return [x]
+    emb = PeriodicEmbedding(
+        cfg.numeric_embedding_frequencies,
+        cfg.numeric_embedding_dim,
+        cfg.numeric_embedding_sigma,
+        name=name,
+    )(x)
+    return [x, emb]
+
+
 # ---- encoders ----------------------------------------------------------------------------
 
 
@@ -327,7 +386,9 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
         for i, size in enumerate(dims.vocab_sizes)
     ]
     s = layers.Dense(d, activation="relu", name="static_dense")(
-        layers.Concatenate(name="static_cat")(embs + [inp["num"]])
+        layers.Concatenate(name="static_cat")(
+            embs + scalar_inputs(cfg, inp["num"], "static_num_emb")
+        )
     )
 
     dow = layers.Embedding(7, 4, name="temporal_dow")
@@ -367,7 +428,7 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
     step = PositionTable(H, 8, name="decoder_step")(tf.zeros_like(inp["fut"][..., :8]))
     dec_in = layers.Concatenate(name="decoder_cat")(
         [
-            inp["fut"],
+            *scalar_inputs(cfg, inp["fut"], "decoder_fut_emb"),
             dow(inp["fut_dow"]),
             step,
             tf.repeat(h[:, None, :], H, axis=1),
