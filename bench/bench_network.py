@@ -16,7 +16,9 @@ A variant is ``name=key=value,key=value`` with config keys (``model.units=32``,
 ``train.learning_rate=0.0005``) and the harness's own: ``drop_cat=<column>`` (that categorical
 input set to the unknown index for every window: the model loses it), ``zero=<input>+<input>``
 (model inputs set to 0, e.g. ``hist+nbr_y+ctx_seq``: no history reaches the encoders),
-``seed=<n>``, ``refit=<epochs>`` (after early stopping, continue on the training and
+``seed=<n>``, ``lightgbm=1`` (not a network: the evaluation job's LightGBM baseline, its
+settings and row sample, trained on the same windows -- the reference to read the others
+against), ``refit=<epochs>`` (after early stopping, continue on the training and
 validation windows together at ``refit_lr`` (0.25) times the learning rate; scored again).
 Variants of one run share the data and differ only in what they name, so their numbers can
 be compared; the pipeline's figures (``bench_accuracy.py``) add the distributed input path,
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import time
 from typing import Any
 
@@ -75,14 +78,20 @@ def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
     config_keys, own = [], {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
-        if key in ("drop_cat", "zero", "seed", "refit", "refit_lr"):
+        if key in ("drop_cat", "zero", "seed", "refit", "refit_lr", "lightgbm"):
             own[key] = value
         else:
             config_keys.append(f"{key}={value}")
     return name, config_keys, own
 
 
+def network_predict(full):
+    return lambda x: full.predict(x, batch_size=2048, verbose=0)["quantiles"]
+
+
 def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[str, Any]:
+    if "lightgbm" in own:
+        return run_lightgbm(cfg, spec, data, own, save)
     import tensorflow as tf
     from tensorflow import keras
 
@@ -131,7 +140,7 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
         "train_s": round(time.time() - start),
         "epochs": len(hist.history["val_loss"]),
         "val_loss": round(min(hist.history["val_loss"]), 5),
-        **scores(full, arrays, data, cfg, save),
+        **scores(network_predict(full), arrays, data, cfg, save),
     }
     if "refit" in own:
         # then continue on the training and validation windows together (the newest origins
@@ -149,19 +158,77 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
             batch_size=tcfg.batch_size * tcfg.ranks,
             verbose=2,
         )
-        refit = scores(full, arrays, data, cfg, save + "_refit" if save else "")
+        refit = scores(network_predict(full), arrays, data, cfg, save + "_refit" if save else "")
         out.update({f"refit_{k}": v for k, v in refit.items()})
     return out
 
 
-def scores(full, arrays, data, cfg, save: str) -> dict[str, float]:
-    """RMSPE, WAPE of the median and p_lo..p_hi coverage on the validation and test windows."""
+def lightgbm_rows(x: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Model inputs as LightGBM's rows, one per window and horizon day (the features of
+    ``sales_st.evaluation.baselines.lgbm_features``): the static numbers and categories, the
+    day's known-future channels, its weekday and the horizon; and the categorical columns."""
+    n, h, f = x["fut"].shape
+    per_window = np.concatenate([x["num"], x["cat"].astype("float32")], axis=1)
+    rows = np.concatenate(
+        [
+            np.repeat(per_window, h, axis=0),
+            x["fut"].reshape(n * h, f),
+            x["fut_dow"].reshape(n * h, 1).astype("float32"),
+            np.tile(np.arange(1, h + 1, dtype="float32"), n)[:, None],
+        ],
+        axis=1,
+    )
+    n_num, n_cat = x["num"].shape[1], x["cat"].shape[1]
+    cats = [*range(n_num, n_num + n_cat), n_num + n_cat + f]
+    return rows, cats
+
+
+def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[str, Any]:
+    """The evaluation job's LightGBM baseline (its settings, row sample and features) on the
+    same windows: the reference the network variants are read against."""
+    import lightgbm as lgb
+
+    from sales_st.evaluation.baselines import booster_params
+    from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
+
+    seed = int(own.get("seed", cfg.train.seed))
+    arrays = {}
+    for split, cols in data.items():
+        x = {k: v.numpy() for k, v in model_inputs_from_columns(cols, spec).items()}
+        arrays[split] = (x, targets_from_columns(cols).numpy())
+    rows, cats = lightgbm_rows(arrays["train"][0])
+    target = arrays["train"][1].reshape(-1, 2)
+    # as the evaluation job: every observed day, closed ones included (fut_open is a feature)
+    keep = np.flatnonzero(data["train"]["y_mask"].reshape(-1) > 0)
+    ev = cfg.evaluate
+    if len(keep) > ev.lightgbm_max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, ev.lightgbm_max_rows, False))
+    start = time.time()
+    boosters = {}
+    for q in sorted(cfg.model.quantiles):
+        ds = lgb.Dataset(rows[keep], label=target[keep, 0], categorical_feature=cats)
+        params = booster_params(q, ev.lightgbm_leaves, seed)
+        boosters[q] = lgb.train(params, ds, num_boost_round=ev.lightgbm_rounds)
+    train_s = round(time.time() - start)
+
+    def predict(x: dict[str, np.ndarray]) -> np.ndarray:
+        r, _ = lightgbm_rows(x)
+        n, h = x["fut_dow"].shape
+        q = np.stack([boosters[q].predict(r).reshape(n, h) for q in sorted(boosters)], -1)
+        return np.sort(q, axis=-1)  # as the evaluation job reads them: never crossing
+
+    return {"train_s": train_s, "rows": len(keep), **scores(predict, arrays, data, cfg, save)}
+
+
+def scores(predict, arrays, data, cfg, save: str) -> dict[str, float]:
+    """RMSPE, WAPE of the median and p_lo..p_hi coverage on the validation and test windows;
+    ``predict`` maps model inputs to quantiles [N, H, Q] in scaled units."""
     out = {}
     qs = sorted(cfg.model.quantiles)
     for split in ("val", "test"):
         x, y = arrays[split]
         scale = data[split]["scale"][:, None]
-        q = full.predict(x, batch_size=2048, verbose=0)["quantiles"] * scale[..., None]
+        q = predict(x) * scale[..., None]
         actual = y[..., 0] * scale
         keep = metric_mask(data[split], actual, cfg.evaluate.metric_filter) & (actual != 0)
         med, lo, hi, act = (
@@ -188,6 +255,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="config overrides shared by every variant")
     args = p.parse_args()
     base_cfg = load_config(ROOT / "conf", args.env, args.overrides)
+    if args.predictions:
+        os.makedirs(args.predictions, exist_ok=True)
     spec = read_spec(base_cfg.path("features"))
     data = {s: load_split(spec, s) for s in ("train", "val", "test")}
     if args.limit:

@@ -143,22 +143,26 @@ def train_lightgbm(
     log.info("lightgbm: training on %d of %d rows, %d features", len(pdf), total, len(feats))
     models = {}
     for q in sorted(quantiles):
-        params = dict(
-            objective="quantile",
-            alpha=q,
-            num_leaves=leaves,
-            learning_rate=0.05,
-            min_data_in_leaf=50,
-            feature_fraction=0.8,
-            bagging_fraction=0.8,
-            bagging_freq=1,
-            seed=seed,
-            verbose=-1,
-            num_threads=0,
-        )
         ds = lgb.Dataset(X, label=pdf["target"], categorical_feature=cats, free_raw_data=False)
-        models[q] = lgb.train(params, ds, num_boost_round=rounds)
+        models[q] = lgb.train(booster_params(q, leaves, seed), ds, num_boost_round=rounds)
     return models
+
+
+def booster_params(q: float, leaves: int, seed: int) -> dict[str, Any]:
+    """LightGBM's settings for the quantile ``q`` model (also used by ``bench/``)."""
+    return dict(
+        objective="quantile",
+        alpha=q,
+        num_leaves=leaves,
+        learning_rate=0.05,
+        min_data_in_leaf=50,
+        feature_fraction=0.8,
+        bagging_fraction=0.8,
+        bagging_freq=1,
+        seed=seed,
+        verbose=-1,
+        num_threads=0,
+    )
 
 
 LIGHTGBM_FILE = "lightgbm.json"
