@@ -159,6 +159,11 @@ def test_calendar_flags_and_holiday_distance(built):
     r = ex[(ex.store_id == "s3") & (ex.origin == T0 + dt.timedelta(days=27))].iloc[0]
     assert list(r.fut_school) == [0, 0, 1, 0, 0, 0, 0]  # day 30 is o+3
     np.testing.assert_allclose(r.fut_to_holiday, [1.0] * H)  # no public holiday ahead
+    # o+1 .. o+7 are 2024-01-29 .. 02-04: the month turns after o+3 (February has 29 days)
+    np.testing.assert_allclose(r.fut_dom, np.array([28, 29, 30, 0, 1, 2, 3]) / 30, rtol=1e-6)
+    np.testing.assert_allclose(
+        r.fut_to_month_end, np.array([2, 1, 0, 28, 27, 26, 25]) / 30, rtol=1e-6
+    )
 
 
 def test_spatial_lag_hand_computed_for_three_stores(built, spark):

@@ -233,6 +233,15 @@ def test_weekly_windows_at_known_offsets_in_weeks(weekly):
     weeks = [(origin + dt.timedelta(weeks=h)).isocalendar()[1] / 53 for h in range(1, WH + 1)]
     np.testing.assert_allclose(r.fut_doy, weeks, rtol=1e-5)
     assert list(r.fut_dow) == [0] * WH
+    # the position in the month of each horizon week's date
+    days = [origin + dt.timedelta(weeks=h) for h in range(1, WH + 1)]
+    np.testing.assert_allclose(r.fut_dom, [(d.day - 1) / 30 for d in days], rtol=1e-5)
+    last = [
+        dt.date(d.year + d.month // 12, d.month % 12 + 1, 1) - dt.timedelta(days=1) for d in days
+    ]
+    np.testing.assert_allclose(
+        r.fut_to_month_end, [(e - d).days / 30 for d, e in zip(days, last)], rtol=1e-5
+    )
 
 
 def test_weekly_origins_are_whole_weeks_apart(weekly):
@@ -349,6 +358,7 @@ def test_monthly_windows_at_known_offsets_in_months(monthly):
     np.testing.assert_allclose(r.fut_sw_mean, sw, rtol=1e-5)
     months = [month_end(o + h).month / 12 for h in range(1, MH + 1)]
     np.testing.assert_allclose(r.fut_doy, months, rtol=1e-5)
+    assert list(r.fut_dom) == [0] * MH and list(r.fut_to_month_end) == [0] * MH
 
 
 def test_monthly_seasonal_naive_by_hand(monthly):

@@ -39,6 +39,10 @@ FUTURE: dict[str, str] = {
     "fut_to_holiday": "days to the next public holiday / holiday_window (1 beyond)",
     "fut_since_holiday": "days since the last public holiday / holiday_window (1 beyond)",
     "fut_doy": "day of year / 366",
+    # the position in the month (paydays, month-end shopping): of the period's first day on
+    # a weekly axis, 0 on a monthly one
+    "fut_dom": "(day of month - 1) / 30",
+    "fut_to_month_end": "days to the last day of the month / 30",
     "fut_sw_mean": "mean of the last same_weekday_weeks open same-weekday days / scale "
     "(1, the series' mean level, when none was observed)",
     "fut_last_year": "mean level 52 weeks earlier (same weekday, +-1 week) / scale",

@@ -240,6 +240,11 @@ def with_future(
         season_position = f"month({axis.date_sql('d')}) / 12D"
     else:
         season_position = f"dayofyear({axis.date_sql('d')}) / 366D"
+    if grid.kind == "month":
+        day_of_month = to_month_end = "0D"
+    else:
+        day_of_month = f"(dayofmonth({axis.date_sql('d')}) - 1) / 30D"
+        to_month_end = f"datediff(last_day({axis.date_sql('d')}), {axis.date_sql('d')}) / 30D"
     days_to = f"transform({{col}}, v -> IF(v = {NO_HOLIDAY}, 1D, v / {window}))"
     df = select_declared(
         df,
@@ -252,6 +257,8 @@ def with_future(
             "fut_to_holiday": F.expr(days_to.format(col=_fut("to_holiday", H))),
             "fut_since_holiday": F.expr(days_to.format(col=_fut("since_holiday", H))),
             "fut_doy": F.expr(f"transform(sequence(o + 1, o + {H}), d -> {season_position})"),
+            "fut_dom": F.expr(f"transform(sequence(o + 1, o + {H}), d -> {day_of_month})"),
+            "fut_to_month_end": F.expr(f"transform(sequence(o + 1, o + {H}), d -> {to_month_end})"),
             "fut_sw_mean": F.expr(sw),
             "fut_last_year": F.expr(last_year),
         },
