@@ -12,8 +12,8 @@ encodings, the spatial lag and the hierarchy aggregates -- and adds to every tim
 ``z`` the attention-weighted context sequence plus the pooled context vector.  The decoder
 is direct multi-horizon: for each step h it sees the fused vector, the static encoding, the
 known-future covariates of day o+h and a horizon embedding, and emits quantiles that cannot
-cross (median plus/minus cumulative softplus offsets), as corrections to the same-weekday
-mean of the last weeks (``baseline_skip``).
+cross (median plus/minus cumulative softplus offsets): levels, or with ``baseline_skip``
+corrections to the same-weekday mean of the last weeks.
 
 With ``model.members`` M > 1 the model holds M such networks (a seed ensemble): the forecast
 is the mean of their quantiles, and each is fitted to its own loss on the same batches.
