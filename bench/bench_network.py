@@ -163,24 +163,24 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
     return out
 
 
-def lightgbm_rows(x: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
-    """Model inputs as LightGBM's rows, one per window and horizon day (the features of
-    ``sales_st.evaluation.baselines.lgbm_features``): the static numbers and categories, the
-    day's known-future channels, its weekday and the horizon; and the categorical columns."""
-    n, h, f = x["fut"].shape
-    per_window = np.concatenate([x["num"], x["cat"].astype("float32")], axis=1)
-    rows = np.concatenate(
-        [
-            np.repeat(per_window, h, axis=0),
-            x["fut"].reshape(n * h, f),
-            x["fut_dow"].reshape(n * h, 1).astype("float32"),
-            np.tile(np.arange(1, h + 1, dtype="float32"), n)[:, None],
-        ],
-        axis=1,
+def lightgbm_frame(cols: dict[str, np.ndarray], spec) -> pd.DataFrame:
+    """Example columns as the evaluation job's LightGBM rows (``baselines.lgbm_features``),
+    one per window and horizon day, with the same raw values: the window's static numbers
+    and categories, the day's known-future channels and weekday, and the horizon."""
+    from sales_st.evaluation.baselines import lgbm_features
+    from sales_st.features import names as N
+
+    lay = spec.layout
+    n, h = cols[N.FUT_DOW].shape
+    frame = pd.DataFrame(
+        {
+            **{c: np.repeat(cols[c], h) for c in lay.numeric + lay.categorical},
+            **{c: cols[c].reshape(n * h) for c in lay.fut + [N.FUT_DOW]},
+            "horizon": np.tile(np.arange(1, h + 1), n),
+        }
     )
-    n_num, n_cat = x["num"].shape[1], x["cat"].shape[1]
-    cats = [*range(n_num, n_num + n_cat), n_num + n_cat + f]
-    return rows, cats
+    feats, cats = lgbm_features(spec)
+    return frame[feats].astype(dict.fromkeys(cats, "int32"))
 
 
 def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[str, Any]:
@@ -188,33 +188,32 @@ def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[s
     same windows: the reference the network variants are read against."""
     import lightgbm as lgb
 
-    from sales_st.evaluation.baselines import booster_params
-    from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
+    from sales_st.evaluation.baselines import booster_params, lgbm_features
+    from sales_st.model.tensors import targets_from_columns
 
     seed = int(own.get("seed", cfg.train.seed))
-    arrays = {}
-    for split, cols in data.items():
-        x = {k: v.numpy() for k, v in model_inputs_from_columns(cols, spec).items()}
-        arrays[split] = (x, targets_from_columns(cols).numpy())
-    rows, cats = lightgbm_rows(arrays["train"][0])
-    target = arrays["train"][1].reshape(-1, 2)
+    # the "inputs" of a split are its example columns: LightGBM reads them raw
+    arrays = {s: (cols, targets_from_columns(cols).numpy()) for s, cols in data.items()}
+    rows = lightgbm_frame(data["train"], spec)
+    target = arrays["train"][1][..., 0].reshape(-1)
     # as the evaluation job: every observed day, closed ones included (fut_open is a feature)
     keep = np.flatnonzero(data["train"]["y_mask"].reshape(-1) > 0)
     ev = cfg.evaluate
     if len(keep) > ev.lightgbm_max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(keep, ev.lightgbm_max_rows, False))
+    _, cats = lgbm_features(spec)
     start = time.time()
     boosters = {}
     for q in sorted(cfg.model.quantiles):
-        ds = lgb.Dataset(rows[keep], label=target[keep, 0], categorical_feature=cats)
+        ds = lgb.Dataset(rows.iloc[keep], label=target[keep], categorical_feature=cats)
         params = booster_params(q, ev.lightgbm_leaves, seed)
         boosters[q] = lgb.train(params, ds, num_boost_round=ev.lightgbm_rounds)
     train_s = round(time.time() - start)
 
-    def predict(x: dict[str, np.ndarray]) -> np.ndarray:
-        r, _ = lightgbm_rows(x)
-        n, h = x["fut_dow"].shape
-        q = np.stack([boosters[q].predict(r).reshape(n, h) for q in sorted(boosters)], -1)
+    def predict(cols: dict[str, np.ndarray]) -> np.ndarray:
+        frame = lightgbm_frame(cols, spec)
+        n, h = cols["y"].shape
+        q = np.stack([boosters[q].predict(frame).reshape(n, h) for q in sorted(boosters)], -1)
         return np.sort(q, axis=-1)  # as the evaluation job reads them: never crossing
 
     return {"train_s": train_s, "rows": len(keep), **scores(predict, arrays, data, cfg, save)}

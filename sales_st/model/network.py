@@ -150,9 +150,7 @@ class PeriodicEmbedding(layers.Layer):
         v = 2.0 * np.pi * x[..., None] * self.c  # [..., F, k]
         periodic = tf.concat([tf.sin(v), tf.cos(v)], axis=-1)  # [..., F, 2k]
         out = tf.nn.relu(tf.einsum("...fk,fkd->...fd", periodic, self.w) + self.b)
-        lead = tf.shape(out)[:-2]
-        flat = tf.reshape(out, tf.concat([lead, [out.shape[-2] * self.dim]], axis=0))
-        return tf.ensure_shape(flat, [*x.shape[:-1], x.shape[-1] * self.dim])
+        return tf.reshape(out, [-1, *x.shape[1:-1], x.shape[-1] * self.dim])
 
     def get_config(self) -> dict[str, Any]:
         return {
