@@ -97,6 +97,8 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
 
     from sales_st.model.network import build_model, pinball_loss, training_output
     from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
+    from sales_st.training.callbacks import BestWeights
+    from sales_st.training.worker import average_decay
 
     mcfg, tcfg = cfg.model, cfg.train
     tf.keras.backend.clear_session()
@@ -116,11 +118,10 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
     model.compile(
         optimizer=keras.optimizers.legacy.Adam(lr), loss=pinball_loss(mcfg.quantiles, log_offset)
     )
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=tcfg.patience, restore_best_weights=True
-        )
-    ]
+    batch = tcfg.batch_size * tcfg.ranks
+    steps_per_epoch = -(-len(arrays["train"][1]) // batch)
+    best = BestWeights(model, average_decay(tcfg.weight_average, steps_per_epoch))
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=tcfg.patience), best]
     if tcfg.lr_decay_patience:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -132,13 +133,14 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
         *arrays["train"],
         validation_data=arrays["val"],
         epochs=tcfg.epochs,
-        batch_size=tcfg.batch_size * tcfg.ranks,
+        batch_size=batch,
         verbose=2,
         callbacks=callbacks,
     )
     out: dict[str, Any] = {
         "train_s": round(time.time() - start),
         "epochs": len(hist.history["val_loss"]),
+        "best_epoch": best.best_epoch,
         "val_loss": round(min(hist.history["val_loss"]), 5),
         **scores(network_predict(full), arrays, data, cfg, save),
     }

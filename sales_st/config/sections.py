@@ -486,11 +486,17 @@ class TrainConfig:
     learning_rate: float = 0.002
     # Epochs of linear learning-rate warm-up (Horovod).
     warmup_epochs: int = 1
-    # Early stopping: epochs without validation-loss improvement; best weights restored.
+    # Early stopping: epochs without validation-loss improvement (the best epoch's weights are
+    # kept either way).
     patience: int = 3
     # halve the learning rate when the validation loss has not improved for this many epochs
     # (0 = never)
     lr_decay_patience: int = 1
+    # Average the weights over the last steps (an exponential moving average whose time
+    # constant is this many epochs; 0 = off): validation and the saved model read the
+    # average, which forgets the optimiser's step-to-step noise.  Either way the model keeps
+    # the weights of its best validation epoch, also when it ran all its epochs.
+    weight_average: float = 0.0
     # Seed of weight initialisation and shuffling (shuffling adds the rank).
     seed: int = 11
     # Examples in each rank's shuffle buffer.

@@ -133,3 +133,103 @@ class FailAfter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if epoch + 1 >= self.epoch:
             raise RuntimeError(f"injected failure after epoch {epoch + 1}")
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the lowest validation loss and leaves them in the
+    model when training ends -- also when it ran all its epochs (Keras' own
+    ``EarlyStopping(restore_best_weights=True)`` restores them only when it stops early).
+
+    With ``decay`` > 0 it also keeps an exponential moving average of the trainable weights
+    over the training steps (Polyak averaging): validation reads the average (swapped in for
+    ``on_test_begin`` .. ``on_test_end``), and the best epoch's average is what the model
+    keeps.  The average of the last steps forgets the step-to-step noise of the optimiser,
+    which otherwise moves the forecasts' level from one epoch to the next.  Its variables
+    (:attr:`state`) belong in the training checkpoint, so that a resumed run continues the
+    same average.
+
+    ``history`` is the resumed run's earlier history (its ``val_loss``); when an epoch from
+    before the resume stays the best, ``restore_epoch(epoch)`` (1-based) must put that
+    epoch's checkpoint back (the averaged weights included) -- its weights are not in memory.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        decay: float = 0.0,
+        history: dict[str, list[float]] | None = None,
+        restore_epoch: Any = None,
+    ):
+        import tensorflow as tf
+
+        super().__init__()
+        self.decay = float(decay)
+        self.tracked = list(model.trainable_weights)
+        self.state = tf.Module(name="weight_average")
+        self.state.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
+        self.state.shadow = [
+            tf.Variable(w, trainable=False, name=f"avg_{i}") for i, w in enumerate(self.tracked)
+        ]
+        past = list((history or {}).get("val_loss", []))
+        self.best_loss = min(past) if past else float("inf")
+        self.best_epoch = past.index(self.best_loss) + 1 if past else 0
+        self.best_weights: list[Any] | None = None
+        self.restore_epoch = restore_epoch
+        self._raw: list[Any] | None = None
+        self._fitting = False
+        self._update = tf.function(self._update_fn)
+
+    def _update_fn(self) -> None:
+        import tensorflow as tf
+
+        n = tf.cast(self.state.updates.assign_add(1), tf.float32)
+        # the average starts short and lengthens to 1 / (1 - decay) steps, as
+        # tf.train.ExponentialMovingAverage's num_updates does
+        d = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
+        for s, w in zip(self.state.shadow, self.tracked):
+            s.assign(d * s + (1.0 - d) * tf.cast(w, s.dtype))
+
+    def _assign(self, values: list[Any]) -> None:
+        for w, v in zip(self.tracked, values):
+            w.assign(v)
+
+    def averaged(self) -> list[Any]:
+        return [s.numpy() for s in self.state.shadow]
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self._fitting = True
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        if self.decay > 0:
+            self._update()
+
+    def on_test_begin(self, logs: dict[str, float] | None = None) -> None:
+        if self._fitting and self.decay > 0:
+            self._raw = [w.numpy() for w in self.tracked]
+            self._assign(self.averaged())
+
+    def on_test_end(self, logs: dict[str, float] | None = None) -> None:
+        if self._raw is not None:
+            self._assign(self._raw)
+            self._raw = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        val = (logs or {}).get("val_loss")
+        if val is not None and float(val) < self.best_loss:
+            self.best_loss, self.best_epoch = float(val), epoch + 1
+            self.best_weights = (
+                self.averaged() if self.decay > 0 else [w.numpy() for w in self.tracked]
+            )
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        self._fitting = False
+        if self.best_weights is not None:
+            self._assign(self.best_weights)
+        elif self.best_epoch and self.restore_epoch is not None:
+            self.restore_epoch(self.best_epoch)
+            if self.decay > 0:
+                self._assign(self.averaged())
+        elif self.decay > 0:  # no validation loss: the average of the last steps
+            self._assign(self.averaged())
+        if self.best_epoch:
+            log.info("kept epoch %d's weights (val loss %.5f)", self.best_epoch, self.best_loss)

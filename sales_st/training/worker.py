@@ -86,6 +86,14 @@ def steps(rows: int, ranks: int, batch: int, cap: int = 0) -> int:
     return min(n, cap) if cap else n
 
 
+def average_decay(epochs: float, steps_per_epoch: int) -> float:
+    """Per-step decay of the weights' moving average whose time constant is ``epochs``
+    epochs (``train.weight_average``; 0 = no average)."""
+    if epochs <= 0:
+        return 0.0
+    return 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
+
+
 def weights_digest(model) -> str:
     """A hash of every weight: equal on all ranks after synchronous training."""
     h = hashlib.sha256()
@@ -247,12 +255,13 @@ def _callbacks(
     lr: float,
     steps_per_epoch: int,
     timer: Any,
+    best: Any,
     checkpointer: Any,
     model_dir: str,
 ) -> list[Any]:
-    """Horovod's broadcast and metric averaging first, then warm-up, early stopping, LR decay;
-    rank 0 adds the checkpointer and TensorBoard; then the stop on request (the file
-    ``<model dir>/STOP``); the injected failure comes last."""
+    """Horovod's broadcast and metric averaging first, then warm-up, early stopping, the best
+    (averaged) weights, LR decay; rank 0 adds the checkpointer and TensorBoard; then the stop
+    on request (the file ``<model dir>/STOP``); the injected failure comes last."""
     from tensorflow import keras
 
     from sales_st.training import callbacks as cb
@@ -266,9 +275,9 @@ def _callbacks(
             steps_per_epoch=steps_per_epoch,
             verbose=0,
         ),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=tcfg.patience, restore_best_weights=True
-        ),
+        # it only stops; the weights the model keeps are best's (also after the last epoch)
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=tcfg.patience),
+        best,
         timer,
     ]
     if tcfg.lr_decay_patience:
@@ -339,21 +348,31 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     keras.utils.set_random_seed(tcfg.seed)  # python, numpy and TF: same init on every rank
 
     full, model, opt, initial_digest = _compiled_model(plan, spec, mcfg, hvd)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
     state = read_state(plan.checkpoint_dir)
     initial_epoch = int(state["epoch"]) if state else 0
     history: dict[str, list[float]] = state.get("history", {}) if state else {}
-    if state:
-        ckpt.restore(state["path"]).expect_partial()
-        log.info("resuming after epoch %d from %s", initial_epoch, state["path"])
     lr = plan.learning_rate * size
-
     steps_per_epoch = steps(
         round(plan.train_rows * tcfg.epoch_fraction),
         size,
         tcfg.batch_size,
         tcfg.max_steps_per_epoch,
     )
+
+    def restore_epoch(epoch: int) -> None:
+        """Put back the checkpoint of an epoch from before a resume (rank 0 reads it, every
+        rank receives it), so that all ranks end with the same weights."""
+        if rank == 0:
+            ckpt.read(f"{plan.checkpoint_dir}/epoch-{epoch:04d}").expect_partial()
+        hvd.broadcast_variables(model.variables + list(best.state.variables), root_rank=0)
+
+    best = cb.BestWeights(
+        model, average_decay(tcfg.weight_average, steps_per_epoch), history, restore_epoch
+    )
+    ckpt = tf.train.Checkpoint(model=model, optimizer=opt, average=best.state)
+    if state:
+        ckpt.restore(state["path"]).expect_partial()
+        log.info("resuming after epoch %d from %s", initial_epoch, state["path"])
     val_steps = steps(plan.val_rows, size, tcfg.batch_size, tcfg.max_steps_per_epoch)
     train_reader, train_ds, val_reader, val_ds = _datasets(plan, spec, tcfg, rank, size)
     with _quiet_exit(train_reader), _quiet_exit(val_reader):
@@ -376,7 +395,9 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
             if rank == 0
             else None
         )
-        callbacks = _callbacks(hvd, tcfg, lr, steps_per_epoch, timer, checkpointer, plan.model_dir)
+        callbacks = _callbacks(
+            hvd, tcfg, lr, steps_per_epoch, timer, best, checkpointer, plan.model_dir
+        )
         if rank == 0:  # one line per epoch, in place of Keras' own
             examples = steps_per_epoch * tcfg.batch_size * size
             progress = cb.EpochProgress(tcfg.epochs, initial_epoch, examples)
