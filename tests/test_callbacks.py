@@ -101,3 +101,18 @@ def test_the_decay_follows_the_time_constant_in_epochs():
     assert average_decay(0, 100) == 0.0
     assert average_decay(0.5, 200) == 1.0 - 1.0 / 100
     assert average_decay(1.0, 1) == 0.0  # one step long: no averaging
+
+
+def test_a_resumed_run_whose_best_epoch_came_before_the_resume_reads_it_back():
+    model, rec = one_weight_model(), Record()
+    restored = []
+
+    def restore_epoch(epoch: int) -> None:  # the worker reads the epoch's checkpoint here
+        restored.append(epoch)
+        model.weights[0].assign([[1.25]])
+
+    # epochs 1 and 2 ran before the resume; epoch 2's validation loss beats any to come
+    best = BestWeights(model, history={"val_loss": [0.5, 1e-9]}, restore_epoch=restore_epoch)
+    fit(model, [rec, best], epochs=3)
+    assert restored == [2] and best.best_epoch == 2
+    assert float(model.weights[0].numpy()[0, 0]) == 1.25

@@ -67,6 +67,8 @@ def test_rerun_of_a_finished_model_is_skipped(spark, tiny_cfg, pretrained):
 
 def test_failed_run_resumes_after_its_last_checkpoint(spark, tiny_cfg, tiny_features, monkeypatch):
     cfg = with_paths(tiny_cfg, models="models/tiny-resume")
+    # with the weights' moving average, which the checkpoint carries across the resume
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, weight_average=0.5))
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "2")
     with pytest.raises(Exception):  # noqa: B017 - Horovod re-raises the rank's error as its own
         run_training(spark, cfg, "pretrain")
@@ -76,6 +78,10 @@ def test_failed_run_resumes_after_its_last_checkpoint(spark, tiny_cfg, tiny_feat
     assert len(mids) == 1
     state = json.load(open(f"{root}/{mids[0]}/checkpoints/state.json"))
     assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
+    import tensorflow as tf
+
+    saved = {name for name, _ in tf.train.list_variables(state["path"])}
+    assert any(name.startswith("average/shadow/") for name in saved)
     assert model_store.load_meta(root, mids[0])["status"] == "training"
     out = run_training(spark, cfg, "pretrain")
     assert out.model_id == mids[0]
