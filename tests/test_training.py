@@ -48,6 +48,9 @@ def test_two_ranks_lower_the_loss_and_end_identical(pretrained, tiny_cfg):
     assert model_store.read_aliases(root)["latest"] == mid
     meta = model_store.load_meta(root, mid)
     assert meta["status"] == "complete" and meta["epochs_trained"] == tiny_cfg.train.epochs
+    # the model keeps its best validation epoch, on every rank
+    best = 1 + hist["val_loss"].index(min(hist["val_loss"]))
+    assert meta["kept_epoch"] == best and {r["kept_epoch"] for r in results} == {best}
     d = model_store.model_dir(root, mid)
     for f in ("weights.h5", "feature_spec.json", "lineage.json", "history.json"):
         assert os.path.exists(f"{d}/{f}"), f
@@ -67,8 +70,13 @@ def test_rerun_of_a_finished_model_is_skipped(spark, tiny_cfg, pretrained):
 
 def test_failed_run_resumes_after_its_last_checkpoint(spark, tiny_cfg, tiny_features, monkeypatch):
     cfg = with_paths(tiny_cfg, models="models/tiny-resume")
-    # with the weights' moving average, which the checkpoint carries across the resume
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, weight_average=0.5))
+    # with the weights' moving average, which the checkpoint carries across the resume; its
+    # own registered model, so that the shared registry's aliases stay on the other tests'
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, weight_average=0.5),
+        tracking=dataclasses.replace(cfg.tracking, registered_model="sales_st-tiny-resume"),
+    )
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "2")
     with pytest.raises(Exception):  # noqa: B017 - Horovod re-raises the rank's error as its own
         run_training(spark, cfg, "pretrain")

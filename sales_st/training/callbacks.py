@@ -232,4 +232,4 @@ class BestWeights(keras.callbacks.Callback):
         elif self.decay > 0:  # no validation loss: the average of the last steps
             self._assign(self.averaged())
         if self.best_epoch:
-            log.info("kept epoch %d's weights (val loss %.5f)", self.best_epoch, self.best_loss)
+            log.debug("kept epoch %d's weights (val loss %.5f)", self.best_epoch, self.best_loss)

@@ -302,6 +302,8 @@ def _train(
         ranks=[{k: v for k, v in r.items() if k != "history"} for r in results],
         epochs_trained=len(history.get("loss", [])),
         best_val_loss=min(history.get("val_loss", [float("nan")])),
+        # the epoch whose weights the model keeps: the best validation epoch's
+        kept_epoch=results[0].get("kept_epoch"),
         initial_val_loss=results[0].get("initial_val_loss"),
         finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         calibration=calibration,
@@ -309,11 +311,12 @@ def _train(
     write_json(f"{mdir}/model.json", meta)
     model_store.set_aliases(root, mid, names)
     log.info(
-        "model %s trained: %d epochs, val loss %s -> best %.4f; aliases %s",
+        "model %s trained: %d epochs, val loss %s -> best %.4f (epoch %s kept); aliases %s",
         mid,
         meta["epochs_trained"],
         _fmt(meta["initial_val_loss"]),
         meta["best_val_loss"],
+        meta["kept_epoch"],
         names,
     )
     summary.rows_in = plan.train_rows + plan.val_rows

@@ -422,6 +422,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
         "initial_epoch": initial_epoch,
         "initial_val_loss": initial_val_loss,
         "epochs_run": len(fit.history.get("loss", [])),
+        "kept_epoch": best.best_epoch,
         "host": os.uname().nodename,
         "device": device,
         "epoch_seconds": timer.seconds,
