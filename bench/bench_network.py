@@ -97,8 +97,7 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
 
     from sales_st.model.network import build_model, pinball_loss, training_output
     from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
-    from sales_st.training.callbacks import BestWeights
-    from sales_st.training.worker import average_decay
+    from sales_st.training.callbacks import BestWeights, average_decay
 
     mcfg, tcfg = cfg.model, cfg.train
     tf.keras.backend.clear_session()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 from tensorflow import keras
 
-from sales_st.training.callbacks import BestWeights
-from sales_st.training.worker import average_decay
+from sales_st.training.callbacks import BestWeights, average_decay
 
 # y = w * x, one weight from 0, plain SGD: training pulls w towards 2, while the validation
 # data's slope is 1.2, so the validation loss falls until w passes 1.2 and then rises.

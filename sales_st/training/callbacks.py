@@ -167,27 +167,25 @@ class BestWeights(keras.callbacks.Callback):
         self.tracked = list(model.trainable_weights)
         self.state = tf.Module(name="weight_average")
         self.state.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
-        self.state.shadow = [
-            tf.Variable(w, trainable=False, name=f"avg_{i}") for i, w in enumerate(self.tracked)
-        ]
+        self.state.shadow = []
+        if self.decay > 0:
+            # the average starts short and lengthens to 1 / (1 - decay) steps (num_updates)
+            self._ema = tf.train.ExponentialMovingAverage(
+                self.decay, num_updates=self.state.updates
+            )
+            self._ema.apply(self.tracked)  # creates the averages at the current weights
+            self.state.shadow = [self._ema.average(w) for w in self.tracked]
+            self._update = tf.function(self._update_fn)
         past = list((history or {}).get("val_loss", []))
         self.best_loss = min(past) if past else float("inf")
         self.best_epoch = past.index(self.best_loss) + 1 if past else 0
         self.best_weights: list[Any] | None = None
         self.restore_epoch = restore_epoch
         self._raw: list[Any] | None = None
-        self._fitting = False
-        self._update = tf.function(self._update_fn)
 
     def _update_fn(self) -> None:
-        import tensorflow as tf
-
-        n = tf.cast(self.state.updates.assign_add(1), tf.float32)
-        # the average starts short and lengthens to 1 / (1 - decay) steps, as
-        # tf.train.ExponentialMovingAverage's num_updates does
-        d = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
-        for s, w in zip(self.state.shadow, self.tracked):
-            s.assign(d * s + (1.0 - d) * tf.cast(w, s.dtype))
+        self.state.updates.assign_add(1)
+        self._ema.apply(self.tracked)
 
     def _assign(self, values: list[Any]) -> None:
         for w, v in zip(self.tracked, values):
@@ -196,15 +194,12 @@ class BestWeights(keras.callbacks.Callback):
     def averaged(self) -> list[Any]:
         return [s.numpy() for s in self.state.shadow]
 
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        self._fitting = True
-
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
         if self.decay > 0:
             self._update()
 
     def on_test_begin(self, logs: dict[str, float] | None = None) -> None:
-        if self._fitting and self.decay > 0:
+        if self.decay > 0:  # only fit() calls it: the callback is given to nothing else
             self._raw = [w.numpy() for w in self.tracked]
             self._assign(self.averaged())
 
@@ -222,7 +217,6 @@ class BestWeights(keras.callbacks.Callback):
             )
 
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
-        self._fitting = False
         if self.best_weights is not None:
             self._assign(self.best_weights)
         elif self.best_epoch and self.restore_epoch is not None:
@@ -233,3 +227,11 @@ class BestWeights(keras.callbacks.Callback):
             self._assign(self.averaged())
         if self.best_epoch:
             log.debug("kept epoch %d's weights (val loss %.5f)", self.best_epoch, self.best_loss)
+
+
+def average_decay(epochs: float, steps_per_epoch: int) -> float:
+    """Per-step decay of the weights' moving average whose time constant is ``epochs``
+    epochs (``train.weight_average``; 0 = no average)."""
+    if epochs <= 0:
+        return 0.0
+    return 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)

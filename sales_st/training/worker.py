@@ -86,14 +86,6 @@ def steps(rows: int, ranks: int, batch: int, cap: int = 0) -> int:
     return min(n, cap) if cap else n
 
 
-def average_decay(epochs: float, steps_per_epoch: int) -> float:
-    """Per-step decay of the weights' moving average whose time constant is ``epochs``
-    epochs (``train.weight_average``; 0 = no average)."""
-    if epochs <= 0:
-        return 0.0
-    return 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
-
-
 def weights_digest(model) -> str:
     """A hash of every weight: equal on all ranks after synchronous training."""
     h = hashlib.sha256()
@@ -367,7 +359,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
         hvd.broadcast_variables(model.variables + list(best.state.variables), root_rank=0)
 
     best = cb.BestWeights(
-        model, average_decay(tcfg.weight_average, steps_per_epoch), history, restore_epoch
+        model, cb.average_decay(tcfg.weight_average, steps_per_epoch), history, restore_epoch
     )
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt, average=best.state)
     if state:
