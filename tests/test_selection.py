@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from sales_st.evaluation.selection import (
     ENSEMBLE,
+    best_scale,
     ensemble_rows,
     fit_weights,
     leave_one_origin_out,
@@ -66,6 +67,48 @@ def test_rmspe_weights_differ_from_wape_weights_by_hand():
     )
 
 
+def test_level_factors_by_hand():
+    y = np.array([10.0, 20.0, 40.0])
+    p = np.array([11.0, 20.0, 36.0])
+    # RMSPE: r = p / y = 1.1, 1.0, 0.9 -> s = 3.0 / (1.21 + 1 + 0.81) = 3 / 3.02
+    assert best_scale(y, p, "rmspe", 0.5) == pytest.approx(3 / 3.02)
+    s = 3 / 3.02
+    assert score(y, s * p, "rmspe")[0] < min(
+        score(y, (s - 0.01) * p, "rmspe")[0], score(y, (s + 0.01) * p, "rmspe")[0]
+    )
+    # WAPE: y / p = 0.909, 1.0, 1.111 weighted 11, 20, 36 (total 67): the weight reaches
+    # half (33.5) at the third ratio, 40 / 36
+    assert best_scale(y, p, "wape", 0.5) == pytest.approx(40 / 36)
+    assert best_scale(y, p, "mae", 0.5) == pytest.approx(40 / 36)
+    # bounded, and off at 0
+    assert best_scale(y, p, "wape", 0.05) == pytest.approx(1.05)
+    assert best_scale(y, p, "rmspe", 0.0) == 1.0
+
+
+def test_ensemble_mixes_level_corrected_members():
+    # a forecasts twice the truth, b 0.8 of it: corrected by 1/2 and 1.25 (within 1 +- 0.5)
+    # both are exact, and the ensemble is exact on an origin it was not fitted on
+    frame = pd.DataFrame(
+        {
+            "origin": [O1, O1, O2, O2],
+            "horizon": [1, 2, 1, 2],
+            "actual": [10.0, 30.0, 20.0, 5.0],
+        }
+    )
+    frame["a"] = 2 * frame["actual"]
+    frame["b"] = 0.8 * frame["actual"]
+    sel = select(frame, ["a", "b"], "wape", 0.5, bound=0.5)
+    assert sel["scales"] == pytest.approx({"a": 0.5, "b": 1.25})
+    assert sel["validation"][ENSEMBLE] == pytest.approx(0.0)
+    assert sel["validation"]["a"] == pytest.approx(1.0) and sel["winner"] == ENSEMBLE
+    # a bias both members share: no mix removes it, the factors do (up to their bound)
+    frame["b"] = 2 * frame["actual"]
+    assert select(frame, ["a", "b"], "wape", 0.5)["validation"][ENSEMBLE] == pytest.approx(1.0)
+    assert select(frame, ["a", "b"], "wape", 0.5, bound=0.4)["validation"][
+        ENSEMBLE
+    ] == pytest.approx(0.2)  # 2 * 0.6 = 1.2 times the truth at the bound
+
+
 def test_ensemble_is_graded_on_origins_it_was_not_fitted_on():
     # origin 1 wants all of a, origin 2 all of b: each held-out origin gets the other's weights
     frame = pd.DataFrame(
@@ -99,6 +142,11 @@ def test_ensemble_rows_mix_members_per_horizon_week(spark):
     )
     sel = {"members": ["m1", "m2"], "weights": {"0": [0.75, 0.25], "1": [0.5, 0.5]}}
     got = ensemble_rows(preds, sel, ["p10", "p90"]).orderBy("horizon").toPandas()
+    # level factors multiply each member's columns before the weights
+    sel2 = {**sel, "scales": {"m1": 1.0, "m2": 0.5}}
+    got2 = ensemble_rows(preds, sel2, ["p10", "p90"]).orderBy("horizon").toPandas()
+    np.testing.assert_allclose(got2.point, [0.75 * 10 + 0.25 * 10, 0.5 * 10 + 0.5 * 15])
+    np.testing.assert_allclose(got2.p90, [0.75 * 12 + 0.25 * 15, 0.5 * 11 + 0.5 * 20])
     assert list(got.columns) == [
         "method",
         "store_id",
@@ -153,8 +201,9 @@ def test_selection_sees_validation_rows_only(spark, tiny_cfg, tiny_evaluation, d
 
 @pytest.mark.slow
 def test_best_publishes_the_weighted_mix_of_its_members(spark, tiny_cfg, tiny_evaluation):
-    """A hand-written selection (ensemble winner, weights 0.25 / 0.75): the published
-    quantiles are that mix of what the fused model and LightGBM publish on their own."""
+    """A hand-written selection (ensemble winner, weights 0.25 / 0.75, level factors 0.9 /
+    1.1): the published quantiles are that mix of what the fused model and LightGBM publish
+    on their own."""
     from sales_st.serving.job import run_forecast
 
     root = tiny_cfg.path("models")
@@ -171,7 +220,15 @@ def test_best_publishes_the_weighted_mix_of_its_members(spark, tiny_cfg, tiny_ev
         return got.toPandas().sort_values(cols[:3]).reset_index(drop=True)
 
     try:
-        write_selection(root, {**sel, "winner": ENSEMBLE, "weights": {"0": [0.25, 0.75]}})
+        write_selection(
+            root,
+            {
+                **sel,
+                "winner": ENSEMBLE,
+                "weights": {"0": [0.25, 0.75]},
+                "scales": {"fused": 0.9, "lightgbm": 1.1},
+            },
+        )
         mixed = publish("best")
         fused = publish("latest")
         lgbm = publish("lightgbm")
@@ -182,7 +239,8 @@ def test_best_publishes_the_weighted_mix_of_its_members(spark, tiny_cfg, tiny_ev
     assert mixed.model_id.iloc[0] == f"ensemble({ids['fused']},{ids['lightgbm']})"
     assert (mixed[cols[:3]] == fused[cols[:3]]).all().all()
     for c in ("p10", "p50", "p90"):
-        np.testing.assert_allclose(mixed[c], 0.25 * fused[c] + 0.75 * lgbm[c], rtol=1e-9)
+        want = 0.25 * 0.9 * fused[c] + 0.75 * 1.1 * lgbm[c]
+        np.testing.assert_allclose(mixed[c], want, rtol=1e-9)
     # explanations come from the network; LightGBM alone has none
     assert mixed.gate.notna().all() and lgbm.gate.isna().all()
     assert lgbm.model_id.iloc[0] == sel["model_ids"]["lightgbm"]

@@ -564,6 +564,11 @@ class EvaluateConfig:
     selection_metric: Literal["wape", "rmspe", "mae"] = "wape"
     # Grid step of the ensemble weights (each weight a multiple of it, summing to 1).
     ensemble_step: float = 0.05
+    # Before the weights, each member's forecasts are multiplied by the one factor that
+    # minimises the selection metric on the validation windows, kept within 1 +- this
+    # (0 = off).  It corrects a member's level bias, and for RMSPE the median's excess:
+    # RMSPE's best point lies below the median.  Quantiles get the same factor.
+    ensemble_scale: float = 0.1
     # Most validation rows (per method) brought to the driver for the selection; more are
     # sampled by series, origin and horizon.
     selection_max_rows: int = 2_000_000

@@ -283,7 +283,7 @@ def fit_selection(
         for m in members:
             if m not in wide:
                 wide[m] = np.nan
-        sel = select(wide, members, e.selection_metric, e.ensemble_step)
+        sel = select(wide, members, e.selection_metric, e.ensemble_step, e.ensemble_scale)
         sel.update(
             model_ids={m: model_ids[m] for m in members},
             run_date=str(run_date),
@@ -306,12 +306,13 @@ def fit_selection(
     )
     log.info(
         "model selection on %d validation rows (%d origins), %s:\n%s\n  ensemble weights "
-        "per horizon week over %s: %s",
+        "per horizon week over %s (level factors %s): %s",
         sel["validation_rows"],
         sel["validation_origins"],
         sel["metric"],
         table,
         members,
+        {m: round(v, 4) for m, v in sel["scales"].items()},
         sel["weights"],
     )
     return sel

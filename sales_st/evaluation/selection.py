@@ -3,10 +3,17 @@
 Every publishable method (the trained networks and the LightGBM baseline) scores the
 validation windows.  On those rows, and on no others:
 
+* each member's level is first corrected by one factor (``evaluate.ensemble_scale``): the
+  factor by which its forecasts, multiplied, minimise the selection metric (closed form
+  for RMSPE, a weighted median for WAPE and MAE), bounded to 1 +- ensemble_scale.  A
+  forecaster of the median is not the best point under a relative metric: RMSPE rewards
+  forecasts below the median where the spread is wide, and a member biased on these
+  windows is put back on level before the mix.
 * ``ensemble`` weights are fitted per horizon week: non-negative weights summing to one over
-  the members' forecasts, found by an exhaustive search over a simplex grid (step
-  ``evaluate.ensemble_step``) that minimises the selection metric.  Quantile columns are
-  combined with the same weights (averaging quantiles, "Vincentization"), then re-sorted.
+  the members' (level-corrected) forecasts, found by an exhaustive search over a simplex
+  grid (step ``evaluate.ensemble_step``) that minimises the selection metric.  Quantile
+  columns are combined with the same factors and weights (averaging quantiles,
+  "Vincentization"), then re-sorted.
 * every method gets a validation score; the ensemble's is measured leave-one-origin-out
   (weights fitted on the other validation origins), so that it is not graded on the rows
   it was fitted on.  The method with the lowest score is the ``winner``;
@@ -61,6 +68,50 @@ def score(actual: np.ndarray, pred: np.ndarray, metric: str) -> np.ndarray:
     raise ValueError(f"unknown selection metric {metric!r}")
 
 
+def best_scale(actual: np.ndarray, pred: np.ndarray, metric: str, bound: float) -> float:
+    """The factor ``s`` minimising ``metric(actual, s * pred)``, clipped to 1 +- ``bound``.
+
+    RMSPE: sum((y - s p) / y)^2 is least at s = sum(r) / sum(r^2) with r = p / y (rows with
+    y != 0).  WAPE and MAE: sum|y - s p| = sum |p| |y / p - s| is least at the median of
+    y / p weighted by |p| (rows with p != 0); the lower weighted median when it is a tie."""
+    if bound <= 0:
+        return 1.0
+    y = np.asarray(actual, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    if metric == "rmspe":
+        nz = y != 0
+        r = p[nz] / y[nz]
+        den = float((r * r).sum())
+        s = float(r.sum()) / den if den > 0 else 1.0
+    elif metric in ("wape", "mae"):
+        nz = p != 0
+        if not nz.any():
+            return 1.0
+        ratio, w = y[nz] / p[nz], np.abs(p[nz])
+        order = np.argsort(ratio, kind="stable")
+        cum = np.cumsum(w[order])
+        s = float(ratio[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    else:
+        raise ValueError(f"unknown selection metric {metric!r}")
+    return float(np.clip(s, 1.0 - bound, 1.0 + bound))
+
+
+def fit_scales(
+    frame: pd.DataFrame, members: list[str], metric: str, bound: float
+) -> dict[str, float]:
+    """Each member's level factor over ``frame``'s rows (see ``best_scale``)."""
+    y = frame["actual"].to_numpy(dtype=np.float64)
+    return {m: best_scale(y, frame[m].to_numpy(dtype=np.float64), metric, bound) for m in members}
+
+
+def scaled(frame: pd.DataFrame, scales: dict[str, float]) -> pd.DataFrame:
+    """``frame`` with each member's column multiplied by its factor."""
+    out = frame.copy()
+    for m, s in scales.items():
+        out[m] = out[m] * s
+    return out
+
+
 def simplex_grid(members: int, step: float) -> np.ndarray:
     """Every weight vector on the simplex with coordinates in multiples of ``step``: [c, m]."""
     n = int(round(1.0 / step))
@@ -102,39 +153,53 @@ def combine_points(frame: pd.DataFrame, members: list[str], weights: dict[int, l
     return (frame[members].to_numpy(dtype=np.float64) * W).sum(axis=1)
 
 
+def fit_ensemble(
+    frame: pd.DataFrame, members: list[str], metric: str, step: float, bound: float
+) -> tuple[dict[str, float], dict[int, list[float]]]:
+    """The members' level factors, then the weights per horizon week over the corrected
+    forecasts, both fitted on ``frame``'s rows."""
+    scales = fit_scales(frame, members, metric, bound)
+    return scales, fit_weights(scaled(frame, scales), members, metric, step)
+
+
 def leave_one_origin_out(
-    frame: pd.DataFrame, members: list[str], metric: str, step: float
+    frame: pd.DataFrame, members: list[str], metric: str, step: float, bound: float = 0.0
 ) -> float:
-    """The ensemble's score with each origin predicted by weights fitted on the others
-    (in-sample when there is a single origin)."""
+    """The ensemble's score with each origin predicted by factors and weights fitted on the
+    others (in-sample when there is a single origin)."""
     origins = sorted(frame["origin"].unique())
     if len(origins) < 2:
-        w = fit_weights(frame, members, metric, step)
-        return float(score(frame["actual"], combine_points(frame, members, w), metric)[0])
+        s, w = fit_ensemble(frame, members, metric, step, bound)
+        pred = combine_points(scaled(frame, s), members, w)
+        return float(score(frame["actual"], pred, metric)[0])
     preds = np.empty(len(frame))
     for o in origins:
         held = (frame["origin"] == o).to_numpy()
-        w = fit_weights(frame[~held], members, metric, step)
-        preds[held] = combine_points(frame[held], members, w)
+        s, w = fit_ensemble(frame[~held], members, metric, step, bound)
+        preds[held] = combine_points(scaled(frame[held], s), members, w)
     return float(score(frame["actual"], preds, metric)[0])
 
 
-def select(frame: pd.DataFrame, members: list[str], metric: str, step: float) -> dict[str, Any]:
-    """Validation scores of every member and of the ensemble, the ensemble's weights, and
-    the winner.  ``frame``: ``origin, horizon, actual`` and a column per member (rows where
-    any member is missing are dropped)."""
+def select(
+    frame: pd.DataFrame, members: list[str], metric: str, step: float, bound: float = 0.0
+) -> dict[str, Any]:
+    """Validation scores of every member and of the ensemble, the ensemble's level factors
+    (within 1 +- ``bound``) and weights, and the winner.  ``frame``: ``origin, horizon,
+    actual`` and a column per member (rows where any member is missing are dropped)."""
     frame = frame.dropna(subset=[*members, "actual"])
     if frame.empty:
         raise MissingInputError("model selection: no validation rows with every method's forecast")
     scores = {m: float(score(frame["actual"], frame[m], metric)[0]) for m in members}
     weights: dict[int, list[float]] = {}
+    scales = dict.fromkeys(members, 1.0)
     if len(members) > 1:
-        weights = fit_weights(frame, members, metric, step)
-        scores[ENSEMBLE] = leave_one_origin_out(frame, members, metric, step)
+        scales, weights = fit_ensemble(frame, members, metric, step, bound)
+        scores[ENSEMBLE] = leave_one_origin_out(frame, members, metric, step, bound)
     winner = min(scores, key=lambda m: (scores[m], m != ENSEMBLE))
     return {
         "metric": metric,
         "members": members,
+        "scales": scales,
         "weights": {str(k): v for k, v in weights.items()},
         "validation": scores,
         "validation_rows": int(len(frame)),
@@ -148,6 +213,8 @@ def ensemble_rows(preds: DataFrame, selection: dict[str, Any], qcols: list[str])
     (``method, <keys>, horizon, point, <qcols>``); a row needs every member's forecast."""
     members = selection["members"]
     weights = {int(k): v for k, v in selection["weights"].items()}
+    # selections written before the level factors have none: factor 1
+    scales = [float(selection.get("scales", {}).get(m, 1.0)) for m in members]
     last = max(weights)
     keys = [c for c in preds.columns if c not in ("method", "point", *qcols)]
     week = F.floor((F.col("horizon") - 1) / WEEK).cast("int")
@@ -159,9 +226,9 @@ def ensemble_rows(preds: DataFrame, selection: dict[str, Any], qcols: list[str])
     )
 
     def weight(i: int):
-        expr = F.lit(weights[last][i])
+        expr = F.lit(weights[last][i] * scales[i])
         for w in sorted(weights, reverse=True):
-            expr = F.when(week == w, F.lit(weights[w][i])).otherwise(expr)
+            expr = F.when(week == w, F.lit(weights[w][i] * scales[i])).otherwise(expr)
         return expr
 
     def mix(col: str):

@@ -79,6 +79,7 @@ class Published:
     method: str
     members: dict[str, str] = field(default_factory=dict)  # name -> model id
     weights: dict[str, list[float]] = field(default_factory=dict)  # horizon week -> weights
+    scales: dict[str, float] = field(default_factory=dict)  # name -> level factor (default 1)
 
 
 def resolve_published(root: str, ref: str) -> Published:
@@ -98,7 +99,7 @@ def resolve_published(root: str, ref: str) -> Published:
                 "features than the selection; re-run the evaluation job"
             )
     if winner == ENSEMBLE:
-        return Published(ensemble_id(sel), winner, ids, sel["weights"])
+        return Published(ensemble_id(sel), winner, ids, sel["weights"], sel.get("scales", {}))
     mid = ids[winner]
     if model_store.load_meta(root, mid).get("kind") == "lightgbm":
         return Published(mid, winner, {winner: mid}, {"0": [1.0]})
@@ -371,7 +372,7 @@ def mixed_rows(
         parts.append(part.select("method", *KEYS, "horizon", "point", *qcols))
     preds = functools.reduce(DataFrame.unionByName, parts)
     mixed = ensemble_rows(
-        preds, {"members": list(pub.members), "weights": pub.weights}, qcols
+        preds, {"members": list(pub.members), "weights": pub.weights, "scales": pub.scales}, qcols
     ).withColumn("target_date", F.expr(grid.shift_sql("origin", "horizon")))
     if explained is not None:
         extra = explained.select(*SERIES_KEY, *regions, "target_date", *EXPLANATIONS)
