@@ -125,6 +125,9 @@ def test_ensemble_is_graded_on_origins_it_was_not_fitted_on():
     sel = select(frame, ["a", "b"], "wape", 0.5)
     assert sel["validation"] == pytest.approx({"a": 0.5, "b": 0.5, ENSEMBLE: 1.0})
     assert sel["winner"] == "a" and sel["validation_origins"] == 2
+    # a margin of half the ensemble's score: a's 0.5 is not below 1.0 by more than 0.5
+    assert select(frame, ["a", "b"], "wape", 0.5, margin=0.5)["winner"] == ENSEMBLE
+    assert select(frame, ["a", "b"], "wape", 0.5, margin=0.49)["winner"] == "a"
 
 
 def test_ensemble_rows_mix_members_per_horizon_week(spark):

@@ -569,6 +569,10 @@ class EvaluateConfig:
     # (0 = off).  It corrects a member's level bias, and for RMSPE the median's excess:
     # RMSPE's best point lies below the median.  Quantiles get the same factor.
     ensemble_scale: float = 0.1
+    # The ensemble is published unless a single method's validation score beats it by more
+    # than this fraction.  The ensemble's score is measured on origins it was not fitted on;
+    # a network's kept epoch was chosen on these same windows, so its score is optimistic.
+    ensemble_margin: float = 0.02
     # Most validation rows (per method) brought to the driver for the selection; more are
     # sampled by series, origin and horizon.
     selection_max_rows: int = 2_000_000

@@ -283,7 +283,9 @@ def fit_selection(
         for m in members:
             if m not in wide:
                 wide[m] = np.nan
-        sel = select(wide, members, e.selection_metric, e.ensemble_step, e.ensemble_scale)
+        sel = select(
+            wide, members, e.selection_metric, e.ensemble_step, e.ensemble_scale, e.ensemble_margin
+        )
         sel.update(
             model_ids={m: model_ids[m] for m in members},
             run_date=str(run_date),

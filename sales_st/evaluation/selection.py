@@ -16,8 +16,11 @@ validation windows.  On those rows, and on no others:
   "Vincentization"), then re-sorted.
 * every method gets a validation score; the ensemble's is measured leave-one-origin-out
   (weights fitted on the other validation origins), so that it is not graded on the rows
-  it was fitted on.  The method with the lowest score is the ``winner``;
-  ``forecast.model: best`` publishes it.
+  it was fitted on.  The method with the lowest score is the ``winner``, except that the
+  ensemble wins unless a single method beats it by more than ``evaluate.ensemble_margin``
+  (a fraction of the ensemble's score): a network's kept epoch was chosen on these same
+  windows, so its score is optimistic, and a mix is the safer pick between near-equals.
+  ``forecast.model: best`` publishes the winner.
 
 The selection is written to ``<models>/selection.json``: members and their model ids,
 weights per horizon week, validation scores and the winner.  Test actuals never reach it.
@@ -181,11 +184,18 @@ def leave_one_origin_out(
 
 
 def select(
-    frame: pd.DataFrame, members: list[str], metric: str, step: float, bound: float = 0.0
+    frame: pd.DataFrame,
+    members: list[str],
+    metric: str,
+    step: float,
+    bound: float = 0.0,
+    margin: float = 0.0,
 ) -> dict[str, Any]:
     """Validation scores of every member and of the ensemble, the ensemble's level factors
-    (within 1 +- ``bound``) and weights, and the winner.  ``frame``: ``origin, horizon,
-    actual`` and a column per member (rows where any member is missing are dropped)."""
+    (within 1 +- ``bound``) and weights, and the winner (the ensemble unless a member's
+    score is below the ensemble's by more than ``margin`` of it).  ``frame``: ``origin,
+    horizon, actual`` and a column per member (rows where any member is missing are
+    dropped)."""
     frame = frame.dropna(subset=[*members, "actual"])
     if frame.empty:
         raise MissingInputError("model selection: no validation rows with every method's forecast")
@@ -196,6 +206,8 @@ def select(
         scales, weights = fit_ensemble(frame, members, metric, step, bound)
         scores[ENSEMBLE] = leave_one_origin_out(frame, members, metric, step, bound)
     winner = min(scores, key=lambda m: (scores[m], m != ENSEMBLE))
+    if ENSEMBLE in scores and scores[winner] >= scores[ENSEMBLE] * (1 - margin):
+        winner = ENSEMBLE
     return {
         "metric": metric,
         "members": members,
@@ -204,6 +216,7 @@ def select(
         "validation": scores,
         "validation_rows": int(len(frame)),
         "validation_origins": int(frame["origin"].nunique()),
+        "ensemble_margin": margin,
         "winner": winner,
     }
 
