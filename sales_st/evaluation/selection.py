@@ -23,7 +23,8 @@ validation windows.  On those rows, and on no others:
   ``forecast.model: best`` publishes the winner.
 
 The selection is written to ``<models>/selection.json``: members and their model ids,
-weights per horizon week, validation scores and the winner.  Test actuals never reach it.
+level factors, weights per horizon week, validation scores, the margin and the winner.
+Test actuals never reach it.
 """
 
 from __future__ import annotations
