@@ -72,6 +72,12 @@ def test_semantic_checks(tmp_path):
     write(tmp_path, "base.yaml", "model:\n  decoder_dropout: 1.0\n")
     with pytest.raises(ConfigError, match=r"model\.decoder_dropout.*in \[0, 1\)"):
         load_config(tmp_path)
+    write(tmp_path, "base.yaml", "evaluate:\n  ensemble_scale: 1.0\n")
+    with pytest.raises(ConfigError, match=r"evaluate\.ensemble_scale.*in \[0, 1\)"):
+        load_config(tmp_path)
+    write(tmp_path, "base.yaml", "evaluate:\n  ensemble_margin: -0.01\n")
+    with pytest.raises(ConfigError, match=r"evaluate\.ensemble_margin.*0 or more"):
+        load_config(tmp_path)
     write(tmp_path, "base.yaml", "features:\n  splits:\n    train_end: '2023-13-01'\n")
     with pytest.raises(ConfigError, match=r"features\.splits\.train_end.*YYYY-MM-DD"):
         load_config(tmp_path)
