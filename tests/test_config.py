@@ -65,24 +65,26 @@ def test_literal_and_rule_values_checked(tmp_path):
         load_config(tmp_path)
 
 
-def test_semantic_checks(tmp_path):
-    write(tmp_path, "base.yaml", "model:\n  quantiles: [0.1, 0.9]\n")
-    with pytest.raises(ConfigError, match=r"model\.quantiles.*including 0\.5"):
-        load_config(tmp_path)
-    write(tmp_path, "base.yaml", "model:\n  decoder_dropout: 1.0\n")
-    with pytest.raises(ConfigError, match=r"model\.decoder_dropout.*in \[0, 1\)"):
-        load_config(tmp_path)
-    write(tmp_path, "base.yaml", "evaluate:\n  ensemble_scale: 1.0\n")
-    with pytest.raises(ConfigError, match=r"evaluate\.ensemble_scale.*in \[0, 1\)"):
-        load_config(tmp_path)
-    write(tmp_path, "base.yaml", "evaluate:\n  ensemble_margin: -0.01\n")
-    with pytest.raises(ConfigError, match=r"evaluate\.ensemble_margin.*0 or more"):
-        load_config(tmp_path)
-    write(tmp_path, "base.yaml", "features:\n  splits:\n    train_end: '2023-13-01'\n")
-    with pytest.raises(ConfigError, match=r"features\.splits\.train_end.*YYYY-MM-DD"):
-        load_config(tmp_path)
-    write(tmp_path, "base.yaml", "features:\n  splits:\n    train_end: 2023-13-01\n")
-    with pytest.raises(ConfigError, match=r"base\.yaml: not valid YAML: month must be in 1\.\.12"):
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("model:\n  quantiles: [0.1, 0.9]\n", r"model\.quantiles.*including 0\.5"),
+        ("model:\n  decoder_dropout: 1.0\n", r"model\.decoder_dropout.*in \[0, 1\)"),
+        ("evaluate:\n  ensemble_scale: 1.0\n", r"evaluate\.ensemble_scale.*in \[0, 1\)"),
+        ("evaluate:\n  ensemble_margin: -0.01\n", r"evaluate\.ensemble_margin.*0 or more"),
+        (
+            "features:\n  splits:\n    train_end: '2023-13-01'\n",
+            r"features\.splits\.train_end.*YYYY-MM-DD",
+        ),
+        (
+            "features:\n  splits:\n    train_end: 2023-13-01\n",
+            r"base\.yaml: not valid YAML: month must be in 1\.\.12",
+        ),
+    ],
+)
+def test_semantic_checks(tmp_path, text, error):
+    write(tmp_path, "base.yaml", text)
+    with pytest.raises(ConfigError, match=error):
         load_config(tmp_path)
 
 
