@@ -73,6 +73,10 @@ def test_literal_and_rule_values_checked(tmp_path):
         ("evaluate:\n  ensemble_scale: 1.0\n", r"evaluate\.ensemble_scale.*in \[0, 1\)"),
         ("evaluate:\n  ensemble_margin: -0.01\n", r"evaluate\.ensemble_margin.*0 or more"),
         (
+            "features:\n  history: 28\nmodel:\n  sequence_days: 29\n",
+            r"model\.sequence_days.*at most features\.history \(28\)",
+        ),
+        (
             "features:\n  splits:\n    train_end: '2023-13-01'\n",
             r"features\.splits\.train_end.*YYYY-MM-DD",
         ),

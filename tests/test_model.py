@@ -182,6 +182,38 @@ def test_ablation_switch_removes_the_spatial_path():
     assert not np.allclose(fused(a)["quantiles"], fused(b)["quantiles"])
 
 
+@pytest.mark.parametrize("temporal", ["lstm", "transformer"])
+def test_sequence_days_limit_what_the_sequence_encoder_reads(temporal):
+    """``model.sequence_days`` S: the temporal-only model ignores the own history before the
+    last S days and reads those; the attention is 0 before them and sums to 1 over them; the
+    fused model's attention too."""
+    S = 5
+    spec = fake_spec()
+    kw = dict(units=16, heads=2, decoder_units=16, temporal=temporal, sequence_days=S)
+    tf.keras.utils.set_random_seed(3)
+    temporal_only = build_model(spec, ModelConfig(spatial=False, **kw))
+    fused = build_model(spec, ModelConfig(**kw))
+    cols = fake_columns()
+    early, late = dict(cols), dict(cols)
+    for c in ("hist_y", "hist_promo"):
+        early[c] = cols[c].copy()
+        early[c][:, : L - S] += 3.0  # days the encoder does not read
+        late[c] = cols[c].copy()
+        late[c][:, L - S] += 3.0  # the first day it reads
+    x, x_early, x_late = (model_inputs_from_columns(c, spec) for c in (cols, early, late))
+    out = temporal_only(x)
+    np.testing.assert_allclose(out["quantiles"], temporal_only(x_early)["quantiles"])
+    assert not np.allclose(out["quantiles"], temporal_only(x_late)["quantiles"])
+    for model in (temporal_only, fused):
+        alpha = model(x)["temporal_attention"].numpy()
+        assert alpha.shape == (B, L)
+        assert (alpha[:, : L - S] == 0).all() and (alpha[:, L - S :] > 0).all()
+        np.testing.assert_allclose(alpha.sum(axis=1), 1.0, rtol=1e-5)
+    # the default reads every day
+    whole = build_model(spec, ModelConfig(spatial=False, **dict(kw, sequence_days=0)))
+    assert not np.allclose(whole(x)["quantiles"], whole(x_early)["quantiles"])
+
+
 def test_freezing_encoders_by_name():
     full = build_model(fake_spec(), ModelConfig(units=16, heads=2, decoder_units=16))
     before = len(full.trainable_weights)

@@ -237,6 +237,11 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
         (cfg.model.log_offset > 0, "model.log_offset", "above 0"),
         (cfg.model.members >= 1, "model.members", "at least 1"),
         (
+            0 <= cfg.model.sequence_days <= cfg.features.history,
+            "model.sequence_days",
+            f"0 (all) or at most features.history ({cfg.features.history})",
+        ),
+        (
             cfg.model.numeric_embedding_frequencies >= 1,
             "model.numeric_embedding_frequencies",
             "at least 1",

@@ -440,6 +440,12 @@ class ModelConfig:
     target_space: Literal["log", "scaled"] = "log"
     # c of the log space: larger is closer to the scaled space (more weight on big days).
     log_offset: float = 1.0
+    # Days of history the sequence encoders read, the latest (0 = all of features.history).
+    # The lags, rolling statistics, same-weekday means and the spatial tokens still cover the
+    # whole history; the recurrent or attention encoder, the bulk of a training step, then
+    # runs over this many steps only.  The temporal attention (explanations) is 0 on the
+    # days before.
+    sequence_days: int = 0
     # Seed ensemble inside one model: this many copies of the network, each initialised
     # differently and fitted to its own loss on the same batches; the forecast is the mean
     # of their quantiles.  Training and scoring cost grow about this many times.

@@ -6,10 +6,12 @@
     y      = gamma * h_st + (1 - gamma) * h_t,  gamma = sigmoid(W [h_t, h_st, s])
 
 ``M_seq`` (one set of weights, applied twice) is a stacked LSTM with additive temporal
-attention, or a Transformer encoder with attention pooling.  ``M_spa`` attends from the
-target series (query) to its region context -- the k neighbour histories with distance
-encodings, the spatial lag and the hierarchy aggregates -- and adds to every time step of
-``z`` the attention-weighted context sequence plus the pooled context vector.  The decoder
+attention, or a Transformer encoder with attention pooling; with ``model.sequence_days`` S
+it reads the last S of the L steps (the bulk of a training step's cost is M_seq's).
+``M_spa`` attends from the target series (query) to its region context -- the k neighbour
+histories with distance encodings, the spatial lag and the hierarchy aggregates -- and adds
+to every time step of ``z`` the attention-weighted context sequence plus the pooled context
+vector.  The decoder
 is direct multi-horizon: for each step h it sees the fused vector, the static encoding, the
 known-future covariates of day o+h and a horizon embedding, and emits quantiles that cannot
 cross (median plus/minus cumulative softplus offsets): levels, or with ``baseline_skip``
@@ -175,6 +177,20 @@ def scalar_inputs(cfg: ModelConfig, x: tf.Tensor, name: str) -> list[tf.Tensor]:
 
 
 # ---- encoders ----------------------------------------------------------------------------
+
+
+def sequence_encoder(cfg: ModelConfig, L: int, S: int):
+    """M_seq over the last ``S`` of ``L`` steps (``model.sequence_days``): the temporal
+    encoder on the slice, its attention padded with zeros to all ``L`` days."""
+    m_seq = temporal_encoder(cfg, S)
+    if S == L:
+        return m_seq
+
+    def call(z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        h, alpha = m_seq(z[:, L - S :, :])
+        return h, tf.pad(alpha, [[0, 0], [L - S, 0]])
+
+    return call
 
 
 def temporal_encoder(cfg: ModelConfig, L: int) -> keras.Model:
@@ -393,7 +409,8 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
     z = layers.Dense(d, name="temporal_in_proj")(
         layers.Concatenate(name="temporal_in_cat")([inp["hist"], dow(inp["hist_dow"])])
     )
-    m_seq = temporal_encoder(cfg, dims.history)
+    S = min(cfg.sequence_days or dims.history, dims.history)
+    m_seq = sequence_encoder(cfg, dims.history, S)
     h_t, alpha_t = m_seq(z)
     lead: list[tf.Tensor] = []
     if cfg.spatial:
