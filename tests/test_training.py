@@ -193,3 +193,48 @@ def test_same_worker_runs_under_horovodrun(tmp_path, tiny_cfg, tiny_features):
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert len({r["digest"] for r in results}) == 1
     assert (tmp_path / "m" / "weights.h5").exists()
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_memory_input_permutes_all_windows_every_epoch(tmp_path, size):
+    """``train.input: memory``: each epoch of a rank's batches is a permutation of all of its
+    windows (a fresh one each epoch); two ranks split the files between them, no window
+    twice; validation keeps the file order."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sales_st.config import TrainConfig
+    from sales_st.training.worker import _memory_dataset
+    from tests.test_model import fake_columns, fake_spec
+
+    spec = fake_spec()
+    n_files, per_file, batch = 4, 30, 8
+    for f in range(n_files):
+        cols = fake_columns(seed=f, n=per_file)
+        # a window's id in lag_1 (standardised by the fake spec's scaler: (v - 1) / 0.5)
+        cols["lag_1"] = np.arange(f * per_file, (f + 1) * per_file, dtype="float32") / 100
+        table = pa.table({c: list(v) if v.ndim > 1 else v for c, v in cols.items()})
+        pq.write_table(table, tmp_path / f"part-{f}.parquet")
+    tcfg = TrainConfig(batch_size=batch, seed=3)
+
+    def window_ids(x) -> list[int]:
+        return [int(round((v * 0.5 + 1.0) * 100)) for v in np.asarray(x["num"])[:, 0]]
+
+    seen = []
+    for rank in range(size):
+        ds = _memory_dataset(f"file://{tmp_path}", spec, tcfg, rank, size, shuffle=True)
+        n = n_files * per_file // size
+        ids = []
+        for x, y in ds.take(2 * n // batch):  # two epochs (n is a multiple of the batch)
+            assert x["hist"].shape[0] == y.shape[0] == batch
+            ids += window_ids(x)
+        first, second = ids[:n], ids[n:]
+        assert sorted(first) == sorted(second) and len(set(first)) == n
+        assert first != second  # reshuffled
+        assert first != sorted(first)
+        seen += first
+    assert len(set(seen)) == n_files * per_file
+    val = _memory_dataset(f"file://{tmp_path}", spec, tcfg, 0, 1, shuffle=False)
+    ordered = [i for x, _ in val.take(n_files * per_file // batch) for i in window_ids(x)]
+    assert ordered == list(range(n_files * per_file))

@@ -167,12 +167,16 @@ def _memory_dataset(
     columns = spec.layout.all_columns()
     table = pq.ParquetDataset(mine, filesystem=fs).read(columns=columns)
     cols = columns_from_pandas(table.to_pandas(), columns)
-    ds = tf.data.Dataset.from_tensor_slices(
-        (model_inputs_from_columns(cols, spec), targets_from_columns(cols))
-    ).repeat()
+    x, y = model_inputs_from_columns(cols, spec), targets_from_columns(cols)
+    # batches of row indices, gathered from the tensors: every epoch is a fresh permutation
+    # of all the rank's windows (the files hold them in series order, which a shuffle buffer
+    # of a few thousand rows would hardly mix)
+    idx = tf.data.Dataset.range(int(y.shape[0]))
     if shuffle:
-        ds = ds.shuffle(tcfg.shuffle_buffer, seed=tcfg.seed + rank)
-    return ds.batch(tcfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        idx = idx.shuffle(int(y.shape[0]), seed=tcfg.seed + rank, reshuffle_each_iteration=True)
+    ds = idx.repeat().batch(tcfg.batch_size)
+    ds = ds.map(lambda i: (tf.nest.map_structure(lambda t: tf.gather(t, i), x), tf.gather(y, i)))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def read_state(checkpoint_dir: str) -> dict[str, Any] | None:
