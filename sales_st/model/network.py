@@ -11,11 +11,10 @@ it reads the last S of the L steps (the bulk of a training step's cost is M_seq'
 ``M_spa`` attends from the target series (query) to its region context -- the k neighbour
 histories with distance encodings, the spatial lag and the hierarchy aggregates -- and adds
 to every time step of ``z`` the attention-weighted context sequence plus the pooled context
-vector.  The decoder
-is direct multi-horizon: for each step h it sees the fused vector, the static encoding, the
-known-future covariates of day o+h and a horizon embedding, and emits quantiles that cannot
-cross (median plus/minus cumulative softplus offsets): levels, or with ``baseline_skip``
-corrections to the same-weekday mean of the last weeks.
+vector.  The decoder is direct multi-horizon: for each step h it sees the fused vector, the
+static encoding, the known-future covariates of day o+h and a horizon embedding, and emits
+quantiles that cannot cross (median plus/minus cumulative softplus offsets): levels, or with
+``baseline_skip`` corrections to the same-weekday mean of the last weeks.
 
 With ``model.members`` M > 1 the model holds M such networks (a seed ensemble): the forecast
 is the mean of their quantiles, and each is fitted to its own loss on the same batches.
