@@ -505,7 +505,7 @@ class TrainConfig:
     weight_average: float = 0.0
     # Seed of weight initialisation and shuffling (shuffling adds the rank).
     seed: int = 11
-    # Examples in each rank's shuffle buffer.
+    # Examples in each rank's shuffle buffer (Petastorm input; memory permutes all).
     shuffle_buffer: int = 2048
     # Cap on steps per epoch (0 = one pass over the rank's shard).
     max_steps_per_epoch: int = 0

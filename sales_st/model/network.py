@@ -178,9 +178,10 @@ def scalar_inputs(cfg: ModelConfig, x: tf.Tensor, name: str) -> list[tf.Tensor]:
 # ---- encoders ----------------------------------------------------------------------------
 
 
-def sequence_encoder(cfg: ModelConfig, L: int, S: int):
-    """M_seq over the last ``S`` of ``L`` steps (``model.sequence_days``): the temporal
-    encoder on the slice, its attention padded with zeros to all ``L`` days."""
+def sequence_encoder(cfg: ModelConfig, L: int):
+    """M_seq over the last S = ``model.sequence_days`` of ``L`` steps (0: all of them): the
+    temporal encoder on the slice, its attention padded with zeros to all ``L`` days."""
+    S = min(cfg.sequence_days or L, L)
     m_seq = temporal_encoder(cfg, S)
     if S == L:
         return m_seq
@@ -408,8 +409,7 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
     z = layers.Dense(d, name="temporal_in_proj")(
         layers.Concatenate(name="temporal_in_cat")([inp["hist"], dow(inp["hist_dow"])])
     )
-    S = min(cfg.sequence_days or dims.history, dims.history)
-    m_seq = sequence_encoder(cfg, dims.history, S)
+    m_seq = sequence_encoder(cfg, dims.history)
     h_t, alpha_t = m_seq(z)
     lead: list[tf.Tensor] = []
     if cfg.spatial:
