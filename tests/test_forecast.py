@@ -159,3 +159,55 @@ def test_scoring_tasks_one_per_core_more_for_many_series_never_more_than_partiti
     # never more tasks than the windows have partitions
     assert scoring_tasks(examples, 10_000, cfg).rdd.getNumPartitions() == cores + 6
     assert scoring_tasks(examples, 45, cfg).count() == 1000
+
+
+def test_scored_rows_are_the_models_outputs_window_by_window(spark, tiny_cfg, tiny_model):
+    """Arrow batches of 5 windows (sliced from larger ones): every window's quantiles are the
+    stored model's outputs on that window times its scale, 0 on closed days, and its
+    most-attended days are the model's attention read by hand."""
+    from sales_st.features.spec import read_spec
+    from sales_st.model.tensors import model_inputs_from_columns
+    from sales_st.serving.scoring import score_examples
+    from sales_st.training import store as model_store
+
+    root, mid = tiny_cfg.path("models"), tiny_model.model_id
+    spec = read_spec(tiny_cfg.path("features"))
+    examples = spark.read.parquet(spec.split_path("val"))
+    key = ["store_id", "item_id", "origin"]
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
+    try:
+        args = (root, mid, [0.1, 0.5, 0.9], tiny_cfg.data.region_columns, spec.run_date)
+        got = score_examples(examples, *args, True, 3, calibrated=False).toPandas()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    pdf = examples.toPandas().sort_values(key).reset_index(drop=True)
+    # the reference: each window's columns from pandas, one Python list per cell
+    cols = {
+        c: np.stack(pdf[c].to_numpy()) if pdf[c].dtype == object else pdf[c].to_numpy()
+        for c in spec.layout.input_columns()
+    }
+    full, _, _ = model_store.load_model(root, mid)
+    out = full(model_inputs_from_columns(cols, spec), training=False)
+    q = out["quantiles"].numpy() * pdf["scale"].to_numpy()[:, None, None]
+    q = np.maximum(q * cols["fut_open"][:, :, None], 0.0)
+    H, L = spec.horizon, spec.history
+    assert len(got) == len(pdf) * H
+    got["origin"] = [d - dt.timedelta(days=int(h)) for d, h in zip(got.target_date, got.horizon)]
+    got = got.sort_values([*key, "horizon"]).reset_index(drop=True)
+    assert (got.origin.to_numpy() == np.repeat(pdf.origin.to_numpy(), H)).all()
+    assert (got.store_id.to_numpy() == np.repeat(pdf.store_id.to_numpy(), H)).all()
+    for i, c in enumerate(["p10", "p50", "p90"]):
+        np.testing.assert_allclose(got[c].to_numpy(), q[:, :, i].ravel(), rtol=1e-5, atol=1e-6)
+    alpha = out["temporal_attention"].numpy()
+    top = np.argsort(-alpha, axis=1)[:, :3]
+    first = got[got.horizon == 1].reset_index(drop=True)
+    for w in (0, len(pdf) // 2, len(pdf) - 1):
+        days = [pdf.origin[w] - dt.timedelta(days=int(L - 1 - t)) for t in top[w]]
+        assert list(first.top_history_dates[w]) == days
+        np.testing.assert_allclose(first.top_history_weights[w], alpha[w, top[w]], rtol=1e-5)
+        assert first.gate[w] == pytest.approx(float(out["gate"].numpy().reshape(-1)[w]), 1e-5)
+    # without explanations the explanation columns are null, the quantiles the same
+    plain = score_examples(examples, *args, False, 3, calibrated=False).toPandas()
+    assert plain.gate.isna().all() and plain.spatial_sources.isna().all()
+    plain = plain.sort_values(["store_id", "item_id", "target_date"]).reset_index(drop=True)
+    np.testing.assert_allclose(plain.p50.to_numpy(), q[:, :, 1].ravel(), rtol=1e-5, atol=1e-6)

@@ -434,3 +434,28 @@ def test_periodic_embedding_option_feeds_decoder_and_static_encoder(tmp_path):
     served.load_weights(str(tmp_path / "weights.h5"))
     np.testing.assert_array_equal(served(x)["quantiles"].numpy(), q.numpy())
     verify_outputs(served, spec, str(tmp_path))
+
+
+def test_columns_from_arrow_reads_sliced_list_columns_as_2d_arrays():
+    import pyarrow as pa
+
+    from sales_st.model.tensors import columns_from_arrow
+
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "hist_y": pa.array([[1.0, 2.0], [3.0, None], [5.0, 6.0]], pa.list_(pa.float32())),
+            "lag_1": pa.array([0.5, None, 1.5], pa.float32()),
+            "store_id_idx": pa.array([3, 1, 2], pa.int32()),
+        }
+    )
+    cols = columns_from_arrow(batch.slice(1, 2), ["hist_y", "lag_1", "store_id_idx"])
+    np.testing.assert_array_equal(cols["hist_y"], [[3.0, np.nan], [5.0, 6.0]])
+    assert cols["hist_y"].dtype == np.float32 and cols["hist_y"].shape == (2, 2)
+    np.testing.assert_array_equal(cols["lag_1"], [np.nan, 1.5])
+    assert cols["store_id_idx"].tolist() == [1, 2]
+    ragged = pa.RecordBatch.from_pydict({"fut_open": pa.array([[1.0], [1.0, 0.0]])})
+    with pytest.raises(ValueError, match="fut_open: lists must all have the same length"):
+        columns_from_arrow(ragged, ["fut_open"])
+    empty = pa.RecordBatch.from_pydict({"fut_open": pa.array([[1.0], None])})
+    with pytest.raises(ValueError, match="fut_open: .*1 null"):
+        columns_from_arrow(empty, ["fut_open"])

@@ -1,8 +1,9 @@
 """From example-table columns to model inputs: one function for training and for scoring.
 
 Training maps it over a Petastorm ``tf.data`` stream; the forecast job calls it on numpy
-arrays cut from pandas batches.  Scalar features are standardised with the scalers of the
-feature spec (fitted on the training split); missing values become 0.
+arrays cut from Arrow batches (:func:`columns_from_arrow`).  Scalar features are
+standardised with the scalers of the feature spec (fitted on the training split); missing
+values become 0.
 """
 
 from __future__ import annotations
@@ -73,6 +74,37 @@ def columns_from_pandas(pdf, names: list[str]) -> dict[str, np.ndarray]:
             out[c] = np.stack(s.to_numpy())
         else:
             out[c] = s.to_numpy()
+    return out
+
+
+def columns_from_arrow(batch: Any, names: list[str]) -> dict[str, np.ndarray]:
+    """Numpy arrays of an Arrow record batch's (or table's) columns: a list column becomes
+    a 2-D array ``[rows, length]`` read straight from the list's values buffer, not one
+    Python object per row as through pandas.  Every list of a column must have the same
+    length and none may be null (as in the example tables); otherwise a ``ValueError``
+    names the column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = {}
+    for c in names:
+        a = batch.column(c)
+        if isinstance(a, pa.ChunkedArray):
+            a = a.combine_chunks()
+        if not (pa.types.is_list(a.type) or pa.types.is_large_list(a.type)):
+            out[c] = a.to_numpy(zero_copy_only=False)
+            continue
+        n = len(a)
+        lengths = pc.list_value_length(a)
+        bounds = pc.min_max(lengths)
+        width = bounds["max"].as_py() or 0
+        if a.null_count or (n and bounds["min"].as_py() != width):
+            raise ValueError(
+                f"column {c}: lists must all have the same length and none may be null "
+                f"({a.null_count} null, lengths {bounds['min'].as_py()}..{width})"
+            )
+        # flatten() honours a sliced array's offsets
+        out[c] = a.flatten().to_numpy(zero_copy_only=False).reshape(n, width)
     return out
 
 

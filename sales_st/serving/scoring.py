@@ -1,8 +1,8 @@
-"""Scoring example windows with a stored model in Spark (``mapInPandas``): the Keras model
-is loaded once per Python worker and fed Arrow batches; the output has the forecasts
-table's columns -- one row per (series, target date) with quantile columns, region keys,
-the model id and, when enabled, explanations (most-attended history days, spatial
-attention over neighbours and region aggregates, the fusion gate).
+"""Scoring example windows with a stored model in Spark (``mapInArrow``): the Keras model
+is loaded once per Python worker and fed Arrow batches, read into numpy without pandas; the
+output has the forecasts table's columns -- one row per (series, target date) with quantile
+columns, region keys, the model id and, when enabled, explanations (most-attended history
+days, spatial attention over neighbours and region aggregates, the fusion gate).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -190,26 +190,26 @@ def compiled_call(full: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return tf.function(lambda x: full(x, training=False), input_signature=[signature])
 
 
-def predict_batch(
+def predict_columns(
     full: Any,
     spec: FeatureSpec,
-    pdf: pd.DataFrame,
+    cols: dict[str, np.ndarray],
     calibration: dict[str, Any] | None = None,
     call: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Model outputs for a pandas batch of examples, quantiles back in target units (after
-    the conformal ``calibration`` of the intervals, when given); ``call``: the model as a
-    graph (:func:`compiled_call`), else it is called eagerly.
+    """Model outputs for a batch of example columns (the model's inputs and ``scale``), the
+    quantiles back in target units (after the conformal ``calibration`` of the intervals,
+    when given); ``call``: the model as a graph (:func:`compiled_call`), else it is called
+    eagerly.
 
     Days known to be closed (``fut_open = 0``, from plans or holidays) are forecast as 0.
     """
-    from sales_st.model.tensors import columns_from_pandas, model_inputs_from_columns
+    from sales_st.model.tensors import model_inputs_from_columns
     from sales_st.serving.calibration import apply
 
-    cols = columns_from_pandas(pdf, spec.layout.input_columns())
     x = model_inputs_from_columns(cols, spec)
     out = call(x) if call is not None else full(x, training=False)
-    scale = pdf["scale"].to_numpy(dtype=np.float64)
+    scale = cols["scale"].astype(np.float64)
     q = apply(out["quantiles"].numpy().astype(np.float64), calibration) * scale[:, None, None]
     q *= cols["fut_open"].astype(np.float64)[:, :, None]
     return {
@@ -228,90 +228,94 @@ def window_ddl(quantiles: list[float], region_columns: list[str]) -> str:
     return f"{keys}, origin DATE, {qcols}, {TAIL_DDL}"
 
 
-def window_rows(
-    pdf: pd.DataFrame,
+def _rows_of(values: np.ndarray) -> pa.Array:
+    """A ``[n, w]`` numpy array as an Arrow list array of n lists of w values."""
+    n, w = values.shape[0], values.shape[1]
+    offsets = pa.array(np.arange(0, n * w + 1, w, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+
+
+def window_batch(
+    batch: pa.RecordBatch,
+    cols: dict[str, np.ndarray],
     pred: dict[str, np.ndarray],
     spec: FeatureSpec,
-    qcols: list[str],
-    region_columns: list[str],
+    schema: pa.Schema,
     model_id: str,
     run_date: dt.date,
     explain: bool,
     top_steps: int,
-) -> pd.DataFrame:
-    """One row per example window (:func:`window_ddl`): the explanations are made once per
-    window, and Spark repeats them over the horizon, not Python."""
-    n, L = len(pdf), spec.history
-    origin = pd.to_datetime(pdf["origin"]).to_numpy().astype("datetime64[D]")
-    out = pd.DataFrame({c: _opt(pdf, c) for c in SERIES_KEY + list(region_columns)})
-    out["origin"] = origin.astype(dt.date)
+) -> pa.RecordBatch:
+    """One row per example window (:func:`window_ddl`, as the Arrow ``schema``), built from
+    numpy arrays without pandas: the explanations are made once per window, and Spark
+    repeats them over the horizon, not Python."""
+    n, L = batch.num_rows, spec.history
+    names = batch.schema.names
+    arrays: dict[str, pa.Array] = {}
+    n_keys = schema.names.index("origin")
+    for c in schema.names[:n_keys]:
+        arrays[c] = batch.column(c) if c in names else pa.nulls(n, pa.string())
+    arrays["origin"] = batch.column("origin")
     q = pred["quantiles"]  # [n, H, Q]
-    for i, c in enumerate(qcols):
-        out[f"{c}_h"] = list(q[:, :, i])
-    out["model_id"] = model_id
+    for i, c in enumerate(schema.names[n_keys + 1 : n_keys + 1 + q.shape[2]]):
+        arrays[c] = _rows_of(np.ascontiguousarray(q[:, :, i]))
+    arrays["model_id"] = pa.array(np.full(n, model_id, dtype=object), pa.string())
     if explain:
+        origin = cols["origin"].astype("datetime64[D]")
         ctx_names = [c.replace("hist_", "") for c in spec.layout.context_hist]
         alpha = pred["temporal_attention"]
         top = np.argsort(-alpha, axis=1)[:, :top_steps]
         back = spec.period.shift_np(np.repeat(origin, top.shape[1]), (top - (L - 1)).ravel())
-        back = back.reshape(top.shape).astype(dt.date)
         beta = pred["spatial_attention"]
         sources, sweights = [], []
-        nbr_ids: list[Any] = list(pdf["nbr_ids"]) if "nbr_ids" in pdf else [None] * n
+        nbr_ids: list[Any] = (
+            batch.column("nbr_ids").to_pylist() if "nbr_ids" in names else [None] * n
+        )
         for i in range(n):
             ids: list[Any] = [] if nbr_ids[i] is None else list(nbr_ids[i])
-            names = [x if x is not None else "" for x in ids]
-            names = (names + [""] * spec.k)[: spec.k] + ctx_names
+            labels = [x if x is not None else "" for x in ids]
+            labels = (labels + [""] * spec.k)[: spec.k] + ctx_names
             pairs = sorted(
-                ((float(w), s) for w, s in zip(beta[i], names) if w > 1e-4 and s), reverse=True
+                ((float(w), s) for w, s in zip(beta[i], labels) if w > 1e-4 and s), reverse=True
             )
             sources.append([s for _, s in pairs])
             sweights.append([w for w, _ in pairs])
-        out["gate"] = pred["gate"].astype(np.float64)
-        out["top_history_dates"] = [list(r) for r in back]
-        out["top_history_weights"] = list(np.take_along_axis(alpha, top, axis=1).astype(np.float64))
-        out["spatial_sources"] = sources
-        out["spatial_weights"] = sweights
-    else:
-        out["gate"] = np.nan
-        for c in TAIL_COLUMNS[2:-1]:  # the explanation lists
-            out[c] = None
-    out["run_date"] = run_date
-    return out
-
-
-def _opt(pdf: pd.DataFrame, col: str) -> np.ndarray:
-    return pdf[col].to_numpy() if col in pdf else np.full(len(pdf), None, dtype=object)
+        arrays["gate"] = pa.array(pred["gate"].reshape(n).astype(np.float64))
+        arrays["top_history_dates"] = _rows_of(back.reshape(top.shape).astype("datetime64[D]"))
+        weights = np.take_along_axis(alpha, top, axis=1).astype(np.float64)
+        arrays["top_history_weights"] = _rows_of(weights)
+        arrays["spatial_sources"] = pa.array(sources, pa.list_(pa.string()))
+        arrays["spatial_weights"] = pa.array(sweights, pa.list_(pa.float64()))
+    else:  # no explanations: nulls
+        for c in TAIL_COLUMNS[1:-1]:
+            arrays[c] = pa.nulls(n, schema.field(c).type)
+    arrays["run_date"] = pa.array([run_date] * n, pa.date32())
+    out = [arrays[f.name] for f in schema]
+    return pa.RecordBatch.from_arrays(
+        [a if a.type == f.type else a.cast(f.type) for a, f in zip(out, schema)], schema=schema
+    )
 
 
 def scorer(
     root: str,
     mid: str,
-    qcols: list[str],
-    region_columns: list[str],
+    schema: pa.Schema,
     run_date: dt.date,
     explain: bool,
     top_steps: int,
     calibration: dict[str, Any] | None = None,
-) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+) -> Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def score(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from sales_st.model.tensors import columns_from_arrow
+
         full, spec, meta, call = _load_cached(root, mid)
-        for pdf in batches:
-            if pdf.empty:
+        names = [*spec.layout.input_columns(), "scale", "origin"]
+        for batch in batches:
+            if batch.num_rows == 0:
                 continue
-            pred = predict_batch(full, spec, pdf, calibration, call)
-            rows = window_rows(
-                pdf,
-                pred,
-                spec,
-                qcols,
-                region_columns,
-                mid,
-                run_date,
-                explain,
-                top_steps,
-            )
-            yield rows
+            cols = columns_from_arrow(batch, names)
+            pred = predict_columns(full, spec, cols, calibration, call)
+            yield window_batch(batch, cols, pred, spec, schema, mid, run_date, explain, top_steps)
 
     return score
 
@@ -330,11 +334,20 @@ def score_examples(
     """Forecast rows (the forecasts table's columns) for every example row; intervals
     conformally calibrated when the model has offsets (and ``calibrated``).  Python scores
     and explains each window once; the JVM spreads it over the horizon's rows."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
     qcols = quantile_columns(quantiles)
     calibration = model_store.load_calibration(root, mid) if calibrated else None
-    grid = model_store.load_spec(root, mid).period
-    fn = scorer(root, mid, qcols, region_columns, run_date, explain, top_steps, calibration)
-    windows = examples.mapInPandas(fn, window_ddl(quantiles, region_columns))  # type: ignore[arg-type]
+    spec = model_store.load_spec(root, mid)
+    grid = spec.period
+    ddl = window_ddl(quantiles, region_columns)
+    schema = to_arrow_schema(examples.sparkSession.createDataFrame([], ddl).schema)
+    fn = scorer(root, mid, schema, run_date, explain, top_steps, calibration)
+    # only the columns the scorer reads cross into Python (not the targets, for one)
+    wanted = [*SERIES_KEY, *region_columns, "origin", "nbr_ids", "scale"]
+    wanted += spec.layout.input_columns()
+    present = set(examples.columns)
+    windows = examples.select(*dict.fromkeys(c for c in wanted if c in present)).mapInArrow(fn, ddl)
     steps = windows.select(
         "*", F.posexplode(F.arrays_zip(*[f"{c}_h" for c in qcols])).alias("_h0", "_q")
     )

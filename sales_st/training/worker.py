@@ -156,7 +156,7 @@ def _memory_dataset(
     import tensorflow as tf
 
     from sales_st.model.tensors import (
-        columns_from_pandas,
+        columns_from_arrow,
         model_inputs_from_columns,
         targets_from_columns,
     )
@@ -166,7 +166,7 @@ def _memory_dataset(
     mine = files[rank::size] if len(files) >= size else files
     columns = spec.layout.all_columns()
     table = pq.ParquetDataset(mine, filesystem=fs).read(columns=columns)
-    cols = columns_from_pandas(table.to_pandas(), columns)
+    cols = columns_from_arrow(table, columns)
     x, y = model_inputs_from_columns(cols, spec), targets_from_columns(cols)
     # batches of row indices, gathered from the tensors: every epoch is a fresh permutation
     # of all the rank's windows (the files hold them in series order, which a shuffle buffer
