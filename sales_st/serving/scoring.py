@@ -343,8 +343,9 @@ def score_examples(
     ddl = window_ddl(quantiles, region_columns)
     schema = to_arrow_schema(examples.sparkSession.createDataFrame([], ddl).schema)
     fn = scorer(root, mid, schema, run_date, explain, top_steps, calibration)
-    # only the columns the scorer reads cross into Python (not the targets, for one)
-    wanted = [*SERIES_KEY, *region_columns, "origin", "nbr_ids", "scale"]
+    # only the columns the scorer reads cross into Python (not the targets, for one; the
+    # neighbours' ids only to name the explanations' sources)
+    wanted = [*SERIES_KEY, *region_columns, "origin", *(["nbr_ids"] if explain else []), "scale"]
     wanted += spec.layout.input_columns()
     present = set(examples.columns)
     windows = examples.select(*dict.fromkeys(c for c in wanted if c in present)).mapInArrow(fn, ddl)
