@@ -162,11 +162,11 @@ def test_scoring_tasks_one_per_core_more_for_many_series_never_more_than_partiti
 
 
 def test_scored_rows_are_the_models_outputs_window_by_window(spark, tiny_cfg, tiny_model):
-    """Arrow batches of 5 windows (sliced from larger ones): every window's quantiles are the
-    stored model's outputs on that window times its scale, 0 on closed days, and its
-    most-attended days are the model's attention read by hand."""
+    """Arrow batches of 5 windows: every window's quantiles are the stored model's outputs on
+    that window times its scale, 0 on closed days, and its most-attended days are the model's
+    attention read by hand."""
     from sales_st.features.spec import read_spec
-    from sales_st.model.tensors import model_inputs_from_columns
+    from sales_st.model.tensors import columns_from_pandas, model_inputs_from_columns
     from sales_st.serving.scoring import score_examples
     from sales_st.training import store as model_store
 
@@ -181,11 +181,8 @@ def test_scored_rows_are_the_models_outputs_window_by_window(spark, tiny_cfg, ti
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     pdf = examples.toPandas().sort_values(key).reset_index(drop=True)
-    # the reference: each window's columns from pandas, one Python list per cell
-    cols = {
-        c: np.stack(pdf[c].to_numpy()) if pdf[c].dtype == object else pdf[c].to_numpy()
-        for c in spec.layout.input_columns()
-    }
+    # the reference: each window's columns through pandas, one Python list per cell
+    cols = columns_from_pandas(pdf, spec.layout.input_columns())
     full, _, _ = model_store.load_model(root, mid)
     out = full(model_inputs_from_columns(cols, spec), training=False)
     q = out["quantiles"].numpy() * pdf["scale"].to_numpy()[:, None, None]

@@ -456,6 +456,6 @@ def test_columns_from_arrow_reads_sliced_list_columns_as_2d_arrays():
     ragged = pa.RecordBatch.from_pydict({"fut_open": pa.array([[1.0], [1.0, 0.0]])})
     with pytest.raises(ValueError, match="fut_open: lists must all have the same length"):
         columns_from_arrow(ragged, ["fut_open"])
-    empty = pa.RecordBatch.from_pydict({"fut_open": pa.array([[1.0], None])})
+    with_null = pa.RecordBatch.from_pydict({"fut_open": pa.array([[1.0], None])})
     with pytest.raises(ValueError, match="fut_open: .*1 null"):
-        columns_from_arrow(empty, ["fut_open"])
+        columns_from_arrow(with_null, ["fut_open"])

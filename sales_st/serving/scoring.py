@@ -259,9 +259,9 @@ def window_batch(
     q = pred["quantiles"]  # [n, H, Q]
     for i, c in enumerate(schema.names[n_keys + 1 : n_keys + 1 + q.shape[2]]):
         arrays[c] = _rows_of(np.ascontiguousarray(q[:, :, i]))
-    arrays["model_id"] = pa.array(np.full(n, model_id, dtype=object), pa.string())
+    arrays["model_id"] = pa.array([model_id] * n, pa.string())
     if explain:
-        origin = cols["origin"].astype("datetime64[D]")
+        origin = cols["origin"]  # datetime64[D]
         ctx_names = [c.replace("hist_", "") for c in spec.layout.context_hist]
         alpha = pred["temporal_attention"]
         top = np.argsort(-alpha, axis=1)[:, :top_steps]
