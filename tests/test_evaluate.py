@@ -134,6 +134,53 @@ def test_evaluation_job_on_the_tiny_panel(spark, tiny_cfg, tiny_evaluation):
 
 
 @pytest.mark.slow
+def test_a_model_from_another_build_of_the_features_is_not_backtested(
+    spark, tiny_cfg, tiny_model, tmp_path, caplog
+):
+    """A stale alias -- the same feature settings, another build (here: a temporal-only twin
+    left by an earlier run) -- is skipped with a warning, so the selection cannot offer it to
+    the forecast job, which refuses such members; other feature settings are an error."""
+    import dataclasses
+    import json
+    import logging
+    import shutil
+
+    from sales_st.errors import DataError
+    from sales_st.evaluation.backtest import model_predictions
+    from sales_st.features.spec import read_spec
+    from sales_st.training import store as model_store
+
+    root = tmp_path / "models"
+    mid, stale = tiny_model.model_id, "pretrain-stale"
+    shutil.copytree(model_store.model_dir(tiny_cfg.path("models"), mid), root / mid)
+    shutil.copytree(root / mid, root / stale)
+    spec_file = root / stale / "feature_spec.json"
+    stored = json.loads(spec_file.read_text())
+    stored["features_id"] = "another-build"
+    spec_file.write_text(json.dumps(stored))
+    model_store.set_aliases(str(root), mid, ["latest"])
+    model_store.set_aliases(str(root), stale, ["temporal_only"])
+    cfg = dataclasses.replace(tiny_cfg, paths=dataclasses.replace(tiny_cfg.paths, models=str(root)))
+    spec = read_spec(cfg.path("features"))
+    test = spark.read.parquet(spec.split_path("test"))
+    quantiles = sorted(cfg.model.quantiles)
+    assert cfg.evaluate.models == {"fused": "latest", "temporal_only": "temporal_only"}
+
+    with caplog.at_level(logging.WARNING, logger="sales_st.evaluation.backtest"):
+        scored, ids = model_predictions(test, spec, cfg, spec.run_date, quantiles)
+    assert ids == {"fused": mid} and len(scored) == 1
+    assert scored[0].select("method").distinct().toPandas().method.tolist() == ["fused"]
+    warned = [r.getMessage() for r in caplog.records if stale in r.getMessage()]
+    assert len(warned) == 1 and "another build of the features" in warned[0]
+    assert "another-build" in warned[0] and spec.features_id in warned[0]
+
+    stored["features_config"] = "other settings"
+    spec_file.write_text(json.dumps(stored))
+    with pytest.raises(DataError, match=f"model {stale} was trained on other features"):
+        model_predictions(test, spec, cfg, spec.run_date, quantiles)
+
+
+@pytest.mark.slow
 def test_lightgbm_scores_on_the_executors_as_the_boosters_do(spark, tiny_cfg, tiny_features):
     from sales_st.evaluation.baselines import (
         horizon_rows,

@@ -39,7 +39,14 @@ def model_predictions(
     warn_missing: bool = True,
 ) -> tuple[list[DataFrame], dict[str, str]]:
     """Scored test windows for every configured model that exists (a missing one is a
-    warning with ``warn_missing``)."""
+    warning with ``warn_missing``) and was trained on this build of the features.
+
+    A model trained with other feature settings is an error.  One trained with the same
+    settings on another build (``features_id``: other code, data or run date) is skipped,
+    also with a warning with ``warn_missing``: a stale alias, such as a temporal-only twin
+    left by an earlier run, is neither scored nor offered to the selection, whose members
+    the forecast job would refuse.
+    """
     root = cfg.path("models")
     out, ids = [], {}
     for name, ref in cfg.evaluate.models.items():
@@ -49,12 +56,26 @@ def model_predictions(
             if warn_missing:
                 log.warning("evaluate: model '%s' (%s) not found: skipped", name, ref)
             continue
-        if model_store.load_spec(root, mid).features_config != spec.features_config:
+        trained_on = model_store.load_spec(root, mid)
+        if trained_on.features_config != spec.features_config:
             raise DataError(
                 f"model {mid} was trained on other features than "
                 f"{cfg.path('features')}; re-run the feature job and retrain, or "
                 "pick another model"
             )
+        if trained_on.features_id != spec.features_id:
+            # the same settings, another build (other code, data or run date): the forecast
+            # job would refuse to publish it, so it is not backtested or selected either
+            if warn_missing:
+                log.warning(
+                    "evaluate: model '%s' (%s) was trained on another build of the features "
+                    "(%s, now %s): skipped; retrain it to backtest it",
+                    name,
+                    mid,
+                    trained_on.features_id,
+                    spec.features_id,
+                )
+            continue
         mq = model_store.load_meta(root, mid)["model_config"]["quantiles"]
         if sorted(mq) != sorted(quantiles):
             raise DataError(f"model {mid} predicts quantiles {mq}, expected {quantiles}")
