@@ -33,6 +33,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -76,7 +77,7 @@ def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
     """``name=key=value,...`` -> (name, config overrides, the bench's own options)."""
     name, _, rest = text.partition("=")
     config_keys, own = [], {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?![^\[]*\])", rest)):  # "k=[1,2]" stays whole
         key, _, value = item.partition("=")
         if key in ("drop_cat", "zero", "seed", "refit", "refit_lr", "lightgbm"):
             own[key] = value
