@@ -221,6 +221,12 @@ def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[s
     return {"train_s": train_s, "rows": len(keep), **scores(predict, arrays, data, cfg, save)}
 
 
+def rmspe_wape(actual: np.ndarray, median: np.ndarray) -> tuple[float, float]:
+    """RMSPE and WAPE of a median forecast over the rows kept (actuals nonzero)."""
+    rmspe = float(np.sqrt(np.mean(((actual - median) / actual) ** 2)))
+    return rmspe, float(np.abs(actual - median).sum() / np.abs(actual).sum())
+
+
 def scores(predict, arrays, data, cfg, save: str) -> dict[str, float]:
     """RMSPE, WAPE of the median and p_lo..p_hi coverage on the validation and test windows;
     ``predict`` maps model inputs to quantiles [N, H, Q] in scaled units."""
@@ -240,8 +246,8 @@ def scores(predict, arrays, data, cfg, save: str) -> dict[str, float]:
         )
         if save:
             np.savez(f"{save}_{split}.npz", q=q, actual=actual, keep=keep)
-        out[f"{split}_rmspe"] = round(float(np.sqrt(np.mean(((act - med) / act) ** 2))), 4)
-        out[f"{split}_wape"] = round(float(np.abs(act - med).sum() / np.abs(act).sum()), 4)
+        rmspe, wape = rmspe_wape(act, med)
+        out[f"{split}_rmspe"], out[f"{split}_wape"] = round(rmspe, 4), round(wape, 4)
         out[f"{split}_cov"] = round(float(np.mean((act >= lo) & (act <= hi))), 3)
     return out
 

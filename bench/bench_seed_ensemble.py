@@ -20,14 +20,14 @@ import sys
 from typing import Any
 
 import numpy as np
+from bench_network import rmspe_wape
 from common import table, write_results
 
 SPLITS = ("val", "test")
 
 
 def metrics(median: np.ndarray, actual: np.ndarray, keep: np.ndarray) -> tuple[float, float]:
-    a, m = actual[keep], median[keep]
-    return float(np.sqrt(np.mean(((a - m) / a) ** 2))), float(np.abs(a - m).sum() / np.abs(a).sum())
+    return rmspe_wape(actual[keep], median[keep])
 
 
 def load(prefix: str, split: str) -> dict[str, np.ndarray]:
@@ -36,7 +36,6 @@ def load(prefix: str, split: str) -> dict[str, np.ndarray]:
 
 
 def group_rows(name: str, prefixes: list[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
     runs = {p: {s: load(p, s) for s in SPLITS} for p in prefixes}
     first = runs[prefixes[0]]
     for p, data in runs.items():
@@ -47,21 +46,30 @@ def group_rows(name: str, prefixes: list[str]) -> list[dict[str, Any]]:
             ):
                 raise SystemExit(f"{p}: not the same {s} windows as {prefixes[0]}")
     mid = first["test"]["q"].shape[-1] // 2  # the middle quantile: the median of p10/p50/p90
+    figures: dict[str, dict[str, tuple[float, float]]] = {}  # run -> split -> (rmspe, wape)
     for p, data in runs.items():
-        row: dict[str, Any] = {"group": name, "run": p.rsplit("/", 1)[-1]}
-        for s in SPLITS:
-            r, w = metrics(data[s]["q"][..., mid], data[s]["actual"], data[s]["keep"])
-            row[f"{s}_rmspe"], row[f"{s}_wape"] = round(r, 4), round(w, 4)
+        figures[p.rsplit("/", 1)[-1]] = {
+            s: metrics(data[s]["q"][..., mid], data[s]["actual"], data[s]["keep"]) for s in SPLITS
+        }
+    n = len(prefixes)
+    figures[f"mean of the {n} runs"] = {
+        s: tuple(np.mean([f[s] for f in list(figures.values())[:n]], axis=0)) for s in SPLITS
+    }
+    figures[f"mean of the {n} forecasts"] = {
+        s: metrics(
+            np.mean([runs[p][s]["q"][..., mid] for p in prefixes], axis=0),
+            first[s]["actual"],
+            first[s]["keep"],
+        )
+        for s in SPLITS
+    }
+    rows: list[dict[str, Any]] = []
+    for run, by_split in figures.items():
+        row: dict[str, Any] = {"group": name, "run": run}
+        for s, (rmspe, wape) in by_split.items():
+            row[f"{s}_rmspe"], row[f"{s}_wape"] = round(float(rmspe), 4), round(float(wape), 4)
         rows.append(row)
-    mean_row: dict[str, Any] = {"group": name, "run": f"mean of the {len(prefixes)} runs"}
-    ens_row: dict[str, Any] = {"group": name, "run": f"mean of the {len(prefixes)} forecasts"}
-    for s in SPLITS:
-        for m in ("rmspe", "wape"):
-            mean_row[f"{s}_{m}"] = round(float(np.mean([r[f"{s}_{m}"] for r in rows])), 4)
-        q = np.mean([runs[p][s]["q"][..., mid] for p in prefixes], axis=0)
-        r, w = metrics(q, first[s]["actual"], first[s]["keep"])
-        ens_row[f"{s}_rmspe"], ens_row[f"{s}_wape"] = round(r, 4), round(w, 4)
-    return rows + [mean_row, ens_row]
+    return rows
 
 
 def main() -> None:
