@@ -18,7 +18,7 @@ from sales_st.data.geo import haversine_km
 from sales_st.errors import ConfigError, DataError
 from sales_st.features.assemble import build_examples_df, layout_for
 from sales_st.features.calendar import Axis, store_calendar
-from sales_st.features.job import prepare, run_features
+from sales_st.features.job import iso_weekday, prepare, run_features
 from sales_st.features.windows import series_offset
 from tests.conftest import make_config
 
@@ -310,6 +310,10 @@ def test_training_origins_shifted_per_series_cover_the_weekdays(spark, data_root
     # about as many training origins as on the run date's grid (up to the data's edges)
     fixed = built[1][built[1].split == "train"]
     assert abs(len(tr) - len(fixed)) <= len(keys)
+    # the spec's weekdays of the origins (iso_weekday) are Python's ISO weekdays
+    days = spark.createDataFrame(tr[["origin"]]).select(iso_weekday("origin").alias("d"))
+    assert sorted(r.d for r in days.collect()) == sorted(o.isoweekday() for o in tr.origin)
+    assert len({o.isoweekday() for o in tr.origin}) == want.nunique() > 1
 
 
 def test_feature_job_accounts_for_every_row(spark, data_root):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from sales_st.serving.job import run_forecast
+from sales_st.data.frequency import Grid
+from sales_st.serving.job import run_forecast, weekday_mismatch
 from sales_st.serving.scoring import forecast_table_ddl
 from sales_st.storage.catalog import FAIL_WRITE_ENV
 
@@ -91,15 +93,22 @@ def test_region_totals_add_up_the_stores(spark, tiny_cfg, first):
     assert (got.model_id == first.model_id).all()
 
 
-def test_rerun_replaces_only_its_partition(spark, tiny_cfg, first):
+def test_rerun_replaces_only_its_partition(spark, tiny_cfg, first, caplog):
     run = first.run_date
-    earlier = run - dt.timedelta(days=7)
-    run_forecast(spark, tiny_cfg, earlier)
+    # another weekday: the tiny model's training origins all fall on the run date's
+    earlier = run - dt.timedelta(days=8)
+    with caplog.at_level(logging.WARNING, logger="sales_st.serving.job"):
+        run_forecast(spark, tiny_cfg, earlier)
+    weekday = [r.getMessage() for r in caplog.records if "training origins" in r.getMessage()]
+    assert len(weekday) == 1 and f"the run date {earlier} is a " in weekday[0]
     before_other = partition(spark, earlier).persist()
     before = partition(spark, run).persist()
     n_before_other = before_other.count()
     assert before.count() == first.rows and n_before_other > 0
-    again = run_forecast(spark, tiny_cfg, run)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sales_st.serving.job"):
+        again = run_forecast(spark, tiny_cfg, run)
+    assert not [r for r in caplog.records if "training origins" in r.getMessage()]
     assert again.rows == first.rows
     assertDataFrameEqual(partition(spark, run), before)
     assertDataFrameEqual(partition(spark, earlier), before_other)
@@ -208,3 +217,21 @@ def test_scored_rows_are_the_models_outputs_window_by_window(spark, tiny_cfg, ti
     assert plain.gate.isna().all() and plain.spatial_sources.isna().all()
     plain = plain.sort_values(["store_id", "item_id", "target_date"]).reset_index(drop=True)
     np.testing.assert_allclose(plain.p50.to_numpy(), q[:, :, 1].ravel(), rtol=1e-5, atol=1e-6)
+
+
+def test_forecasting_from_another_weekday_than_the_training_origins_is_named(tiny_features):
+    spec = tiny_features.spec
+    run = spec.run_date
+    # the tiny panel's origins: stride 7 on the run date's weekday (train_offsets run_date)
+    assert spec.origin_weekdays == [run.isoweekday()]
+    assert weekday_mismatch(spec, run) is None
+    assert weekday_mismatch(spec, run - dt.timedelta(days=14)) is None
+    other = run - dt.timedelta(days=1)
+    said = weekday_mismatch(spec, other)
+    assert said is not None and f"all fall on {run:%A}s" in said
+    assert f"the run date {other} is a {other:%A}" in said and "train_offsets: series" in said
+    # every weekday covered, unknown (a spec written before), or a weekly grid: nothing to say
+    assert weekday_mismatch(spec.replace(origin_weekdays=list(range(1, 8))), other) is None
+    assert weekday_mismatch(spec.replace(origin_weekdays=[]), other) is None
+    weekly = Grid("week", "sunday", "end").to_dict()
+    assert weekday_mismatch(spec.replace(grid=weekly), other) is None

@@ -329,8 +329,13 @@ class SplitsConfig:
     # Where each series' training origins fall within the stride: "run_date" puts them all
     # on the run date's weekday; "series" shifts them by a per-series offset (a hash of the
     # series key, 0 .. stride - 1), so that with a stride of 7 they cover every weekday at no
-    # extra cost.  Measured on Rossmann's Friday origin, "series" cost RMSPE 0.128 -> 0.153
-    # (bench/README.md): the weekday's data thins out sevenfold.
+    # extra cost.  Measured on Rossmann (one network, two seeds, test origins on each weekday
+    # of the week before the run date): "series" costs RMSPE +5% from the run date's weekday
+    # (0.119 -> 0.125) and forecasts as well from every other weekday, where "run_date" is
+    # 30-70% worse (bench/README.md, "Run-date weekday").  Keep "run_date" when the model is
+    # retrained for every run date (the pipeline does); use "series" when a model trained
+    # once is forecast from any weekday (a daily forecast job, weekly training).  The
+    # forecast job warns when the run date is on a weekday the training origins missed.
     train_offsets: Literal["series", "run_date"] = "run_date"
 
 

@@ -168,6 +168,12 @@ def write_quarantine_and_account(
     return counts
 
 
+def iso_weekday(column: str):
+    """The ISO weekday (1 = Monday .. 7 = Sunday) of a date column (Spark's dayofweek
+    counts from Sunday = 1)."""
+    return (F.dayofweek(column) + 5) % 7 + 1
+
+
 def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: str) -> FeatureResult:
     out_dir = cfg.path("features")
     with phase(spark, "features: quarantine and accounting"):
@@ -188,9 +194,13 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
         )
     written = spark.read.parquet(examples_dir)
     with phase(spark, "features: split counts and scalers"):
-        split_rows = {
-            r["split"]: int(r["count"]) for r in written.groupBy("split").count().collect()
-        }
+        by_split = (
+            written.groupBy("split")
+            .agg(F.count("*").alias("count"), F.collect_set(iso_weekday("origin")).alias("days"))
+            .collect()
+        )
+        split_rows = {r["split"]: int(r["count"]) for r in by_split}
+        train_days = next((sorted(r["days"]) for r in by_split if r["split"] == "train"), [])
     if not split_rows.get("train") or not split_rows.get("val"):
         raise DataError(
             f"run date {prep.run_date}: no training ({split_rows.get('train', 0)}) or "
@@ -217,6 +227,7 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
         neighbours=neighbours,
         features_config=settings,
         features_id=features_id(settings, split_rows, prep.run_date),
+        origin_weekdays=train_days if prep.wide.axis.grid.daily else [],
     )
     write_spec(out_dir, spec)
     counts.update({f"examples_{k}": v for k, v in split_rows.items()})

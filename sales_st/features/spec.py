@@ -147,6 +147,9 @@ class FeatureSpec:
     grid: dict[str, str] = field(default_factory=lambda: DAILY.to_dict())
     # the product hierarchy's columns with an aggregate channel (data.item_hierarchy)
     item_levels: list[str] = field(default_factory=list)
+    # ISO weekdays (1 = Monday .. 7 = Sunday) of the training origins on a daily grid: one
+    # with features.splits.train_offsets run_date and a stride of 7; empty when unknown
+    origin_weekdays: list[int] = field(default_factory=list)
 
     @property
     def history(self) -> int:
@@ -209,6 +212,7 @@ class FeatureSpec:
             version=version,
             grid=d.get("grid") or DAILY.to_dict(),
             item_levels=list(d.get("item_levels") or []),
+            origin_weekdays=[int(v) for v in d.get("origin_weekdays") or []],
         )
 
 
