@@ -52,8 +52,11 @@ def load_split(spec, split: str) -> dict[str, np.ndarray]:
 
     names = list(dict.fromkeys(spec.layout.all_columns() + ["scale", "fut_open"]))
     files = sorted(glob.glob(f"{spec.split_path(split)}/*.parquet"))
-    pdf = pd.concat([pq.read_table(f, columns=names).to_pandas() for f in files], ignore_index=True)
-    return columns_from_pandas(pdf, names)
+    tables = [pq.read_table(f, columns=[*names, "origin"]) for f in files]
+    pdf = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    cols = columns_from_pandas(pdf, names)
+    cols["origin"] = pdf["origin"].to_numpy().astype("datetime64[D]")
+    return cols
 
 
 def metric_mask(cols: dict[str, np.ndarray], actual: np.ndarray, predicate: str) -> np.ndarray:
@@ -249,6 +252,44 @@ def scores(predict, arrays, data, cfg, save: str) -> dict[str, float]:
         rmspe, wape = rmspe_wape(act, med)
         out[f"{split}_rmspe"], out[f"{split}_wape"] = round(rmspe, 4), round(wape, 4)
         out[f"{split}_cov"] = round(float(np.mean((act >= lo) & (act <= hi))), 3)
+        if split == "test":
+            median = q[..., qs.index(0.5)]
+            out.update(by_origin_weekday(data[split]["origin"], actual, median, keep))
+    return out
+
+
+WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+def by_origin_weekday(
+    origin: np.ndarray, actual: np.ndarray, median: np.ndarray, keep: np.ndarray
+) -> dict[str, Any]:
+    """With test origins on several weekdays (``features.splits.test_stride=1``): the
+    figures of the latest origin alone (the standard split's), RMSPE per origin weekday and
+    horizon week, and issue 10's measure of the run date's weekday: at each horizon week,
+    the largest |weekday / mean over weekdays - 1|; ``weekday_dev`` is the worst week's."""
+    days = np.unique(origin)
+    if len(days) < 2:
+        return {}
+    out: dict[str, Any] = {}
+    last = (origin == days.max())[:, None] & keep
+    r, w = rmspe_wape(actual[last], median[last])
+    out["last_origin"] = str(days.max())
+    out["last_rmspe"], out["last_wape"] = round(r, 4), round(w, 4)
+    weekday = (origin.astype("datetime64[D]").view("int64") + 3) % 7  # 1970-01-01: a Thursday
+    week = np.arange(actual.shape[1]) // 7
+    table = {}
+    for d in sorted(set(weekday.tolist())):
+        row = []
+        for k in range(int(week.max()) + 1):
+            sel = (weekday == d)[:, None] & (week == k)[None, :] & keep
+            row.append(rmspe_wape(actual[sel], median[sel])[0])
+        table[WEEKDAYS[d]] = row
+    grid = np.asarray(list(table.values()))  # [weekdays, weeks]
+    dev = np.abs(grid / grid.mean(axis=0, keepdims=True) - 1).max(axis=0)
+    out["weekday_dev"] = round(float(dev.max()), 4)
+    out["weekday_dev_by_week"] = [round(float(v), 4) for v in dev]
+    out["weekday_rmspe"] = {d: [round(float(v), 4) for v in row] for d, row in table.items()}
     return out
 
 
