@@ -132,13 +132,13 @@ def run_forecast(spark: SparkSession, cfg: Config, run_date: dt.date | None) -> 
     meta = model_store.load_meta(root, first)
     spec = model_store.load_spec(root, first)
     log.info("forecast: publishing %s (%s)", pub.method, pub.model_id)
-    with phase(spark, "forecast: read, validate and densify the inputs"):
-        prep = prepare(spark, cfg, run_date, vocab=spec.vocab)
     networks = [
         m
         for m in pub.members.values() or [pub.model_id]
         if model_store.load_meta(root, m).get("kind") != "lightgbm"
     ]
+    with phase(spark, "forecast: read, validate and densify the inputs"):
+        prep = prepare(spark, cfg, run_date, vocab=spec.vocab)
     warning = weekday_mismatch(spec, prep.run_date) if networks else None
     if warning:
         log.warning("forecast: %s", warning)
