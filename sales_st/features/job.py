@@ -169,9 +169,8 @@ def write_quarantine_and_account(
 
 
 def iso_weekday(column: str):
-    """The ISO weekday (1 = Monday .. 7 = Sunday) of a date column (Spark's dayofweek
-    counts from Sunday = 1)."""
-    return (F.dayofweek(column) + 5) % 7 + 1
+    """The ISO weekday (1 = Monday .. 7 = Sunday) of a date column."""
+    return F.weekday(column) + 1
 
 
 def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: str) -> FeatureResult:
@@ -227,7 +226,7 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
         neighbours=neighbours,
         features_config=settings,
         features_id=features_id(settings, split_rows, prep.run_date),
-        origin_weekdays=train_days if prep.wide.axis.grid.daily else [],
+        origin_weekdays=train_days,
     )
     write_spec(out_dir, spec)
     counts.update({f"examples_{k}": v for k, v in split_rows.items()})

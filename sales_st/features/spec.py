@@ -147,7 +147,7 @@ class FeatureSpec:
     grid: dict[str, str] = field(default_factory=lambda: DAILY.to_dict())
     # the product hierarchy's columns with an aggregate channel (data.item_hierarchy)
     item_levels: list[str] = field(default_factory=list)
-    # ISO weekdays (1 = Monday .. 7 = Sunday) of the training origins on a daily grid: one
+    # ISO weekdays (1 = Monday .. 7 = Sunday) of the training origins: on a daily grid one
     # with features.splits.train_offsets run_date and a stride of 7; empty when unknown
     origin_weekdays: list[int] = field(default_factory=list)
 

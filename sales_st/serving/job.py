@@ -5,6 +5,7 @@ of the catalog table ``<database>.forecasts``.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import functools
 import logging
@@ -106,19 +107,16 @@ def resolve_published(root: str, ref: str) -> Published:
     return Published(mid, winner)
 
 
-WEEKDAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-
-
 def weekday_mismatch(spec: FeatureSpec, run_date: dt.date) -> str | None:
     """What to tell a user who forecasts from another weekday than the one every training
     origin of a daily model fell on (``features.splits.train_offsets: run_date``), else None."""
     days = spec.origin_weekdays
     if not spec.period.daily or not days or len(days) == 7 or run_date.isoweekday() in days:
         return None
-    trained = " and ".join(WEEKDAY_NAMES[d - 1] + "s" for d in days)
+    trained = " and ".join(calendar.day_name[d - 1] + "s" for d in days)
     return (
         f"the model's training origins all fall on {trained} (features of {spec.run_date}), "
-        f"the run date {run_date} is a {WEEKDAY_NAMES[run_date.isoweekday() - 1]}: forecasts "
+        f"the run date {run_date} is a {calendar.day_name[run_date.weekday()]}: forecasts "
         "from other weekdays than the training origins' are less accurate (Rossmann: "
         "RMSPE +30% to +70%, bench/README.md). For a daily schedule without daily "
         "retraining, build the features with features.splits.train_offsets: series"
