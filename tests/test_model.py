@@ -182,6 +182,41 @@ def test_ablation_switch_removes_the_spatial_path():
     assert not np.allclose(fused(a)["quantiles"], fused(b)["quantiles"])
 
 
+def test_pooled_spatial_pass_runs_the_sequence_encoder_once():
+    """``model.spatial_pass: pooled``: one call of the sequence encoder instead of two; the
+    region context still reaches the output, every encoder group still gets gradients, and
+    the temporal attention is the one pass's."""
+    spec = fake_spec()
+    kw = dict(units=16, heads=2, decoder_units=16)
+    tf.keras.utils.set_random_seed(5)
+    two = build_model(spec, ModelConfig(**kw))
+    one = build_model(spec, ModelConfig(spatial_pass="pooled", **kw))
+    assert len(two.get_layer("temporal_encoder").inbound_nodes) == 2
+    assert len(one.get_layer("temporal_encoder").inbound_nodes) == 1
+    names = {w.name.split("/")[0] for w in encoder_weights(one, "spatial")}
+    assert "spatial_fuse" in names and "spatial_inject" not in names
+    assert "spatial_inject" in {w.name.split("/")[0] for w in encoder_weights(two, "spatial")}
+    cols = fake_columns()
+    other = dict(cols, nbr_y=cols["nbr_y"] * 7 + 1, hist_agg_state=cols["hist_agg_state"] * 0)
+    a, b = model_inputs_from_columns(cols, spec), model_inputs_from_columns(other, spec)
+    out_a, out_b = one(a), one(b)
+    assert not np.allclose(out_a["quantiles"], out_b["quantiles"])
+    # the region inputs move the spatial path only: the temporal attention is the same
+    np.testing.assert_allclose(out_a["temporal_attention"], out_b["temporal_attention"])
+    assert not np.allclose(out_a["spatial_attention"], out_b["spatial_attention"])
+    y = targets_from_columns(cols)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(pinball_loss([0.1, 0.5, 0.9])(y, one(a, training=True)["quantiles"]))
+    groups = ("temporal", "spatial", "static", "fusion", "decoder")
+    weights = {g: encoder_weights(one, g) for g in groups}
+    grads = tape.gradient(loss, [w for g in groups for w in weights[g]])
+    i = 0
+    for g in groups:
+        norms = [float(tf.norm(x)) for x in grads[i : i + len(weights[g])] if x is not None]
+        i += len(weights[g])
+        assert norms and max(norms) > 0, g
+
+
 @pytest.mark.parametrize("temporal", ["lstm", "transformer"])
 def test_sequence_days_limit_what_the_sequence_encoder_reads(temporal):
     """``model.sequence_days`` S: the temporal-only model ignores the own history before the

@@ -419,6 +419,12 @@ class ModelConfig:
     # model close to its temporal-only twin, the spatial path opening as training finds it
     # useful.
     fusion_gate_bias: float = 0.0
+    # How the region context reaches the spatio-temporal representation h_st: "sequence"
+    # adds it to every step of the history and runs the sequence encoder a second time over
+    # the result (twice the encoder's cost: the bulk of a training step); "pooled" runs the
+    # sequence encoder once and combines its output with the attention-pooled context
+    # vector in a dense layer.
+    spatial_pass: Literal["sequence", "pooled"] = "sequence"
     # Size of each static categorical embedding.
     embedding_dim: int = 8
     # Predicted quantile levels, each in (0, 1); must include 0.5.

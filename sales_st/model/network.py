@@ -3,6 +3,7 @@
     z      = project(own history channels, weekday embedding)          [B, L, d]
     h_t    = M_seq(z)                     temporal-only representation
     h_st   = M_seq(M_spa(z))              spatio-temporal representation
+             (model.spatial_pass "pooled": relu(W_f [h_t, pool(M_spa)]), one pass of M_seq)
     y      = gamma * h_st + (1 - gamma) * h_t,  gamma = sigmoid(W [h_t, h_st, s])
 
 ``M_seq`` (one set of weights, applied twice) is a stacked LSTM with additive temporal
@@ -232,12 +233,12 @@ def temporal_encoder(cfg: ModelConfig, L: int) -> keras.Model:
     return keras.Model(x_in, [h, alpha], name="temporal_encoder")
 
 
-def spatial_encoder(
-    cfg: ModelConfig, dims: InputDims, z: tf.Tensor, s: tf.Tensor, inp: dict[str, tf.Tensor]
+def spatial_context(
+    cfg: ModelConfig, dims: InputDims, s: tf.Tensor, inp: dict[str, tf.Tensor]
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """M_spa: returns (z enriched with region context [B, L, d], attention [B, k + ctx])."""
+    """The attention of M_spa from the target series to its region context: returns (the
+    pooled context vector [B, d], attention [B, k + ctx]); zeros for a series without any."""
     d = cfg.units
-    L = dims.history
     seq_proj = layers.Dense(d, name="spatial_seq_proj")  # shared: a history of L -> a token
     nbr_tok = seq_proj(inp["nbr_y"])  # [B, k, d]
     dist = layers.Dense(d, name="spatial_dist")(inp["nbr_dist"][..., None] / 100.0)
@@ -266,6 +267,16 @@ def spatial_encoder(
     )
     beta = tf.reduce_mean(scores[:, :, 0, :], axis=1) * any_ctx  # [B, k + ctx]
     pooled = attended[:, 0, :] * any_ctx  # [B, d]
+    return pooled, beta
+
+
+def spatial_encoder(
+    cfg: ModelConfig, dims: InputDims, z: tf.Tensor, s: tf.Tensor, inp: dict[str, tf.Tensor]
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """M_spa: returns (z enriched with region context [B, L, d], attention [B, k + ctx])."""
+    d = cfg.units
+    L = dims.history
+    pooled, beta = spatial_context(cfg, dims, s, inp)
     sequences = tf.concat([inp["nbr_y"], inp["ctx_seq"]], axis=1)  # [B, k + ctx, L]
     ctx_series = tf.einsum("bs,bsl->bl", beta, sequences)[..., None]  # [B, L, 1]
     per_step = layers.Concatenate(name="spatial_step_cat")(
@@ -413,11 +424,20 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
     h_t, alpha_t = m_seq(z)
     lead: list[tf.Tensor] = []
     if cfg.spatial:
-        z_spa, beta = spatial_encoder(cfg, dims, z, s, inp)
+        if cfg.spatial_pass == "sequence":
+            z_spa, beta = spatial_encoder(cfg, dims, z, s, inp)
+        else:
+            pooled, beta = spatial_context(cfg, dims, s, inp)
         if cfg.lead_lag_days:
             own_y = inp["hist"][..., spec.layout.own_hist.index("hist_y")]
             lead = [lead_lag_path(cfg, dims, inp, own_y)[0]]
-        h_st, alpha_st = m_seq(z_spa)
+        if cfg.spatial_pass == "sequence":
+            h_st, alpha_st = m_seq(z_spa)
+        else:  # one pass of M_seq: the region context joins its output
+            h_st = layers.Dense(d, activation="relu", name="spatial_fuse")(
+                layers.Concatenate(name="spatial_fuse_cat")([h_t, pooled])
+            )
+            alpha_st = alpha_t
         if cfg.fusion == "gate":
             gamma = layers.Dense(
                 d,
