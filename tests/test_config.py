@@ -77,6 +77,14 @@ def test_literal_and_rule_values_checked(tmp_path):
             r"model\.sequence_days.*at most features\.history \(28\)",
         ),
         (
+            "features:\n  history: 28\nmodel:\n  spatial_pass_days: 29\n",
+            r"model\.spatial_pass_days.*at most features\.history \(28\)",
+        ),
+        (
+            "model:\n  temporal: transformer\n  spatial_pass_days: 14\n",
+            r"model\.spatial_pass_days.*model\.temporal: transformer",
+        ),
+        (
             "features:\n  splits:\n    train_end: '2023-13-01'\n",
             r"features\.splits\.train_end.*YYYY-MM-DD",
         ),

@@ -217,6 +217,40 @@ def test_pooled_spatial_pass_runs_the_sequence_encoder_once():
         assert norms and max(norms) > 0, g
 
 
+def test_spatial_pass_days_limit_what_the_second_pass_reads():
+    """``model.spatial_pass_days`` P: the spatial pass reads the last P days of the history
+    enriched with the region context, the temporal pass all of them, with one set of
+    weights; the fused model's attention is 0 before the last P days."""
+    P = 4
+    spec = fake_spec()
+    kw = dict(units=16, heads=2, decoder_units=16)
+    tf.keras.utils.set_random_seed(7)
+    short = build_model(spec, ModelConfig(spatial_pass_days=P, **kw))
+    whole = build_model(spec, ModelConfig(**kw))
+    assert short.count_params() == whole.count_params()
+    whole.set_weights(short.get_weights())
+    assert len(short.get_layer("temporal_encoder").inbound_nodes) == 2
+    cols = fake_columns()
+    x = model_inputs_from_columns(cols, spec)
+    alpha = short(x)["temporal_attention"].numpy()
+    assert (alpha[:, : L - P] == 0).all() and (alpha[:, L - P :] > 0).all()
+    np.testing.assert_allclose(alpha.sum(axis=1), 1.0, rtol=1e-5)
+    assert (whole(x)["temporal_attention"].numpy() > 0).all()
+    assert not np.allclose(short(x)["quantiles"], whole(x)["quantiles"])
+    # the first pass still reads every day: a change on the first day moves the forecast
+    early = dict(cols, hist_y=cols["hist_y"].copy())
+    early["hist_y"][:, 0] += 3.0
+    assert not np.allclose(
+        short(x)["quantiles"], short(model_inputs_from_columns(early, spec))["quantiles"]
+    )
+    # with P = all the days it is the default model
+    same = build_model(spec, ModelConfig(spatial_pass_days=L, **kw))
+    same.set_weights(short.get_weights())
+    np.testing.assert_allclose(same(x)["quantiles"], whole(x)["quantiles"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="spatial_pass_days"):
+        build_model(spec, ModelConfig(temporal="transformer", spatial_pass_days=P, **kw))
+
+
 @pytest.mark.parametrize("temporal", ["lstm", "transformer"])
 def test_sequence_days_limit_what_the_sequence_encoder_reads(temporal):
     """``model.sequence_days`` S: the temporal-only model ignores the own history before the

@@ -242,6 +242,18 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
             f"0 (all) or at most features.history ({cfg.features.history})",
         ),
         (
+            0 <= cfg.model.spatial_pass_days <= cfg.features.history,
+            "model.spatial_pass_days",
+            f"0 (as the first pass) or at most features.history ({cfg.features.history})",
+        ),
+        (
+            cfg.model.temporal == "lstm"
+            or cfg.model.spatial_pass_days == 0
+            or cfg.model.spatial_pass_days >= (cfg.model.sequence_days or cfg.features.history),
+            "model.spatial_pass_days",
+            "0 with model.temporal: transformer (its position table has one length)",
+        ),
+        (
             cfg.model.numeric_embedding_frequencies >= 1,
             "model.numeric_embedding_frequencies",
             "at least 1",

@@ -425,6 +425,11 @@ class ModelConfig:
     # sequence encoder once and combines its output with the attention-pooled context
     # vector in a dense layer.
     spatial_pass: Literal["sequence", "pooled"] = "sequence"
+    # "sequence" pass: days of history the second pass of the sequence encoder reads, the
+    # latest (0: as many as the first, model.sequence_days); fewer cut its cost in
+    # proportion.  The fused model's temporal attention (explanations) is then 0 on the
+    # days before.  Below the first pass's days it needs model.temporal: lstm.
+    spatial_pass_days: int = 0
     # Size of each static categorical embedding.
     embedding_dim: int = 8
     # Predicted quantile levels, each in (0, 1); must include 0.5.

@@ -8,7 +8,8 @@
 
 ``M_seq`` (one set of weights, applied twice) is a stacked LSTM with additive temporal
 attention, or a Transformer encoder with attention pooling; with ``model.sequence_days`` S
-it reads the last S of the L steps (the bulk of a training step's cost is M_seq's).
+it reads the last S of the L steps (the bulk of a training step's cost is M_seq's), and its
+second application, the spatial pass, with ``model.spatial_pass_days`` P the last P of them.
 ``M_spa`` attends from the target series (query) to its region context -- the k neighbour
 histories with distance encodings, the spatial lag and the hierarchy aggregates -- and adds
 to every time step of ``z`` the attention-weighted context sequence plus the pooled context
@@ -179,23 +180,37 @@ def scalar_inputs(cfg: ModelConfig, x: tf.Tensor, name: str) -> list[tf.Tensor]:
 # ---- encoders ----------------------------------------------------------------------------
 
 
-def sequence_encoder(cfg: ModelConfig, L: int):
+class SequenceEncoder:
     """M_seq over the last S = ``model.sequence_days`` of ``L`` steps (0: all of them): the
-    temporal encoder on the slice, its attention padded with zeros to all ``L`` days."""
-    S = min(cfg.sequence_days or L, L)
-    m_seq = temporal_encoder(cfg, S)
-    if S == L:
-        return m_seq
+    temporal encoder on the slice, its attention padded with zeros to all ``L`` days.
 
-    def call(z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        h, alpha = m_seq(z[:, L - S :, :])
-        return h, tf.pad(alpha, [[0, 0], [L - S, 0]])
+    The spatial pass reads the last ``spatial_days`` P = ``model.spatial_pass_days`` (0: S)
+    with the same weights; P < S needs the LSTM (the Transformer's position table has one
+    length)."""
 
-    return call
+    def __init__(self, cfg: ModelConfig, L: int):
+        self.L = L
+        self.days = min(cfg.sequence_days or L, L)
+        self.spatial_days = min(cfg.spatial_pass_days or self.days, self.days)
+        if self.spatial_days < self.days and cfg.temporal != "lstm":
+            raise ValueError(
+                f"model.spatial_pass_days ({cfg.spatial_pass_days}) below the sequence "
+                f"encoder's {self.days} days needs model.temporal: lstm"
+            )
+        fixed = self.spatial_days == self.days
+        self.encoder = temporal_encoder(cfg, self.days if fixed else None)
+
+    def __call__(self, z: tf.Tensor, days: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        days = days or self.days
+        if days == self.L:
+            return self.encoder(z)
+        h, alpha = self.encoder(z[:, self.L - days :, :])
+        return h, tf.pad(alpha, [[0, 0], [self.L - days, 0]])
 
 
-def temporal_encoder(cfg: ModelConfig, L: int) -> keras.Model:
-    """M_seq: [B, L, d] -> (h [B, d], attention over steps [B, L])."""
+def temporal_encoder(cfg: ModelConfig, L: int | None) -> keras.Model:
+    """M_seq: [B, L, d] -> (h [B, d], attention over steps [B, L]); ``L`` None: any length
+    (LSTM only)."""
     d = cfg.units
     x_in = keras.Input((L, d), name="temporal_in")
     x = x_in
@@ -212,6 +227,7 @@ def temporal_encoder(cfg: ModelConfig, L: int) -> keras.Model:
             )
         )
     else:
+        assert L is not None, "the Transformer encoder has one length"
         x = PositionTable(L, d, name="temporal_pos")(x)
         for i in range(cfg.layers):
             att = layers.MultiHeadAttention(
@@ -420,7 +436,7 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
     z = layers.Dense(d, name="temporal_in_proj")(
         layers.Concatenate(name="temporal_in_cat")([inp["hist"], dow(inp["hist_dow"])])
     )
-    m_seq = sequence_encoder(cfg, dims.history)
+    m_seq = SequenceEncoder(cfg, dims.history)
     h_t, alpha_t = m_seq(z)
     lead: list[tf.Tensor] = []
     if cfg.spatial:
@@ -432,7 +448,7 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
             own_y = inp["hist"][..., spec.layout.own_hist.index("hist_y")]
             lead = [lead_lag_path(cfg, dims, inp, own_y)[0]]
         if cfg.spatial_pass == "sequence":
-            h_st, alpha_st = m_seq(z_spa)
+            h_st, alpha_st = m_seq(z_spa, m_seq.spatial_days)
         else:  # one pass of M_seq: the region context joins its output
             h_st = layers.Dense(d, activation="relu", name="spatial_fuse")(
                 layers.Concatenate(name="spatial_fuse_cat")([h_t, pooled])
