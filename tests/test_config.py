@@ -85,6 +85,10 @@ def test_literal_and_rule_values_checked(tmp_path):
             r"model\.spatial_pass_days.*model\.temporal: transformer",
         ),
         (
+            "model:\n  spatial_pass: pooled\n  spatial_pass_days: 14\n",
+            r"model\.spatial_pass_days.*model\.spatial_pass: pooled",
+        ),
+        (
             "features:\n  splits:\n    train_end: '2023-13-01'\n",
             r"features\.splits\.train_end.*YYYY-MM-DD",
         ),

@@ -254,6 +254,11 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
             "0 with model.temporal: transformer (its position table has one length)",
         ),
         (
+            cfg.model.spatial_pass == "sequence" or cfg.model.spatial_pass_days == 0,
+            "model.spatial_pass_days",
+            "0 with model.spatial_pass: pooled (there is no second pass to shorten)",
+        ),
+        (
             cfg.model.numeric_embedding_frequencies >= 1,
             "model.numeric_embedding_frequencies",
             "at least 1",

@@ -428,7 +428,8 @@ class ModelConfig:
     # "sequence" pass: days of history the second pass of the sequence encoder reads, the
     # latest (0: as many as the first, model.sequence_days); fewer cut its cost in
     # proportion.  The fused model's temporal attention (explanations) is then 0 on the
-    # days before.  Below the first pass's days it needs model.temporal: lstm.
+    # days before.  Below the first pass's days it needs model.temporal: lstm; with
+    # "pooled" it must be 0.
     spatial_pass_days: int = 0
     # Size of each static categorical embedding.
     embedding_dim: int = 8
