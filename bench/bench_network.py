@@ -211,7 +211,7 @@ def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[s
     boosters = {}
     for q in sorted(cfg.model.quantiles):
         ds = lgb.Dataset(rows.iloc[keep], label=target[keep], categorical_feature=cats)
-        params = booster_params(q, ev.lightgbm_leaves, seed)
+        params = booster_params(q, ev.lightgbm_leaves, seed, ev.lightgbm_learning_rate)
         boosters[q] = lgb.train(params, ds, num_boost_round=ev.lightgbm_rounds)
     train_s = round(time.time() - start)
 

@@ -181,6 +181,38 @@ def test_a_model_from_another_build_of_the_features_is_not_backtested(
 
 
 @pytest.mark.slow
+def test_lightgbm_learning_rate_scales_each_round(spark, tiny_cfg, tiny_features):
+    """``evaluate.lightgbm_learning_rate`` reaches the boosters: after one round the
+    forecast is the initial quantile plus the rate times the first tree's leaf, so the
+    rates 0.1, 0.2, 0.3 give forecasts equally spaced; the rate is part of the model's id."""
+    import dataclasses
+
+    from sales_st.evaluation.baselines import (
+        horizon_rows,
+        lgbm_features,
+        lightgbm_params,
+        train_lightgbm,
+    )
+    from sales_st.features.spec import read_spec
+
+    spec = read_spec(tiny_cfg.path("features"))
+    train = spark.read.parquet(spec.split_path("train"))
+    feats, cats = lgbm_features(spec)
+    X = horizon_rows(train, spec).toPandas()[feats].astype(dict.fromkeys(cats, "int32"))
+    p = []
+    for lr in (0.1, 0.2, 0.3):
+        models = train_lightgbm(
+            spark, train, spec, [0.5], rounds=1, leaves=7, max_rows=10**6, learning_rate=lr
+        )
+        assert models[0.5].params["learning_rate"] == lr
+        p.append(models[0.5].predict(X))
+    step = p[1] - p[0]
+    assert np.abs(step).max() > 1e-6
+    np.testing.assert_allclose(p[2] - p[1], step, rtol=1e-6, atol=1e-9)
+    faster = dataclasses.replace(tiny_cfg.evaluate, lightgbm_learning_rate=0.1)
+    assert lightgbm_params(faster, [0.5]) != lightgbm_params(tiny_cfg.evaluate, [0.5])
+
+
 def test_lightgbm_scores_on_the_executors_as_the_boosters_do(spark, tiny_cfg, tiny_features):
     from sales_st.evaluation.baselines import (
         horizon_rows,

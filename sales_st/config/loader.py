@@ -234,6 +234,11 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
         (0 <= cfg.evaluate.ensemble_scale < 1, "evaluate.ensemble_scale", "in [0, 1)"),
         (cfg.evaluate.ensemble_margin >= 0, "evaluate.ensemble_margin", "0 or more"),
         (cfg.evaluate.selection_max_rows >= 1, "evaluate.selection_max_rows", "at least 1"),
+        (
+            0 < cfg.evaluate.lightgbm_learning_rate <= 1,
+            "evaluate.lightgbm_learning_rate",
+            "in (0, 1]",
+        ),
         (cfg.model.log_offset > 0, "model.log_offset", "above 0"),
         (cfg.model.members >= 1, "model.members", "at least 1"),
         (

@@ -581,6 +581,9 @@ class EvaluateConfig:
     lightgbm_rounds: int = 300
     # Leaves per tree (num_leaves) of the LightGBM models.
     lightgbm_leaves: int = 63
+    # Shrinkage (learning rate) of the LightGBM boosting rounds: fewer rounds reach the
+    # same fit at a larger rate.
+    lightgbm_learning_rate: float = 0.05
     # Most training rows for LightGBM; larger training splits are sampled down.
     lightgbm_max_rows: int = 1_000_000
     # Series plotted in the report.

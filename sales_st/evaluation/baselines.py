@@ -127,6 +127,7 @@ def train_lightgbm(
     leaves: int,
     max_rows: int,
     seed: int = 5,
+    learning_rate: float = 0.05,
 ) -> dict[float, Any]:
     """One LightGBM quantile model per quantile, on (a sample of) the training split."""
     import lightgbm as lgb
@@ -144,17 +145,18 @@ def train_lightgbm(
     models = {}
     for q in sorted(quantiles):
         ds = lgb.Dataset(X, label=pdf["target"], categorical_feature=cats, free_raw_data=False)
-        models[q] = lgb.train(booster_params(q, leaves, seed), ds, num_boost_round=rounds)
+        params = booster_params(q, leaves, seed, learning_rate)
+        models[q] = lgb.train(params, ds, num_boost_round=rounds)
     return models
 
 
-def booster_params(q: float, leaves: int, seed: int) -> dict[str, Any]:
+def booster_params(q: float, leaves: int, seed: int, learning_rate: float = 0.05) -> dict[str, Any]:
     """LightGBM's settings for the quantile ``q`` model (also used by ``bench/``)."""
     return dict(
         objective="quantile",
         alpha=q,
         num_leaves=leaves,
-        learning_rate=0.05,
+        learning_rate=learning_rate,
         min_data_in_leaf=50,
         feature_fraction=0.8,
         bagging_fraction=0.8,
@@ -174,6 +176,7 @@ def lightgbm_params(cfg: EvaluateConfig, quantiles: list[float]) -> dict[str, An
         "rounds": cfg.lightgbm_rounds,
         "leaves": cfg.lightgbm_leaves,
         "max_rows": cfg.lightgbm_max_rows,
+        "learning_rate": cfg.lightgbm_learning_rate,
     }
 
 
@@ -206,6 +209,7 @@ def lightgbm_model(
         cfg.lightgbm_rounds,
         cfg.lightgbm_leaves,
         cfg.lightgbm_max_rows,
+        learning_rate=cfg.lightgbm_learning_rate,
     )
     d = model_store.model_dir(root, mid)
     write_spec(d, spec)
