@@ -193,7 +193,7 @@ def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[s
     same windows: the reference the network variants are read against."""
     import lightgbm as lgb
 
-    from sales_st.evaluation.baselines import booster_params, lgbm_features
+    from sales_st.evaluation.baselines import booster_params, lgbm_features, quantile_rounds
     from sales_st.model.tensors import targets_from_columns
 
     seed = int(own.get("seed", cfg.train.seed))
@@ -212,7 +212,8 @@ def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[s
     for q in sorted(cfg.model.quantiles):
         ds = lgb.Dataset(rows.iloc[keep], label=target[keep], categorical_feature=cats)
         params = booster_params(q, ev.lightgbm_leaves, seed, ev.lightgbm_learning_rate)
-        boosters[q] = lgb.train(params, ds, num_boost_round=ev.lightgbm_rounds)
+        rounds = quantile_rounds(q, ev.lightgbm_rounds, ev.lightgbm_interval_rounds)
+        boosters[q] = lgb.train(params, ds, num_boost_round=rounds)
     train_s = round(time.time() - start)
 
     def predict(cols: dict[str, np.ndarray]) -> np.ndarray:

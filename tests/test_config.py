@@ -72,6 +72,11 @@ def test_literal_and_rule_values_checked(tmp_path):
         ("model:\n  decoder_dropout: 1.0\n", r"model\.decoder_dropout.*in \[0, 1\)"),
         ("evaluate:\n  ensemble_scale: 1.0\n", r"evaluate\.ensemble_scale.*in \[0, 1\)"),
         ("evaluate:\n  ensemble_margin: -0.01\n", r"evaluate\.ensemble_margin.*0 or more"),
+        ("evaluate:\n  lightgbm_rounds: 0\n", r"evaluate\.lightgbm_rounds.*at least 1"),
+        (
+            "evaluate:\n  lightgbm_interval_rounds: -1\n",
+            r"evaluate\.lightgbm_interval_rounds.*0 \(lightgbm_rounds\) or more",
+        ),
         (
             "features:\n  history: 28\nmodel:\n  sequence_days: 29\n",
             r"model\.sequence_days.*at most features\.history \(28\)",

@@ -213,6 +213,46 @@ def test_lightgbm_learning_rate_scales_each_round(spark, tiny_cfg, tiny_features
     assert lightgbm_params(faster, [0.5]) != lightgbm_params(tiny_cfg.evaluate, [0.5])
 
 
+def test_lightgbm_interval_rounds_shorten_only_the_interval_quantiles(
+    spark, tiny_cfg, tiny_features
+):
+    """``evaluate.lightgbm_interval_rounds`` boosts p10 / p90 for fewer rounds; the median
+    (the point forecast) is the same booster as without it; the setting is in the model id."""
+    import dataclasses
+
+    from sales_st.evaluation.baselines import (
+        horizon_rows,
+        lgbm_features,
+        lightgbm_params,
+        train_lightgbm,
+    )
+    from sales_st.features.spec import read_spec
+
+    spec = read_spec(tiny_cfg.path("features"))
+    train = spark.read.parquet(spec.split_path("train"))
+    feats, cats = lgbm_features(spec)
+    X = horizon_rows(train, spec).toPandas()[feats].astype(dict.fromkeys(cats, "int32"))
+    qs = [0.1, 0.5, 0.9]
+    full = train_lightgbm(spark, train, spec, qs, rounds=12, leaves=7, max_rows=10**6)
+    short = train_lightgbm(
+        spark, train, spec, qs, rounds=12, leaves=7, max_rows=10**6, interval_rounds=4
+    )
+    assert {q: m.current_iteration() for q, m in full.items()} == {0.1: 12, 0.5: 12, 0.9: 12}
+    assert {q: m.current_iteration() for q, m in short.items()} == {0.1: 4, 0.5: 12, 0.9: 4}
+    np.testing.assert_array_equal(short[0.5].predict(X), full[0.5].predict(X))
+    # p10 after 4 rounds is p10 after 12 cut at 4: the rounds are the same rounds
+    np.testing.assert_allclose(
+        short[0.1].predict(X), full[0.1].predict(X, num_iteration=4), rtol=1e-9, atol=1e-12
+    )
+    assert np.abs(short[0.9].predict(X) - full[0.9].predict(X)).max() > 1e-6
+    cut = dataclasses.replace(tiny_cfg.evaluate, lightgbm_interval_rounds=4)
+    assert lightgbm_params(cut, qs) != lightgbm_params(tiny_cfg.evaluate, qs)
+    same = dataclasses.replace(
+        tiny_cfg.evaluate, lightgbm_interval_rounds=tiny_cfg.evaluate.lightgbm_rounds
+    )
+    assert lightgbm_params(same, qs) == lightgbm_params(tiny_cfg.evaluate, qs)
+
+
 def test_lightgbm_scores_on_the_executors_as_the_boosters_do(spark, tiny_cfg, tiny_features):
     from sales_st.evaluation.baselines import (
         horizon_rows,

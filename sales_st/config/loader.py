@@ -234,6 +234,12 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
         (0 <= cfg.evaluate.ensemble_scale < 1, "evaluate.ensemble_scale", "in [0, 1)"),
         (cfg.evaluate.ensemble_margin >= 0, "evaluate.ensemble_margin", "0 or more"),
         (cfg.evaluate.selection_max_rows >= 1, "evaluate.selection_max_rows", "at least 1"),
+        (cfg.evaluate.lightgbm_rounds >= 1, "evaluate.lightgbm_rounds", "at least 1"),
+        (
+            cfg.evaluate.lightgbm_interval_rounds >= 0,
+            "evaluate.lightgbm_interval_rounds",
+            "0 (lightgbm_rounds) or more",
+        ),
         (
             0 < cfg.evaluate.lightgbm_learning_rate <= 1,
             "evaluate.lightgbm_learning_rate",

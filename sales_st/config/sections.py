@@ -579,6 +579,11 @@ class EvaluateConfig:
     )
     # Boosting rounds of each LightGBM quantile model.
     lightgbm_rounds: int = 300
+    # Rounds of the interval quantiles' models (all but the median; 0 = lightgbm_rounds).
+    # The point forecast, the metrics and the ensemble weights read the median only, and
+    # the intervals are calibrated on the validation residuals afterwards: fewer rounds
+    # there cut the baseline's training time by up to two thirds.
+    lightgbm_interval_rounds: int = 0
     # Leaves per tree (num_leaves) of the LightGBM models.
     lightgbm_leaves: int = 63
     # Shrinkage (learning rate) of the LightGBM boosting rounds: fewer rounds reach the

@@ -128,8 +128,10 @@ def train_lightgbm(
     max_rows: int,
     seed: int = 5,
     learning_rate: float = 0.05,
+    interval_rounds: int = 0,
 ) -> dict[float, Any]:
-    """One LightGBM quantile model per quantile, on (a sample of) the training split."""
+    """One LightGBM quantile model per quantile, on (a sample of) the training split: the
+    median's for ``rounds``, the others' for ``interval_rounds`` (0 = ``rounds``)."""
     import lightgbm as lgb
 
     rows = horizon_rows(train, spec).where(F.col("y_mask") == 1)
@@ -142,12 +144,20 @@ def train_lightgbm(
     for c in cats:
         X[c] = X[c].astype("int32")
     log.info("lightgbm: training on %d of %d rows, %d features", len(pdf), total, len(feats))
+    # binned once: the quantile models differ in objective only, not in dataset parameters
+    ds = lgb.Dataset(X, label=pdf["target"], categorical_feature=cats, free_raw_data=False)
     models = {}
     for q in sorted(quantiles):
-        ds = lgb.Dataset(X, label=pdf["target"], categorical_feature=cats, free_raw_data=False)
-        params = booster_params(q, leaves, seed, learning_rate)
-        models[q] = lgb.train(params, ds, num_boost_round=rounds)
+        n = quantile_rounds(q, rounds, interval_rounds)
+        log.info("lightgbm: quantile %g, %d rounds", q, n)
+        models[q] = lgb.train(booster_params(q, leaves, seed, learning_rate), ds, num_boost_round=n)
     return models
+
+
+def quantile_rounds(q: float, rounds: int, interval_rounds: int) -> int:
+    """Boosting rounds of the quantile ``q`` model: ``rounds`` for the median (the point
+    forecast), ``interval_rounds`` for the interval quantiles when it is set."""
+    return rounds if q == 0.5 or interval_rounds <= 0 else interval_rounds
 
 
 def booster_params(q: float, leaves: int, seed: int, learning_rate: float = 0.05) -> dict[str, Any]:
@@ -174,6 +184,7 @@ def lightgbm_params(cfg: EvaluateConfig, quantiles: list[float]) -> dict[str, An
     return {
         "quantiles": sorted(quantiles),
         "rounds": cfg.lightgbm_rounds,
+        "interval_rounds": cfg.lightgbm_interval_rounds or cfg.lightgbm_rounds,
         "leaves": cfg.lightgbm_leaves,
         "max_rows": cfg.lightgbm_max_rows,
         "learning_rate": cfg.lightgbm_learning_rate,
@@ -210,6 +221,7 @@ def lightgbm_model(
         cfg.lightgbm_leaves,
         cfg.lightgbm_max_rows,
         learning_rate=cfg.lightgbm_learning_rate,
+        interval_rounds=cfg.lightgbm_interval_rounds,
     )
     d = model_store.model_dir(root, mid)
     write_spec(d, spec)
