@@ -19,7 +19,10 @@ input set to the unknown index for every window: the model loses it), ``zero=<in
 ``seed=<n>``, ``lightgbm=1`` (not a network: the evaluation job's LightGBM baseline, its
 settings and row sample, trained on the same windows -- the reference to read the others
 against), ``refit=<epochs>`` (after early stopping, continue on the training and
-validation windows together at ``refit_lr`` (0.25) times the learning rate; scored again).
+validation windows together at ``refit_lr`` (0.25) times the learning rate; scored again),
+``recent=<epochs>+<epochs>...`` (from the kept weights, continue on the validation windows and
+the newest ``recent_origins`` training origins only, at ``recent_lr`` (0.25) times the rate,
+once per epoch count; scored on the test windows).
 Variants of one run share the data and differ only in what they name, so their numbers can
 be compared; the pipeline's figures (``bench_accuracy.py``) add the distributed input path,
 the ensemble and the calibration on top.
@@ -82,7 +85,17 @@ def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
     config_keys, own = [], {}
     for item in filter(None, re.split(r",(?![^\[]*\])", rest)):  # "k=[1,2]" stays whole
         key, _, value = item.partition("=")
-        if key in ("drop_cat", "zero", "seed", "refit", "refit_lr", "lightgbm"):
+        if key in (
+            "drop_cat",
+            "zero",
+            "seed",
+            "refit",
+            "refit_lr",
+            "lightgbm",
+            "recent",
+            "recent_lr",
+            "recent_origins",
+        ):
             own[key] = value
         else:
             config_keys.append(f"{key}={value}")
@@ -165,6 +178,54 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
         )
         refit = scores(network_predict(full), arrays, data, cfg, save + "_refit" if save else "")
         out.update({f"refit_{k}": v for k, v in refit.items()})
+    if "recent" in own:
+        out.update(fine_tune_recent(model, full, arrays, data, cfg, own, lr, save))
+    return out
+
+
+def fine_tune_recent(model, full, arrays, data, cfg, own, lr, save) -> dict[str, Any]:
+    """From the kept weights, continue on the newest windows only: the validation windows and
+    the last ``recent_origins`` training origins (each count of ``a+b``; 0: none), for each
+    epoch count of ``recent=a+b+...`` (each from the kept weights again, with a fresh Adam at
+    ``recent_lr`` times the rate).  Scored on the test windows; the validation figures would
+    no longer be out of sample."""
+    from tensorflow import keras
+
+    from sales_st.model.network import pinball_loss
+
+    mcfg, tcfg = cfg.model, cfg.train
+    origins = np.unique(data["train"]["origin"])
+    kept = model.get_weights()
+    log_offset = mcfg.log_offset if mcfg.target_space == "log" else None
+    rate = lr * float(own.get("recent_lr", 0.25))
+    out: dict[str, Any] = {}
+    x_tr, y_tr = arrays["train"]
+    runs = [
+        (int(n), int(e))
+        for n in own.get("recent_origins", "0").split("+")
+        for e in own["recent"].split("+")
+    ]
+    for n_old, epochs in runs:
+        keep = np.isin(data["train"]["origin"], origins[len(origins) - n_old :] if n_old else [])
+        x_new = {k: np.concatenate([v[keep], arrays["val"][0][k]]) for k, v in x_tr.items()}
+        y_new = np.concatenate([y_tr[keep], arrays["val"][1]])
+        tag = f"recent{epochs}_o{n_old}"
+        model.set_weights(kept)
+        model.compile(
+            optimizer=keras.optimizers.legacy.Adam(rate),
+            loss=pinball_loss(mcfg.quantiles, log_offset),
+        )
+        t0 = time.time()
+        model.fit(x_new, y_new, epochs=epochs, batch_size=tcfg.batch_size * tcfg.ranks, verbose=0)
+        got = scores(network_predict(full), arrays, data, cfg, f"{save}_{tag}" if save else "")
+        out[f"{tag}_windows"] = len(y_new)
+        out.update({f"{tag}_{k}": v for k, v in got.items() if k.startswith("test")})
+        out[f"{tag}_s"] = round(time.time() - t0)
+        print(
+            f"{tag}: windows {len(y_new)}, test {got['test_rmspe']} / {got['test_wape']}",
+            flush=True,
+        )
+    model.set_weights(kept)
     return out
 
 
