@@ -29,6 +29,7 @@ from sales_st.training.tune import (
     overlay_path,
     storage_path,
     study_dir,
+    suggest,
     tune,
 )
 from tests.conftest import CONF, ROOT, TINY, make_config
@@ -130,6 +131,32 @@ def test_a_trial_left_running_is_failed_and_run_again_with_its_parameters(tmp_pa
     assert (out.finished, out.best["number"]) == (2, 0)
 
 
+def test_a_resumed_study_draws_new_points_not_the_first_search_again(tmp_path):
+    """Each process opens the study with a sampler seeded past the trials it already has: a
+    search resumed in its random start-up phase does not repeat the first one's draws."""
+    cfg = config(tmp_path, "tune.startup_trials=10", SPACE)
+    drawn = []
+    for _ in range(2):  # two processes, one after the other, on the same study file
+        study = open_study(cfg, storage_path(cfg))
+        for _ in range(2):
+            trial = study.ask()
+            params = {name: suggest(trial, name, p) for name, p in cfg.tune.space.items()}
+            study.tell(trial, 0.1)
+            drawn.append(tuple(sorted(params.items())))
+    assert len(set(drawn)) == 4, drawn
+    # and the same study history gives the same draws: a rerun of the whole is reproducible
+    again = config(tmp_path / "again", "tune.startup_trials=10", SPACE)
+    redrawn = []
+    for _ in range(2):
+        study = open_study(again, storage_path(again))
+        for _ in range(2):
+            trial = study.ask()
+            params = {name: suggest(trial, name, p) for name, p in again.tune.space.items()}
+            study.tell(trial, 0.1)
+            redrawn.append(tuple(sorted(params.items())))
+    assert redrawn == drawn
+
+
 def test_the_watcher_reports_each_epoch_once_and_asks_the_training_to_stop(tmp_path):
     from sales_st.storage.files import write_json
 
@@ -213,6 +240,18 @@ def states(db: Path) -> list[tuple[int, str]]:
         return []
 
 
+def running_params(db: Path) -> int:
+    """How many parameters the running trials have drawn so far (0 while none runs)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute(
+                "SELECT count(*) FROM trial_params p JOIN trials t ON p.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the job's process group and every process it started (the Horovod ranks run
     under the Spark JVM and may have left the group)."""
@@ -257,8 +296,15 @@ def test_tune_resumes_a_killed_three_trial_study(tmp_path, tiny_cfg, tiny_featur
         deadline = time.time() + 300
         while time.time() < deadline and job.poll() is None:
             seen = dict(states(db))
-            if "COMPLETE" in seen.values() and "RUNNING" in seen.values():
-                break  # the first trial is done and the second is training: kill it now
+            # the first trial is done and the second has drawn its two parameters (it is
+            # training): kill it now.  Killed between its creation and its draws, a trial
+            # has nothing to run again with, and is only marked failed.
+            if (
+                "COMPLETE" in seen.values()
+                and "RUNNING" in seen.values()
+                and running_params(db) == 2
+            ):
+                break
             time.sleep(0.5)
         assert job.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     finally:

@@ -267,8 +267,9 @@ def tune(cfg: Config, train: TrainFn) -> TuneResult:
 
 
 def open_study(cfg: Config, db: str) -> optuna.Study:
-    """The study in ``db`` (created when missing): TPE sampler with ``tune.seed``, median
-    pruner (or none), minimising the validation loss."""
+    """The study in ``db`` (created when missing): TPE sampler with ``tune.seed`` plus the
+    number of trials the study already has, median pruner (or none), minimising the
+    validation loss."""
     t = cfg.tune
     # Optuna's own lines: warnings only, through the root logger like the other libraries'
     # (the trial lines of this module say what its INFO lines would).
@@ -283,9 +284,18 @@ def open_study(cfg: Config, db: str) -> optuna.Study:
         if t.prune
         else optuna.pruners.NopPruner()
     )
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    try:
+        earlier = len(storage.get_all_trials(storage.get_study_id_from_name(t.study)))
+    except KeyError:  # a new study
+        earlier = 0
     return optuna.create_study(
-        storage=optuna.storages.RDBStorage(f"sqlite:///{db}"),
-        sampler=optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=t.startup_trials),
+        storage=storage,
+        # seeded past the trials already drawn: a resumed search draws new points, where the
+        # same seed would repeat the first search's random start-up draws
+        sampler=optuna.samplers.TPESampler(
+            seed=t.seed + earlier, n_startup_trials=t.startup_trials
+        ),
         pruner=pruner,
         study_name=t.study,
         direction="minimize",
