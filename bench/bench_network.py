@@ -22,7 +22,10 @@ against), ``refit=<epochs>`` (after early stopping, continue on the training and
 validation windows together at ``refit_lr`` (0.25) times the learning rate; scored again),
 ``recent=<epochs>+<epochs>...`` (from the kept weights, continue on the validation windows and
 the newest ``recent_origins`` training origins only, at ``recent_lr`` (0.25) times the rate,
-once per epoch count; scored on the test windows).
+once per epoch count; scored on the test windows), ``uplift=<flag>+<flag>...`` (for each
+history flag, e.g. ``hist_promo``, the window's log sales ratio on flagged days against
+other days of the same weekday in its history, ``history_uplift``, added to the numeric
+inputs of the network, or of LightGBM with ``lightgbm=1``).
 Variants of one run share the data and differ only in what they name, so their numbers can
 be compared; the pipeline's figures (``bench_accuracy.py``) add the distributed input path,
 the ensemble and the calibration on top.
@@ -95,6 +98,7 @@ def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
             "recent",
             "recent_lr",
             "recent_origins",
+            "uplift",
         ):
             own[key] = value
         else:
@@ -104,6 +108,53 @@ def parse_variant(text: str) -> tuple[str, list[str], dict[str, str]]:
 
 def network_predict(full):
     return lambda x: full.predict(x, batch_size=2048, verbose=0)["quantiles"]
+
+
+def history_uplift(cols: dict[str, np.ndarray], flag: str) -> np.ndarray:
+    """Per window, the log ratio of the mean target on ``flag`` days to the mean on other
+    days of the same weekday, over the history (open, observed days with sales), averaged
+    over the weekdays that have both; NaN where none has."""
+    y, dow = cols["hist_y"], cols["hist_dow"]
+    ok = (cols["hist_observed"] > 0) & (cols["hist_open"] > 0) & (y > 0)
+    on = cols[flag] > 0
+    total = np.zeros(len(y))
+    count = np.zeros(len(y))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for d in np.unique(dow):
+            at = ok & (dow == d)
+            a, b = at & on, at & ~on
+            na, nb = a.sum(1), b.sum(1)
+            both = (na > 0) & (nb > 0)
+            ratio = np.log((y * a).sum(1) / np.maximum(na, 1)) - np.log(
+                (y * b).sum(1) / np.maximum(nb, 1)
+            )
+            total += np.where(both, ratio, 0.0)
+            count += both
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def with_uplift(spec, data, flags: str):
+    """The spec and splits with ``x_uplift_<flag>`` (``history_uplift``) as window scalars for
+    each history flag of ``uplift=hist_promo+...``: the model's and LightGBM's numeric inputs,
+    standardised with the training split's mean and std."""
+    import dataclasses
+
+    lay, scalers, out = spec.layout, dict(spec.scalers), {s: dict(d) for s, d in data.items()}
+    names = []
+    for flag in flags.split("+"):
+        name = f"x_uplift_{flag}"
+        for split in out:
+            out[split][name] = history_uplift(data[split], flag)
+        v = out["train"][name]
+        scalers[name] = (float(np.nanmean(v)), float(np.nanstd(v)) or 1.0)
+        names.append(name)
+        print(
+            f"{name}: train mean {scalers[name][0]:.4f}, std {scalers[name][1]:.4f}, "
+            f"missing {np.isnan(v).mean():.3f}",
+            flush=True,
+        )
+    layout = dataclasses.replace(lay, scalars=lay.scalars + names)
+    return spec.replace(layout=layout, scalers=scalers), out
 
 
 def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[str, Any]:
@@ -378,7 +429,8 @@ def main() -> None:
         cfg = load_config(ROOT / "conf", args.env, [*args.overrides, *keys])
         print(f"variant {name}: {keys} {own}", flush=True)
         save = f"{args.predictions}/{name}" if args.predictions else ""
-        rows.append({"variant": name, **run_variant(cfg, spec, data, own, save)})
+        vspec, vdata = with_uplift(spec, data, own["uplift"]) if "uplift" in own else (spec, data)
+        rows.append({"variant": name, **run_variant(cfg, vspec, vdata, own, save)})
         print(json.dumps(rows[-1]), flush=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     rows = [{k: r.get(k, "") for k in keys} for r in rows]
