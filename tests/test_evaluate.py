@@ -181,24 +181,27 @@ def test_a_model_from_another_build_of_the_features_is_not_backtested(
 
 
 @pytest.mark.slow
+def lightgbm_training_rows(spark, cfg):
+    """The tiny panel's spec, training split and its LightGBM feature rows."""
+    from sales_st.evaluation.baselines import horizon_rows, lgbm_features
+    from sales_st.features.spec import read_spec
+
+    spec = read_spec(cfg.path("features"))
+    train = spark.read.parquet(spec.split_path("train"))
+    feats, cats = lgbm_features(spec)
+    X = horizon_rows(train, spec).toPandas()[feats].astype(dict.fromkeys(cats, "int32"))
+    return spec, train, X
+
+
 def test_lightgbm_learning_rate_scales_each_round(spark, tiny_cfg, tiny_features):
     """``evaluate.lightgbm_learning_rate`` reaches the boosters: after one round the
     forecast is the initial quantile plus the rate times the first tree's leaf, so the
     rates 0.1, 0.2, 0.3 give forecasts equally spaced; the rate is part of the model's id."""
     import dataclasses
 
-    from sales_st.evaluation.baselines import (
-        horizon_rows,
-        lgbm_features,
-        lightgbm_params,
-        train_lightgbm,
-    )
-    from sales_st.features.spec import read_spec
+    from sales_st.evaluation.baselines import lightgbm_params, train_lightgbm
 
-    spec = read_spec(tiny_cfg.path("features"))
-    train = spark.read.parquet(spec.split_path("train"))
-    feats, cats = lgbm_features(spec)
-    X = horizon_rows(train, spec).toPandas()[feats].astype(dict.fromkeys(cats, "int32"))
+    spec, train, X = lightgbm_training_rows(spark, tiny_cfg)
     p = []
     for lr in (0.1, 0.2, 0.3):
         models = train_lightgbm(
@@ -220,18 +223,9 @@ def test_lightgbm_interval_rounds_shorten_only_the_interval_quantiles(
     (the point forecast) is the same booster as without it; the setting is in the model id."""
     import dataclasses
 
-    from sales_st.evaluation.baselines import (
-        horizon_rows,
-        lgbm_features,
-        lightgbm_params,
-        train_lightgbm,
-    )
-    from sales_st.features.spec import read_spec
+    from sales_st.evaluation.baselines import lightgbm_params, train_lightgbm
 
-    spec = read_spec(tiny_cfg.path("features"))
-    train = spark.read.parquet(spec.split_path("train"))
-    feats, cats = lgbm_features(spec)
-    X = horizon_rows(train, spec).toPandas()[feats].astype(dict.fromkeys(cats, "int32"))
+    spec, train, X = lightgbm_training_rows(spark, tiny_cfg)
     qs = [0.1, 0.5, 0.9]
     full = train_lightgbm(spark, train, spec, qs, rounds=12, leaves=7, max_rows=10**6)
     short = train_lightgbm(

@@ -131,30 +131,28 @@ def test_a_trial_left_running_is_failed_and_run_again_with_its_parameters(tmp_pa
     assert (out.finished, out.best["number"]) == (2, 0)
 
 
-def test_a_resumed_study_draws_new_points_not_the_first_search_again(tmp_path):
-    """Each process opens the study with a sampler seeded past the trials it already has: a
-    search resumed in its random start-up phase does not repeat the first one's draws."""
-    cfg = config(tmp_path, "tune.startup_trials=10", SPACE)
+def draws_of_two_processes(cfg: Config) -> list[tuple]:
+    """The parameters of two trials in each of two processes, one after the other, that
+    open the same study file."""
     drawn = []
-    for _ in range(2):  # two processes, one after the other, on the same study file
+    for _ in range(2):
         study = open_study(cfg, storage_path(cfg))
         for _ in range(2):
             trial = study.ask()
             params = {name: suggest(trial, name, p) for name, p in cfg.tune.space.items()}
             study.tell(trial, 0.1)
             drawn.append(tuple(sorted(params.items())))
+    return drawn
+
+
+def test_a_resumed_study_draws_new_points_not_the_first_search_again(tmp_path):
+    """Each process opens the study with a sampler seeded past the trials it already has: a
+    search resumed in its random start-up phase does not repeat the first one's draws."""
+    drawn = draws_of_two_processes(config(tmp_path, "tune.startup_trials=10", SPACE))
     assert len(set(drawn)) == 4, drawn
     # and the same study history gives the same draws: a rerun of the whole is reproducible
     again = config(tmp_path / "again", "tune.startup_trials=10", SPACE)
-    redrawn = []
-    for _ in range(2):
-        study = open_study(again, storage_path(again))
-        for _ in range(2):
-            trial = study.ask()
-            params = {name: suggest(trial, name, p) for name, p in again.tune.space.items()}
-            study.tell(trial, 0.1)
-            redrawn.append(tuple(sorted(params.items())))
-    assert redrawn == drawn
+    assert draws_of_two_processes(again) == drawn
 
 
 def test_the_watcher_reports_each_epoch_once_and_asks_the_training_to_stop(tmp_path):
