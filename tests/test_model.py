@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -503,6 +504,46 @@ def test_periodic_embedding_option_feeds_decoder_and_static_encoder(tmp_path):
     served.load_weights(str(tmp_path / "weights.h5"))
     np.testing.assert_array_equal(served(x)["quantiles"].numpy(), q.numpy())
     verify_outputs(served, spec, str(tmp_path))
+
+
+@pytest.mark.parametrize("space", ["log", "scaled"])
+def test_covariate_effects_scale_each_series_forecast_by_its_own_coefficients(space):
+    """``model.covariate_effects``: every quantile of day o+h multiplied by
+    exp(sum_f x_f(o+h) * b_f(s)), b = W s + c from the series' static encoding s; at its
+    initial zero weights the model forecasts exactly what it does without the path."""
+    spec, x = fake_spec(), inputs(seed=4)
+    named = ["fut_promo", "fut_holiday"]
+    base = ModelConfig(units=16, heads=2, decoder_units=16, target_space=space, log_offset=0.5)
+    tf.keras.utils.set_random_seed(3)
+    plain = build_model(spec, base)
+    tf.keras.utils.set_random_seed(3)
+    model = build_model(spec, replace(base, covariate_effects=named))
+    q0 = model(x, training=False)["quantiles"].numpy()
+    np.testing.assert_allclose(q0, plain(x, training=False)["quantiles"].numpy(), rtol=1e-6)
+
+    kernel = np.linspace(-0.05, 0.05, 16 * 2, dtype="float32").reshape(16, 2)
+    bias = np.array([0.3, -0.2], "float32")
+    model.get_layer("decoder_effects").set_weights([kernel, bias])
+    q = model(x, training=False)["quantiles"].numpy()
+    static = tf.keras.Model(model.inputs, model.get_layer("static_dense").output)
+    s = static(x).numpy()  # [B, 16]
+    fut = x["fut"].numpy()
+    cols = [spec.layout.fut.index(c) for c in named]
+    want = np.zeros((B, H), "float32")
+    for i in range(B):
+        b = s[i] @ kernel + bias  # this series' coefficient per named channel
+        for h in range(H):
+            want[i, h] = sum(fut[i, h, c] * b[j] for j, c in enumerate(cols))
+    if space == "log":  # log(q + c) moves by the effect
+        got = np.log(q + 0.5) - np.log(q0 + 0.5)
+    else:
+        got = np.log(q / q0)
+    for k in range(3):
+        np.testing.assert_allclose(got[..., k], want, rtol=1e-4, atol=1e-5)
+    assert np.abs(want).max() > 0.05  # the check is not trivially about zeros
+
+    with pytest.raises(ValueError, match=r"covariate_effects names \['promo'\]"):
+        build_model(spec, replace(base, covariate_effects=["promo"]))
 
 
 def test_columns_from_arrow_reads_sliced_list_columns_as_2d_arrays():

@@ -482,6 +482,12 @@ class ModelConfig:
     numeric_embedding_sigma: float = 1.0
     # Periodic embedding: width of each scalar's embedding.
     numeric_embedding_dim: int = 8
+    # Known-future channels (names of the feature layout's fut_* columns, e.g. fut_promo)
+    # whose effect each series learns for itself: every quantile of day o+h is multiplied by
+    # exp(sum_f x_f(o+h) * b_f(s)), b = a linear map of the series' static encoding s that
+    # starts at 0.  The decoder's layers can learn such an interaction only by carving it
+    # out of a sum; this names it.  Empty: none.
+    covariate_effects: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

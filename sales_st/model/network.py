@@ -18,6 +18,11 @@ static encoding, the known-future covariates of day o+h and a horizon embedding,
 quantiles that cannot cross (median plus/minus cumulative softplus offsets): levels, or with
 ``baseline_skip`` corrections to the same-weekday mean of the last weeks.
 
+With ``model.covariate_effects`` naming known-future channels (say ``fut_promo``), each series
+gets its own coefficient b_f(s) -- a linear map of its static encoding -- and every quantile
+of day o+h is multiplied by exp(sum_f x_f * b_f): a store's own promotion uplift, which the
+decoder's sum of inputs can reach only through its hidden layers.
+
 With ``model.members`` M > 1 the model holds M such networks (a seed ensemble): the forecast
 is the mean of their quantiles, and each is fitted to its own loss on the same batches.
 
@@ -494,6 +499,7 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
         x = layers.Dropout(cfg.decoder_dropout, name="decoder_drop_2")(x)
     raw = layers.Dense(len(cfg.quantiles), name="decoder_q")(x)
     quantiles = monotone_quantiles(raw, cfg.quantiles)
+    effect = covariate_effect(cfg, spec.layout.fut, inp["fut"], s)
     fut_names = spec.layout.fut
     skip = None
     if cfg.baseline_skip and N.SW_MEAN in fut_names:
@@ -501,12 +507,17 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
         skip = inp["fut"][..., i : i + 1]
     if cfg.target_space == "log":  # the head works in log(y / scale + c)
         c = cfg.log_offset
+        if effect is not None:  # log(y + c) moves by the effect: y + c is multiplied
+            quantiles = quantiles + effect
         if skip is not None:
             quantiles = quantiles + tf.math.log(tf.maximum(skip, 0.0) + c)
         # capped at e^20 times the series' scale: keeps a diverging head finite (and ordered)
         quantiles = tf.exp(tf.minimum(quantiles, 20.0)) - c
-    elif skip is not None:
-        quantiles = quantiles + skip
+    else:
+        if effect is not None:
+            quantiles = quantiles * tf.exp(tf.minimum(effect, 20.0))
+        if skip is not None:
+            quantiles = quantiles + skip
     outputs = {
         "quantiles": quantiles,
         "temporal_attention": alpha,
@@ -514,6 +525,26 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
         "gate": gate,
     }
     return keras.Model(inp, outputs, name=name)
+
+
+def covariate_effect(
+    cfg: ModelConfig, fut_names: list[str], fut: tf.Tensor, s: tf.Tensor
+) -> tf.Tensor | None:
+    """``model.covariate_effects``: ``[B, H, 1]`` = sum over the named known-future channels
+    f of x_f(o + h) * b_f(s), each series' own coefficient b_f a linear map of its static
+    encoding, initially 0 (the model starts as without the path); None when none is named."""
+    if not cfg.covariate_effects:
+        return None
+    unknown = [c for c in cfg.covariate_effects if c not in fut_names]
+    if unknown:
+        raise ValueError(
+            f"model.covariate_effects names {unknown}, not known-future channels of the "
+            f"example table: {fut_names}"
+        )
+    index = [fut_names.index(c) for c in cfg.covariate_effects]
+    x = tf.gather(fut, index, axis=-1)  # [B, H, F]
+    b = layers.Dense(len(index), kernel_initializer="zeros", name="decoder_effects")(s)
+    return tf.einsum("bhf,bf->bh", x, b)[..., None]
 
 
 def training_output(cfg: ModelConfig) -> str:
