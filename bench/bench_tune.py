@@ -30,10 +30,6 @@ from common import ROOT, table, write_results
 from sales_st.config import load_config
 
 
-def _when(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text) if text else None
-
-
 def trial_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for t in summary["trials"]:
@@ -53,11 +49,12 @@ def trial_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def study_wall_seconds(summary: dict[str, Any]) -> float | None:
-    starts = [_when(t["started"]) for t in summary["trials"] if t.get("started")]
-    ends = [_when(t["finished"]) for t in summary["trials"] if t.get("finished")]
+    trials = summary["trials"]
+    starts = [dt.datetime.fromisoformat(t["started"]) for t in trials if t.get("started")]
+    ends = [dt.datetime.fromisoformat(t["finished"]) for t in trials if t.get("finished")]
     if not starts or not ends:
         return None
-    return round((max(e for e in ends if e) - min(s for s in starts if s)).total_seconds(), 1)
+    return round((max(ends) - min(starts)).total_seconds(), 1)
 
 
 def main() -> None:

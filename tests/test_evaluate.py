@@ -180,7 +180,6 @@ def test_a_model_from_another_build_of_the_features_is_not_backtested(
         model_predictions(test, spec, cfg, spec.run_date, quantiles)
 
 
-@pytest.mark.slow
 def lightgbm_training_rows(spark, cfg):
     """The tiny panel's spec, training split and its LightGBM feature rows."""
     from sales_st.evaluation.baselines import horizon_rows, lgbm_features
@@ -193,6 +192,7 @@ def lightgbm_training_rows(spark, cfg):
     return spec, train, X
 
 
+@pytest.mark.slow
 def test_lightgbm_learning_rate_scales_each_round(spark, tiny_cfg, tiny_features):
     """``evaluate.lightgbm_learning_rate`` reaches the boosters: after one round the
     forecast is the initial quantile plus the rate times the first tree's leaf, so the

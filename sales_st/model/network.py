@@ -499,8 +499,8 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
         x = layers.Dropout(cfg.decoder_dropout, name="decoder_drop_2")(x)
     raw = layers.Dense(len(cfg.quantiles), name="decoder_q")(x)
     quantiles = monotone_quantiles(raw, cfg.quantiles)
-    effect = covariate_effect(cfg, spec.layout.fut, inp["fut"], s)
     fut_names = spec.layout.fut
+    effect = covariate_effect(cfg, fut_names, inp["fut"], s)
     skip = None
     if cfg.baseline_skip and N.SW_MEAN in fut_names:
         i = fut_names.index(N.SW_MEAN)
