@@ -25,7 +25,13 @@ from sales_st.training.driver import run_pretraining, run_training
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["pretrain", "finetune"], default="pretrain")
-    p.add_argument("--from", dest="parent", default=None, help="model id or alias to fine-tune")
+    p.add_argument(
+        "--from",
+        dest="parent",
+        default=None,
+        help="model id or alias to fine-tune, or the directory of a model in another store "
+        "(with train.finetune.transfer=other_data: a model trained on other data)",
+    )
     p.add_argument("--force", action="store_true", help="train even if this model exists")
 
 

@@ -295,6 +295,72 @@ def test_freezing_encoders_by_name():
     assert len(full.trainable_weights) == before
 
 
+def test_weights_transfer_to_a_model_of_other_inputs_where_they_fit():
+    """A model of other data: another store vocabulary (other size), an item vocabulary of
+    the same size but other labels, an extra known-future channel and static attribute."""
+    src_spec = fake_spec()
+    layout = make_layout(
+        L,
+        H,
+        K,
+        lags=[1],
+        rolling_windows=[],
+        agg_levels=["state"],
+        vocab_names=["store_id", "item_id"],
+        static_numeric=["size", "area"],
+        extra_future=["fut_extra"],
+    )
+    dst_spec = replace(
+        src_spec,
+        layout=layout,
+        vocab={"store_id": list("abcdef"), "item_id": list("xz")},
+        scalers={**src_spec.scalers, "area": [3.0, 1.0]},
+    )
+    cfg = ModelConfig(units=16, heads=2, decoder_units=16, members=2)
+    tf.random.set_seed(1)
+    src = build_model(src_spec, cfg)
+    tf.random.set_seed(2)
+    dst = build_model(dst_spec, cfg)
+    before = {path: layer.get_weights() for path, layer in network.named_layers(dst)}
+    copied, fresh = network.transfer_weights(src, dst, src_spec, dst_spec)
+    theirs = dict(network.named_layers(src))
+    for path, layer in network.named_layers(dst):
+        if path in copied:
+            for a, b in zip(layer.get_weights(), theirs[path].get_weights()):
+                np.testing.assert_array_equal(a, b)
+        elif path in fresh:
+            for a, b in zip(layer.get_weights(), before[path]):
+                np.testing.assert_array_equal(a, b)
+    short = {p.removeprefix("member_0/") for p in fresh if p.startswith("member_0/")}
+    # what reads the new channel, the new attribute or the other vocabularies starts afresh
+    assert short == {
+        "static_emb_store_id_idx",
+        "static_emb_item_id_idx",
+        "static_dense",
+        "decoder_d1",
+    }
+    assert len(fresh) == 2 * len(short)  # both members
+    assert "member_1/temporal_encoder/temporal_lstm_0" in copied
+    assert {"member_0/temporal_in_proj", "member_1/spatial_mha", "member_0/decoder_q"} <= set(
+        copied
+    )
+    # freezing acts on the copied layers only: a fresh layer keeps learning
+    frozen = set_trainable(dst, ["decoder", "static"], only=set(copied))
+    assert "decoder_d2" in frozen and "decoder_d1" not in frozen and "static_dense" not in frozen
+    out = dst(model_inputs_from_columns(fake_columns_for(dst_spec), dst_spec))
+    assert np.isfinite(out["quantiles"].numpy()).all()
+
+
+def fake_columns_for(spec: FeatureSpec) -> dict[str, np.ndarray]:
+    cols = fake_columns()
+    rng = np.random.default_rng(3)
+    for c in spec.layout.fut:
+        cols.setdefault(c, rng.random((B, H)).astype("float32"))
+    for c in spec.layout.numeric:
+        cols.setdefault(c, rng.random(B).astype("float32"))
+    return cols
+
+
 def test_inputs_are_standardised_and_cleaned():
     cols = fake_columns()
     cols["lag_1"] = np.array([1.0, 1.5, np.nan, 0.5, 1.0], "float32")

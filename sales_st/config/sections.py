@@ -493,8 +493,16 @@ class ModelConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     # SQL predicate over example columns choosing the target segment,
-    # e.g. "is_new_series = 1" or "state = 'BY'".
+    # e.g. "is_new_series = 1" or "state = 'BY'"; empty: every series.
     segment: str = "is_new_series = 1"
+    # What the parent may differ in.  same_features: nothing -- the same vocabularies and
+    # input layout, the parent's scalers (a segment of the data it was trained on).
+    # other_data: the parent may come from other data (say a generated catalogue, --from
+    # its model directory): each layer whose name and weight shapes match (and, for an
+    # embedding, whose vocabulary is the same) starts from the parent's weights, the rest
+    # (the inputs whose channels or vocabularies differ) from a fresh initialisation; the
+    # features keep their own scalers, and freeze applies to copied layers only.
+    transfer: Literal["same_features", "other_data"] = "same_features"
     # Encoders whose weights stay fixed while fine-tuning.
     freeze: list[Literal["temporal", "spatial", "static", "fusion", "decoder"]] = field(
         default_factory=list

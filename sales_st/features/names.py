@@ -129,3 +129,8 @@ def scalar_names(lags: list[int], rolling_windows: list[int]) -> list[str]:
 def index_column(vocab_name: str) -> str:
     """The integer column of a categorical vocabulary (1-based, 0 = unknown)."""
     return f"{vocab_name}_idx"
+
+
+def vocab_name(index_col: str) -> str:
+    """The vocabulary of an :func:`index_column`."""
+    return index_col.removesuffix("_idx")

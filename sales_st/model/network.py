@@ -428,8 +428,8 @@ def _network(spec: FeatureSpec, cfg: ModelConfig, name: str) -> keras.Model:
 
     # static encoder
     embs = [
-        layers.Embedding(size, e, name=f"static_emb_{i}")(inp["cat"][:, i])
-        for i, size in enumerate(dims.vocab_sizes)
+        layers.Embedding(size, e, name=f"static_emb_{column}")(inp["cat"][:, i])
+        for i, (column, size) in enumerate(zip(spec.layout.categorical, dims.vocab_sizes))
     ]
     s = layers.Dense(d, activation="relu", name="static_dense")(
         layers.Concatenate(name="static_cat")(
@@ -591,24 +591,62 @@ def pinball_loss(quantiles: list[float], log_offset: float | None = None):
     return loss
 
 
-def set_trainable(model: keras.Model, frozen: list[str]) -> list[str]:
-    """Freeze the layers of the named encoders; returns the names of frozen layers."""
+def set_trainable(model: keras.Model, frozen: list[str], only: set[str] | None = None) -> list[str]:
+    """Freeze the layers of the named encoders -- with ``only``, those of them whose path
+    (:func:`named_layers`) is in it; returns the names of frozen layers."""
     names = []
-    for layer in _all_layers(model):
+    for path, layer in named_layers(model):
         group = layer.name.split("_", 1)[0]
         if group in ENCODERS:
-            layer.trainable = group not in frozen
-            if group in frozen:
+            freeze = group in frozen and (only is None or path in only)
+            layer.trainable = not freeze
+            if freeze:
                 names.append(layer.name)
     return names
 
 
-def _all_layers(model: keras.Model):
+def named_layers(model: keras.Model, prefix: str = ""):
+    """(path, layer) for every layer inside ``model``, nested models opened; the path names
+    the enclosing networks, e.g. ``member_1/temporal_encoder/temporal_lstm_0``."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from named_layers(layer, f"{prefix}{layer.name}/")
         else:
-            yield layer
+            yield f"{prefix}{layer.name}", layer
+
+
+def _all_layers(model: keras.Model):
+    for _, layer in named_layers(model):
+        yield layer
+
+
+def transfer_weights(
+    src: keras.Model, dst: keras.Model, src_spec: FeatureSpec, dst_spec: FeatureSpec
+) -> tuple[list[str], list[str]]:
+    """Copy into ``dst`` every layer of ``src`` that fits: same path, same weight shapes, and
+    for a categorical embedding (``static_emb_<column>``) the same vocabulary, value for
+    value -- an index means another store or label on other data.  Returns the paths of the
+    layers with weights that were (copied, left as initialised): a model pre-trained on one
+    data set starts another whose inputs differ (other covariates, vocabularies, window
+    lengths) from every part that does not depend on them."""
+    theirs = {path: layer for path, layer in named_layers(src) if layer.weights}
+    copied, fresh = [], []
+    for path, layer in named_layers(dst):
+        if not layer.weights:
+            continue
+        other = theirs.get(path)
+        fits = other is not None and [w.shape for w in other.weights] == [
+            w.shape for w in layer.weights
+        ]
+        if fits and layer.name.startswith("static_emb_"):
+            column = N.vocab_name(layer.name[len("static_emb_") :])
+            fits = src_spec.vocab.get(column) == dst_spec.vocab.get(column)
+        if fits and other is not None:
+            layer.set_weights(other.get_weights())
+            copied.append(path)
+        else:
+            fresh.append(path)
+    return copied, fresh
 
 
 def encoder_weights(model: keras.Model, group: str) -> list[tf.Variable]:

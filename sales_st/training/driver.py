@@ -119,6 +119,7 @@ class _Setup:
     freeze: list[str]
     learning_rate: float
     init_weights: str
+    transfer: str = "same_features"  # or other_data: copy the layers that fit (the worker)
 
 
 def _setup(cfg: Config, spec: FeatureSpec, mode: str, parent: str | None) -> _Setup:
@@ -129,21 +130,26 @@ def _setup(cfg: Config, spec: FeatureSpec, mode: str, parent: str | None) -> _Se
         raise ConfigError(f"--mode must be pretrain or finetune, found {mode!r}")
     if not parent:
         raise ConfigError("--mode finetune needs --from MODEL_ID (or an alias)")
-    parent_id = model_store.resolve(root, parent)
-    parent_spec = model_store.load_spec(root, parent_id)
-    if parent_spec.vocab_sizes != spec.vocab_sizes or parent_spec.layout != spec.layout:
+    parent_root, parent_id = model_store.locate(root, parent)
+    parent_spec = model_store.load_spec(parent_root, parent_id)
+    transfer = tcfg.finetune.transfer
+    if transfer == "same_features" and (
+        parent_spec.vocab_sizes != spec.vocab_sizes or parent_spec.layout != spec.layout
+    ):
         raise DataError(
             f"model {parent_id} was trained on features with other vocabularies or shapes; "
-            "rebuild the features with the same configuration or pre-train again"
+            "rebuild the features with the same configuration, pre-train again, or start "
+            "from the layers that fit with train.finetune.transfer=other_data"
         )
     return _Setup(
         mode,
         parent_id,
-        spec.replace(scalers=parent_spec.scalers),
-        model_store.load_meta(root, parent_id)["model_config"],
+        spec if transfer == "other_data" else spec.replace(scalers=parent_spec.scalers),
+        model_store.load_meta(parent_root, parent_id)["model_config"],
         list(tcfg.finetune.freeze),
         tcfg.learning_rate * tcfg.finetune.learning_rate_factor,
-        f"{model_store.model_dir(root, parent_id)}/weights.h5",
+        f"{model_store.model_dir(parent_root, parent_id)}/weights.h5",
+        transfer,
     )
 
 
@@ -167,7 +173,7 @@ def run_training(
     after an epoch by creating the file ``STOP`` there (see ``tune``)."""
     root, tcfg = cfg.path("models"), cfg.train
     setup = _setup(cfg, read_spec(cfg.path("features")), mode, parent)
-    segment = tcfg.finetune.segment if mode == "finetune" else None
+    segment = (tcfg.finetune.segment or None) if mode == "finetune" else None
     train_cfg = to_dict(tcfg)
     depends_on = {
         "features": setup.spec.features_id,
@@ -257,6 +263,8 @@ def _train(
         "train_config": train_cfg,
         "segment": segment,
         "freeze": setup.freeze,
+        "transfer": setup.transfer if setup.parent_id else None,
+        "parent_weights": setup.init_weights or None,
     }
     write_json(f"{mdir}/model.json", meta)
     write_spec(mdir, spec)
@@ -299,7 +307,9 @@ def _train(
     calibration = calibrate(spark, cfg, spec, mdir, mid, setup.model_cfg["quantiles"])
     meta.update(
         status="complete",
-        ranks=[{k: v for k, v in r.items() if k != "history"} for r in results],
+        ranks=[{k: v for k, v in r.items() if k not in ("history", "layers")} for r in results],
+        # other_data: which layers started from the parent's weights, which from scratch
+        layers=results[0].get("layers"),
         epochs_trained=len(history.get("loss", [])),
         best_val_loss=min(history.get("val_loss", [float("nan")])),
         # the epoch whose weights the model keeps: the best validation epoch's
@@ -385,6 +395,7 @@ def make_plan(
         learning_rate=setup.learning_rate,
         init_weights=setup.init_weights,
         freeze=setup.freeze,
+        transfer=setup.transfer,
     )
 
 

@@ -63,6 +63,16 @@ def resolve(root: str, ref: str) -> str:
     return mid
 
 
+def locate(root: str, ref: str) -> tuple[str, str]:
+    """(store root, model id) of ``ref``: a model id or alias in ``root``, or the directory
+    of a model in another store (a path or URL holding its ``model.json``), e.g. a model
+    pre-trained on a generated catalogue."""
+    if "/" in ref and json_exists(f"{ref.rstrip('/')}/model.json"):
+        other, _, mid = ref.rstrip("/").rpartition("/")
+        return other, mid
+    return root, resolve(root, ref)
+
+
 def load_meta(root: str, mid: str) -> dict[str, Any]:
     return read_json(f"{model_dir(root, mid)}/model.json")
 

@@ -59,6 +59,8 @@ class TrainPlan:
     learning_rate: float  # per rank, before scaling by the number of ranks
     init_weights: str = ""  # fine-tuning: the parent model's weights
     freeze: list[str] = field(default_factory=list)
+    # same_features: the parent has this model's inputs; other_data: copy the layers that fit
+    transfer: str = "same_features"
 
     @property
     def checkpoint_dir(self) -> str:
@@ -302,27 +304,57 @@ def _callbacks(
 
 def _compiled_model(
     plan: TrainPlan, spec: FeatureSpec, mcfg: ModelConfig, hvd: Any
-) -> tuple[Any, Any, Any, str]:
+) -> tuple[Any, Any, Any, str, dict[str, list[str]] | None]:
     """(full model, its quantile-output twin compiled with the distributed optimizer, the
-    optimizer, the digest of the starting weights -- the parent's when fine-tuning)."""
+    optimizer, the digest of the starting weights -- the parent's when fine-tuning, and with
+    ``transfer`` other_data the layers copied from the parent and those left fresh)."""
     from tensorflow import keras
 
     from sales_st.model.network import build_model, pinball_loss, set_trainable, training_output
 
     full = build_model(spec, mcfg)
     model = keras.Model(full.input, full.output[training_output(mcfg)])
-    if plan.init_weights:
+    copied: set[str] | None = None
+    layers: dict[str, list[str]] | None = None
+    if plan.init_weights and plan.transfer == "other_data":
+        copied, layers = _transfer_from(plan, spec, mcfg, full)
+    elif plan.init_weights:
         full.load_weights(plan.init_weights)
         log.info("initialised from %s", plan.init_weights)
     initial_digest = weights_digest(full)
-    frozen = set_trainable(full, plan.freeze)
+    frozen = set_trainable(full, plan.freeze, only=copied)
     if frozen:
         log.info("frozen encoders %s (%d layers)", plan.freeze, len(frozen))
     lr = plan.learning_rate * hvd.size()
     opt = hvd.DistributedOptimizer(keras.optimizers.legacy.Adam(learning_rate=lr))
     log_offset = mcfg.log_offset if mcfg.target_space == "log" else None
     model.compile(optimizer=opt, loss=pinball_loss(mcfg.quantiles, log_offset))
-    return full, model, opt, initial_digest
+    return full, model, opt, initial_digest, layers
+
+
+def _transfer_from(
+    plan: TrainPlan, spec: FeatureSpec, mcfg: ModelConfig, full: Any
+) -> tuple[set[str], dict[str, list[str]]]:
+    """Copy into ``full`` the parent's layers that fit it (:func:`transfer_weights`); the
+    parent is rebuilt from the spec and settings stored beside its weights."""
+    from sales_st.features.spec import read_spec
+    from sales_st.model.network import build_model, transfer_weights
+    from sales_st.storage.files import read_json
+
+    parent_dir = plan.init_weights.rpartition("/")[0]
+    parent_spec = read_spec(parent_dir)
+    parent_cfg = from_dict(ModelConfig, read_json(f"{parent_dir}/model.json")["model_config"])
+    parent = build_model(parent_spec, parent_cfg)
+    parent.load_weights(plan.init_weights)
+    copied, fresh = transfer_weights(parent, full, parent_spec, spec)
+    log.info(
+        "initialised %d of %d layers from %s; from scratch: %s",
+        len(copied),
+        len(copied) + len(fresh),
+        plan.init_weights,
+        ", ".join(fresh) or "none",
+    )
+    return set(copied), {"copied": copied, "fresh": fresh}
 
 
 def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
@@ -343,7 +375,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     spec, mcfg, tcfg = plan.feature_spec(), plan.model_config(), plan.train_config()
     keras.utils.set_random_seed(tcfg.seed)  # python, numpy and TF: same init on every rank
 
-    full, model, opt, initial_digest = _compiled_model(plan, spec, mcfg, hvd)
+    full, model, opt, initial_digest, layers = _compiled_model(plan, spec, mcfg, hvd)
     state = read_state(plan.checkpoint_dir)
     initial_epoch = int(state["epoch"]) if state else 0
     history: dict[str, list[float]] = state.get("history", {}) if state else {}
@@ -425,6 +457,7 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
         "steps_per_epoch": steps_per_epoch,
         "batch_size": tcfg.batch_size,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "layers": layers,
     }
     if rank == 0:
         from sales_st.training.store import save_weights
