@@ -127,6 +127,7 @@ def main() -> None:
     spec = read_spec(ross.path("features"))  # the pipeline's Rossmann examples
     cat = catalogue_config(args.data_dir, ross, args)
     spark = session(ross, "bench.pretrain")
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cat.database}")
     timings: dict[str, float] = {}
 
     start = time.time()
