@@ -110,6 +110,9 @@ def main() -> None:
     p.add_argument("--items", type=int, default=5)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--pretrain-epochs", type=int, default=8)
+    p.add_argument(
+        "--train-seed", type=int, default=None, help="train.seed of the Rossmann trainings"
+    )
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--name", default="pretrain_rossmann")
     args = p.parse_args()
@@ -126,6 +129,10 @@ def main() -> None:
     )
     spec = read_spec(ross.path("features"))  # the pipeline's Rossmann examples
     cat = catalogue_config(args.data_dir, ross, args)
+    if args.train_seed is not None:  # the catalogue's model stays the same
+        ross = dataclasses.replace(
+            ross, train=dataclasses.replace(ross.train, seed=args.train_seed)
+        )
     spark = session(ross, "bench.pretrain")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cat.database}")
     timings: dict[str, float] = {}

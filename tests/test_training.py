@@ -137,6 +137,46 @@ def test_finetune_starts_from_the_pretrained_weights(spark, tiny_cfg, pretrained
     assert 0 < seg_rows < all_rows
 
 
+def test_finetune_from_another_store_copies_the_layers_that_fit(spark, tiny_cfg, pretrained):
+    """``--from`` a model directory of another store, ``transfer=other_data``, no segment:
+    on features of the same layout every layer fits, so the ranks start from the parent's
+    weights, with the features' own scalers; the model records what it copied."""
+    from sales_st.errors import DataError
+
+    cfg = with_paths(tiny_cfg, models="models/tiny-transfer")
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(
+            cfg.train,
+            epochs=1,
+            max_steps_per_epoch=4,
+            finetune=dataclasses.replace(cfg.train.finetune, segment="", transfer="other_data"),
+        ),
+        tracking=dataclasses.replace(cfg.tracking, registered_model="sales_st-tiny-transfer"),
+    )
+    parent_dir = pretrained.model_dir
+    out = run_training(spark, cfg, "finetune", parent=parent_dir)
+    assert {r["initial_digest"] for r in out.results} == {pretrained.results[0]["digest"]}
+    meta = model_store.load_meta(cfg.path("models"), out.model_id)
+    assert meta["parent"] == pretrained.model_id and meta["transfer"] == "other_data"
+    assert meta["parent_weights"] == f"{parent_dir}/weights.h5"
+    assert meta["segment"] is None and not meta["layers"]["fresh"]
+    assert len(meta["layers"]["copied"]) > 20
+    assert "temporal_encoder/temporal_lstm_0" in meta["layers"]["copied"]
+    # trained on every series, not a segment
+    assert not os.path.exists(f"{model_store.model_dir(cfg.path('models'), out.model_id)}/segment")
+    # a parent of another layout needs other_data: the default names the option
+    other = model_store.load_spec(tiny_cfg.path("models"), pretrained.model_id)
+    changed = dataclasses.replace(other.layout, fut=other.layout.fut + ["fut_extra"])
+    from sales_st.training.driver import _setup
+
+    with pytest.raises(DataError, match="transfer=other_data"):
+        _setup(tiny_cfg, other.replace(layout=changed), "finetune", parent_dir)
+    assert _setup(cfg, other.replace(layout=changed), "finetune", parent_dir).transfer == (
+        "other_data"
+    )
+
+
 def test_same_worker_runs_under_horovodrun(tmp_path, tiny_cfg, tiny_features):
     spec = read_spec(tiny_cfg.path("features"))
     rows, groups = parquet_stats(spec.split_path("train"))
