@@ -37,20 +37,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
+import hashlib
 import os
 import time
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from bench_network import load_split, network_predict, scores
 from common import ROOT, ROSSMANN, config, session, table, write_results
 
 from sales_st.data.synthetic import write_generated
 from sales_st.features.job import run_features
-from sales_st.features.spec import read_spec
+from sales_st.features.spec import SplitInfo, read_spec, write_spec
 from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
 from sales_st.storage.files import current_version, read_json
 from sales_st.training import store as model_store
 from sales_st.training.driver import parquet_stats, run_training
+
+KEY_COLUMNS = ("store_id", "item_id", "state", "country", "is_new_series")
 
 
 def catalogue_config(data_dir: str, ross, args):
@@ -103,6 +109,81 @@ def evaluate(root: str, mid: str, ross, data) -> dict[str, Any]:
     }
 
 
+def segment_mask(spec, split: str, predicate: str) -> np.ndarray:
+    """Which windows of ``split`` (in ``load_split``'s order) ``predicate`` keeps."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(f"{spec.split_path(split)}/*.parquet"))
+    keys = pd.concat(
+        [pq.read_table(f, columns=list(KEY_COLUMNS)).to_pandas() for f in files],
+        ignore_index=True,
+    )
+    con = duckdb.connect()
+    con.register("windows", keys)
+    keep = con.execute(f"SELECT ({predicate}) AS k FROM windows").fetchnumpy()["k"]
+    return np.asarray(keep, dtype=bool)
+
+
+def segment_rows(spark, ross, spec, data, parent, predicate, finetuned, full_scratch):
+    """On the windows of one segment: fine-tuned from the catalogue, from scratch on the
+    same windows (the fine-tuning's own segment copy), and the model trained on every
+    store, scored on the segment."""
+    key = hashlib.sha256(predicate.encode()).hexdigest()[:8]
+    start = time.time()
+    ft = run_training(spark, finetuned(segment=predicate), "finetune", parent=parent)
+    ft_s = time.time() - start
+    seg_dir = f"{model_store.model_dir(ross.path('models'), ft.model_id)}/segment"
+    splits = dict(spec.splits)
+    for split in ("train", "val"):
+        path = current_version(spark, f"{seg_dir}/{split}")
+        splits[split] = SplitInfo(path, parquet_stats(path)[0])
+    scratch_cfg = dataclasses.replace(
+        ross,
+        paths=dataclasses.replace(
+            ross.paths,
+            features=f"features/rossmann-segment-{key}",
+            models=f"models/rossmann-transfer-segment-{key}",
+        ),
+    )
+    write_spec(scratch_cfg.path("features"), spec.replace(splits=splits))
+    start = time.time()
+    scratch = run_training(spark, scratch_cfg, "pretrain")
+    scratch_s = time.time() - start
+    seg = {}
+    for split, cols in data.items():
+        keep = segment_mask(spec, split, predicate)
+        seg[split] = {k: v[keep] for k, v in cols.items()}
+    common = {
+        "segment": predicate,
+        "train_windows": splits["train"].rows,
+        "test_windows": int(len(seg["test"]["scale"])),
+    }
+    return [
+        {
+            **common,
+            "model": "from scratch (segment)",
+            "model_id": scratch.model_id,
+            "train_s": None if scratch.skipped else round(scratch_s),
+            **evaluate(scratch_cfg.path("models"), scratch.model_id, ross, seg),
+        },
+        {
+            **common,
+            "model": "fine-tuned (segment)",
+            "model_id": ft.model_id,
+            "train_s": None if ft.skipped else round(ft_s),
+            **evaluate(ross.path("models"), ft.model_id, ross, seg),
+        },
+        {
+            **common,
+            "model": "from scratch (all stores)",
+            "model_id": full_scratch,
+            "train_s": None,
+            **evaluate(ross.path("models"), full_scratch, ross, seg),
+        },
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--cities-per-state", type=int, default=5)
@@ -115,6 +196,13 @@ def main() -> None:
     )
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--name", default="pretrain_rossmann")
+    p.add_argument(
+        "--segment",
+        action="append",
+        default=[],
+        help="also fine-tune and train from scratch on this segment of Rossmann (SQL over "
+        "the windows' store_id, state, ...; repeatable)",
+    )
     args = p.parse_args()
     if not ROSSMANN.exists():
         print(f"skipped: Rossmann data not found at {ROSSMANN}")
@@ -192,6 +280,12 @@ def main() -> None:
                 **evaluate(cfg.path("models"), out.model_id, ross, data),
             }
         )
+    full_scratch = rows[0]["model_id"]
+    seg_rows = []
+    for predicate in args.segment:
+        seg_rows += segment_rows(
+            spark, ross, spec, data, parent, predicate, finetuned, full_scratch
+        )
     spark.stop()
 
     catalogue = {
@@ -236,6 +330,34 @@ def main() -> None:
             "settings; zero-shot: not applicable (other inputs)",
         )
     )
+    if seg_rows:
+        print(
+            table(
+                [
+                    {
+                        k: r[k]
+                        for k in (
+                            "segment",
+                            "train_windows",
+                            "test_windows",
+                            "model",
+                            "epochs",
+                            "kept_epoch",
+                            "train_s",
+                            "best_val_loss",
+                            "val_rmspe",
+                            "test_rmspe",
+                            "test_wape",
+                            "test_cov",
+                        )
+                    }
+                    for r in seg_rows
+                ],
+                "Rossmann segments: trained on the segment's windows only, scored on its "
+                "test windows (best_val_loss: on the segment's validation windows, except "
+                "for the all-stores model)",
+            )
+        )
     for r in rows:
         if r["layers_fresh"]:
             print(f"{r['model']}: from scratch: {', '.join(r['layers_fresh'])}")
@@ -251,6 +373,7 @@ def main() -> None:
             "catalogue": catalogue,
             "rossmann_features_id": spec.features_id,
             "rows": rows,
+            "segments": seg_rows,
             "parent_model_config": read_json(f"{parent}/model.json")["model_config"],
         },
     )
