@@ -249,10 +249,12 @@ def main() -> None:
                 ross.train,
                 finetune=dataclasses.replace(
                     ross.train.finetune,
-                    transfer="other_data",
-                    segment="",
-                    learning_rate_factor=1.0,
-                    **finetune,
+                    **{
+                        "transfer": "other_data",
+                        "segment": "",
+                        "learning_rate_factor": 1.0,
+                        **finetune,
+                    },
                 ),
             ),
         )
