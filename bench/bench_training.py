@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import tempfile
 
-from common import config, session, table
+from common import config, session, table, write_results
 
 from sales_st.data.synthetic import write_generated
 from sales_st.features.job import run_features
@@ -27,6 +28,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--ranks", default="1,2", help="comma-separated rank counts")
+    p.add_argument(
+        "--petastorm-variant",
+        action="append",
+        default=[],
+        help="name=key=value,...: another Petastorm row with these train settings",
+    )
+    p.add_argument("--name", default="", help="also write bench/results/<name>.json")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = config(
@@ -41,12 +50,23 @@ def main() -> None:
         write_generated(spark, base.data.generator, base.path("inputs"))
         run_features(spark, base, None)
         rows = []
-        for ranks in (1, 2):
-            for mode in ("petastorm", "memory"):
+        variants = [("petastorm", "petastorm", {}), ("memory", "memory", {})]
+        for text in args.petastorm_variant:
+            label, _, rest = text.partition("=")
+            settings = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
+            variants.append(
+                (
+                    label,
+                    "petastorm",
+                    {k.removeprefix("train."): int(v) for k, v in settings.items()},
+                )
+            )
+        for ranks in map(int, args.ranks.split(",")):
+            for label, mode, settings in variants:
                 cfg = dataclasses.replace(
                     base,
-                    train=dataclasses.replace(base.train, ranks=ranks, input=mode),
-                    paths=dataclasses.replace(base.paths, models=f"models/{mode}-{ranks}"),
+                    train=dataclasses.replace(base.train, ranks=ranks, input=mode, **settings),
+                    paths=dataclasses.replace(base.paths, models=f"models/{label}-{ranks}"),
                 )
                 out = run_training(spark, cfg, "pretrain", force=True)
                 res = out.results
@@ -56,7 +76,7 @@ def main() -> None:
                 steps, batch = res[0]["steps_per_epoch"], res[0]["batch_size"]
                 rows.append(
                     {
-                        "input": mode,
+                        "input": label,
                         "ranks": ranks,
                         "device": res[0]["device"],
                         "steps/epoch": steps,
@@ -68,7 +88,8 @@ def main() -> None:
         one = {r["input"]: r["samples/s"] for r in rows if r["ranks"] == 1}
         for r in rows:
             r["vs memory"] = r["samples/s"] / ref[r["ranks"]]
-            r["vs 1 rank"] = r["samples/s"] / one[r["input"]]
+            if one:
+                r["vs 1 rank"] = r["samples/s"] / one[r["input"]]
         print(
             table(
                 rows,
@@ -77,6 +98,8 @@ def main() -> None:
             )
         )
         spark.stop()
+        if args.name:
+            write_results(args.name, {"command": " ".join(sys.argv[1:]), "rows": rows})
 
 
 if __name__ == "__main__":
