@@ -501,7 +501,8 @@ class FinetuneConfig:
     # its model directory): each layer whose name and weight shapes match (and, for an
     # embedding, whose vocabulary is the same) starts from the parent's weights, the rest
     # (the inputs whose channels or vocabularies differ) from a fresh initialisation; the
-    # features keep their own scalers, and freeze applies to copied layers only.
+    # features keep their own scalers, and freeze applies to copied layers only.  Either
+    # way the architecture (model.*) is the parent's.
     transfer: Literal["same_features", "other_data"] = "same_features"
     # Encoders whose weights stay fixed while fine-tuning.
     freeze: list[Literal["temporal", "spatial", "static", "fusion", "decoder"]] = field(
