@@ -197,6 +197,15 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--name", default="pretrain_rossmann")
     p.add_argument(
+        "--lr-factor",
+        type=float,
+        default=1.0,
+        help="train.finetune.learning_rate_factor of the fine-tunings",
+    )
+    p.add_argument(
+        "--fine-tuned-only", action="store_true", help="no frozen-core row (scratch is reused)"
+    )
+    p.add_argument(
         "--segment",
         action="append",
         default=[],
@@ -252,7 +261,7 @@ def main() -> None:
                     **{
                         "transfer": "other_data",
                         "segment": "",
-                        "learning_rate_factor": 1.0,
+                        "learning_rate_factor": args.lr_factor,
                         **finetune,
                     },
                 ),
@@ -268,6 +277,8 @@ def main() -> None:
             parent,
         ),
     }
+    if args.fine_tuned_only:
+        del runs["pre-trained core frozen"]
     data = {split: load_split(spec, split) for split in ("val", "test")}
     rows = []
     for name, (cfg, mode, src) in runs.items():
