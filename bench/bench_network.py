@@ -51,17 +51,21 @@ from sales_st.config import load_config
 from sales_st.features.spec import read_spec
 
 
-def load_split(spec, split: str) -> dict[str, np.ndarray]:
+def load_split(spec, split: str, keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The model's columns of a split's windows, with their origin and the ``keys`` columns
+    (store_id, state, ...) as they are."""
     import pyarrow.parquet as pq
 
     from sales_st.model.tensors import columns_from_pandas
 
     names = list(dict.fromkeys(spec.layout.all_columns() + ["scale", "fut_open"]))
     files = sorted(glob.glob(f"{spec.split_path(split)}/*.parquet"))
-    tables = [pq.read_table(f, columns=[*names, "origin"]) for f in files]
+    tables = [pq.read_table(f, columns=[*names, "origin", *keys]) for f in files]
     pdf = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
     cols = columns_from_pandas(pdf, names)
     cols["origin"] = pdf["origin"].to_numpy().astype("datetime64[D]")
+    for key in keys:
+        cols[key] = pdf[key].to_numpy()
     return cols
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import hashlib
 import os
 import time
@@ -109,18 +108,12 @@ def evaluate(root: str, mid: str, ross, data) -> dict[str, Any]:
     }
 
 
-def segment_mask(spec, split: str, predicate: str) -> np.ndarray:
-    """Which windows of ``split`` (in ``load_split``'s order) ``predicate`` keeps."""
+def segment_mask(cols: dict[str, np.ndarray], predicate: str) -> np.ndarray:
+    """Which windows of a split (``load_split`` with ``KEY_COLUMNS``) ``predicate`` keeps."""
     import duckdb
-    import pyarrow.parquet as pq
 
-    files = sorted(glob.glob(f"{spec.split_path(split)}/*.parquet"))
-    keys = pd.concat(
-        [pq.read_table(f, columns=list(KEY_COLUMNS)).to_pandas() for f in files],
-        ignore_index=True,
-    )
     con = duckdb.connect()
-    con.register("windows", keys)
+    con.register("windows", pd.DataFrame({k: cols[k] for k in KEY_COLUMNS}))
     keep = con.execute(f"SELECT ({predicate}) AS k FROM windows").fetchnumpy()["k"]
     return np.asarray(keep, dtype=bool)
 
@@ -152,7 +145,7 @@ def segment_rows(spark, ross, spec, data, parent, predicate, finetuned, full_scr
     scratch_s = time.time() - start
     seg = {}
     for split, cols in data.items():
-        keep = segment_mask(spec, split, predicate)
+        keep = segment_mask(cols, predicate)
         seg[split] = {k: v[keep] for k, v in cols.items()}
     common = {
         "segment": predicate,
@@ -279,7 +272,7 @@ def main() -> None:
     }
     if args.fine_tuned_only:
         del runs["pre-trained core frozen"]
-    data = {split: load_split(spec, split) for split in ("val", "test")}
+    data = {split: load_split(spec, split, KEY_COLUMNS) for split in ("val", "test")}
     rows = []
     for name, (cfg, mode, src) in runs.items():
         start = time.time()

@@ -38,34 +38,28 @@ def main() -> None:
     p.add_argument("--name", default="", help="also write bench/results/<name>.json")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base = config(
-            tmp,
+        settings = [
             "train.ablation=false",
             f"train.epochs={args.epochs}",
             f"train.max_steps_per_epoch={args.steps}",
             f"train.batch_size={args.batch}",
             "train.patience=100",
-        )
+        ]
+        base = config(tmp, *settings)
         spark = session(base, "bench.training")
         write_generated(spark, base.data.generator, base.path("inputs"))
         run_features(spark, base, None)
         rows = []
-        variants = [("petastorm", "petastorm", {}), ("memory", "memory", {})]
-        for text in args.petastorm_variant:
+        variants = [("petastorm", base), ("memory", base)]
+        for text in args.petastorm_variant:  # name=key=value,...: the config's own overrides
             label, _, rest = text.partition("=")
-            settings = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
-            variants.append(
-                (
-                    label,
-                    "petastorm",
-                    {k.removeprefix("train."): int(v) for k, v in settings.items()},
-                )
-            )
+            variants.append((label, config(tmp, *settings, *filter(None, rest.split(",")))))
         for ranks in map(int, args.ranks.split(",")):
-            for label, mode, settings in variants:
+            for label, variant in variants:
+                mode = "memory" if label == "memory" else "petastorm"
                 cfg = dataclasses.replace(
-                    base,
-                    train=dataclasses.replace(base.train, ranks=ranks, input=mode, **settings),
+                    variant,
+                    train=dataclasses.replace(variant.train, ranks=ranks, input=mode),
                     paths=dataclasses.replace(base.paths, models=f"models/{label}-{ranks}"),
                 )
                 out = run_training(spark, cfg, "pretrain", force=True)

@@ -11,10 +11,11 @@ import sys
 import pytest
 
 from sales_st.config import to_dict
+from sales_st.errors import DataError
 from sales_st.features.spec import read_spec
 from sales_st.runtime import tracking
 from sales_st.training import store as model_store
-from sales_st.training.driver import parquet_stats, run_training
+from sales_st.training.driver import _setup, parquet_stats, run_training
 from sales_st.training.worker import FAIL_AFTER_EPOCH_ENV, TrainPlan
 from tests.conftest import ROOT
 
@@ -141,8 +142,6 @@ def test_finetune_from_another_store_copies_the_layers_that_fit(spark, tiny_cfg,
     """``--from`` a model directory of another store, ``transfer=other_data``, no segment:
     on features of the same layout every layer fits, so the ranks start from the parent's
     weights, with the features' own scalers; the model records what it copied."""
-    from sales_st.errors import DataError
-
     cfg = with_paths(tiny_cfg, models="models/tiny-transfer")
     cfg = dataclasses.replace(
         cfg,
@@ -168,8 +167,6 @@ def test_finetune_from_another_store_copies_the_layers_that_fit(spark, tiny_cfg,
     # a parent of another layout needs other_data: the default names the option
     other = model_store.load_spec(tiny_cfg.path("models"), pretrained.model_id)
     changed = dataclasses.replace(other.layout, fut=other.layout.fut + ["fut_extra"])
-    from sales_st.training.driver import _setup
-
     with pytest.raises(DataError, match="transfer=other_data"):
         _setup(tiny_cfg, other.replace(layout=changed), "finetune", parent_dir)
     assert _setup(cfg, other.replace(layout=changed), "finetune", parent_dir).transfer == (

@@ -317,7 +317,7 @@ def _compiled_model(
     copied: set[str] | None = None
     layers: dict[str, list[str]] | None = None
     if plan.init_weights and plan.transfer == "other_data":
-        copied, layers = _transfer_from(plan, spec, mcfg, full)
+        copied, layers = _transfer_from(plan, spec, full)
     elif plan.init_weights:
         full.load_weights(plan.init_weights)
         log.info("initialised from %s", plan.init_weights)
@@ -333,19 +333,15 @@ def _compiled_model(
 
 
 def _transfer_from(
-    plan: TrainPlan, spec: FeatureSpec, mcfg: ModelConfig, full: Any
+    plan: TrainPlan, spec: FeatureSpec, full: Any
 ) -> tuple[set[str], dict[str, list[str]]]:
     """Copy into ``full`` the parent's layers that fit it (:func:`transfer_weights`); the
-    parent is rebuilt from the spec and settings stored beside its weights."""
-    from sales_st.features.spec import read_spec
-    from sales_st.model.network import build_model, transfer_weights
-    from sales_st.storage.files import read_json
+    parent is loaded from the model store, as scoring loads it."""
+    from sales_st.model.network import transfer_weights
+    from sales_st.training.store import load_model
 
-    parent_dir = plan.init_weights.rpartition("/")[0]
-    parent_spec = read_spec(parent_dir)
-    parent_cfg = from_dict(ModelConfig, read_json(f"{parent_dir}/model.json")["model_config"])
-    parent = build_model(parent_spec, parent_cfg)
-    parent.load_weights(plan.init_weights)
+    parent_root, _, parent_id = plan.init_weights.rpartition("/")[0].rpartition("/")
+    parent, parent_spec, _ = load_model(parent_root, parent_id)
     copied, fresh = transfer_weights(parent, full, parent_spec, spec)
     log.info(
         "initialised %d of %d layers from %s; from scratch: %s",
