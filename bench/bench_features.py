@@ -1,6 +1,10 @@
 """Feature-job cost at ~1M, 4M and 16M input rows, against a single-node DuckDB reference.
 
-    .venv/bin/python bench/bench_features.py [--sizes 1M,4M,16M] [--rossmann]
+    .venv/bin/python bench/bench_features.py [--sizes 1M,4M,16M] [--rossmann] [--no-duckdb]
+        [--name features]
+
+Sizes up to 100M rows (``--sizes 100M --no-duckdb``: the scale run of issue 15; each size's
+inputs and outputs are deleted once measured, so the disk holds one size at a time).
 
 For each size the generator writes the inputs (not timed), then
 
@@ -21,12 +25,14 @@ processes at the largest size, and (--rossmann) the full Rossmann feature build 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import tempfile
 import time
 
 import duckdb
 import numpy as np
-from common import ROSSMANN, PeakMemory, config, session, table
+from common import ROSSMANN, PeakMemory, config, session, stage_totals, table, write_results
 
 from sales_st.data.synthetic import write_generated
 from sales_st.features.job import run_features
@@ -38,6 +44,8 @@ SIZES = {
     "1M": (4, 2, 4, 32),
     "4M": (4, 4, 4, 64),
     "16M": (8, 4, 8, 64),
+    "64M": (8, 4, 8, 256),
+    "100M": (8, 4, 13, 256),  # 416 stores x 256 items: 106,496 series
 }
 FEATURES = ["features.stride=28"]
 
@@ -134,10 +142,17 @@ def compare(spark_examples: str, duck_out: str) -> float:
     return float(max(r.max() for r in rel))
 
 
+def _size(path: str) -> int:
+    path = path.replace("file:", "")
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="1M,4M,16M")
     p.add_argument("--rossmann", action="store_true")
+    p.add_argument("--no-duckdb", action="store_true", help="Spark only (the large sizes)")
+    p.add_argument("--name", default="", help="write bench/results/<name>.json")
     args = p.parse_args()
     results, mem_report = [], ""
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,37 +177,55 @@ def main() -> None:
                 f"paths.inputs=inputs/{size}",
                 f"paths.features=features/{size}",
             )
-            n = write_generated(spark, cfg.data.generator, cfg.path("inputs"))["sales"]
             t0 = time.perf_counter()
+            n = write_generated(spark, cfg.data.generator, cfg.path("inputs"))["sales"]
+            gen_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            since = time.time() * 1000
             with PeakMemory() as mem:
                 out = run_features(spark, cfg, None)
             spark_s = time.perf_counter() - t0
+            stages = stage_totals(spark, since)
             if size == sizes[-1]:
                 mem_report = f"{size}: {mem.report()}"
-            duck_out = f"{tmp}/duck_{size}.parquet"
-            t0 = time.perf_counter()
-            duck = duckdb_features(cfg.path("inputs"), duck_out, out.run_date)
-            duck_s = time.perf_counter() - t0
-            diff = compare(current_version(spark, f"{cfg.path('features')}/examples"), duck_out)
             ex = sum(v for k, v in out.counts.items() if k.startswith("examples_"))
-            results.append(
-                {
-                    "size": size,
-                    "input rows": n,
-                    "examples": ex,
-                    "spark s": spark_s,
-                    "spark rows/s": n / spark_s,
-                    "duckdb s": duck_s,
-                    "duckdb rows/s": n / duck_s,
-                    "duckdb/spark time": duck_s / spark_s,
-                    "max rel diff (sample)": diff,
-                    "duckdb examples": duck["examples"],
-                }
-            )
+            row = {
+                "size": size,
+                "input rows": n,
+                "examples": ex,
+                "generate s": gen_s,
+                "spark s": spark_s,
+                "spark rows/s": n / spark_s,
+                "task-s / wall-s": stages["run_s"] / spark_s,
+                "tasks": stages["tasks"],
+                "spill to disk GiB": stages["disk_spilled"] / 2**30,
+                "peak RSS GiB": mem.peak_total / 2**30,
+                "peak JVM GiB": mem.peak_by_kind.get("jvm (driver + executors)", 0) / 2**30,
+                "output GiB": _size(cfg.path("features")) / 2**30,
+            }
+            if not args.no_duckdb:
+                duck_out = f"{tmp}/duck_{size}.parquet"
+                t0 = time.perf_counter()
+                duck = duckdb_features(cfg.path("inputs"), duck_out, out.run_date)
+                duck_s = time.perf_counter() - t0
+                diff = compare(current_version(spark, f"{cfg.path('features')}/examples"), duck_out)
+                row.update(
+                    {
+                        "duckdb s": duck_s,
+                        "duckdb rows/s": n / duck_s,
+                        "duckdb/spark time": duck_s / spark_s,
+                        "max rel diff (sample)": diff,
+                        "duckdb examples": duck["examples"],
+                    }
+                )
+                shutil.rmtree(duck_out, ignore_errors=True)
+            results.append(row)
+            for path in ("inputs", "features"):
+                shutil.rmtree(cfg.path(path).replace("file:", ""), ignore_errors=True)
             print(table(results[-1:], f"size {size}"), flush=True)
         if len(results) > 1:
             x = np.log([r["input rows"] for r in results])
-            for engine in ("spark", "duckdb"):
+            for engine in ("spark",) + (() if args.no_duckdb else ("duckdb",)):
                 y = np.log([r[f"{engine} s"] for r in results])
                 slope = float(np.polyfit(x, y, 1)[0])
                 print(f"cost-growth exponent ({engine}): time ~ rows^{slope:.2f}")
@@ -207,6 +240,8 @@ def main() -> None:
                 f"peak memory at the largest size with the default settings "
                 f"(spark.driver.memory {cfg.spark.conf.get('spark.driver.memory')}): {mem_report}"
             )
+        if args.name:
+            print(f"wrote {write_results(args.name, {'sizes': results, 'peak': mem_report})}")
         if args.rossmann and (ROSSMANN / "train_clean.parquet").exists():
             rcfg = config(tmp, env="local,rossmann")
             for k, v in rcfg.spark.conf.items():  # the overlay's SQL settings (Parquet nanos)

@@ -111,6 +111,26 @@ def task_time(spark, since_ms: float) -> tuple[int, float]:
     return tasks, run_ms / 1000
 
 
+def stage_totals(spark, since_ms: float) -> dict[str, float]:
+    """Tasks, summed executor run time (s) and bytes spilled to disk and from memory of the
+    stages submitted since ``since_ms`` (Spark's status REST API; nan without a UI)."""
+    url = spark.sparkContext.uiWebUrl
+    app = spark.sparkContext.applicationId
+    if not url:
+        return {"tasks": 0, "run_s": float("nan"), "disk_spilled": float("nan")}
+    with urllib.request.urlopen(f"{url}/api/v1/applications/{app}/stages?status=complete") as r:
+        stages = json.load(r)
+    out = {"tasks": 0, "run_s": 0.0, "disk_spilled": 0, "memory_spilled": 0}
+    for s in stages:
+        sub = s.get("submissionTime")
+        if sub and _epoch_ms(sub) >= since_ms:
+            out["tasks"] += s["numCompleteTasks"]
+            out["run_s"] += s["executorRunTime"] / 1000
+            out["disk_spilled"] += s.get("diskBytesSpilled", 0)
+            out["memory_spilled"] += s.get("memoryBytesSpilled", 0)
+    return out
+
+
 def _epoch_ms(text: str) -> float:
     from datetime import datetime
 
