@@ -352,6 +352,35 @@ def test_feature_job_accounts_for_every_row(spark, data_root):
     assert q2 == 5
 
 
+def test_more_write_tasks_write_the_same_examples(spark, data_root, tiny_cfg, tiny_features):
+    """Windows larger than features.write_task_mb per core spread the examples' write over
+    more tasks than cores; the table they write is row for row the same."""
+    from sales_st.storage.files import current_version
+    from tests.conftest import TINY
+
+    cfg = make_config(
+        data_root,
+        *TINY,
+        "paths.inputs=inputs/tiny",
+        "paths.features=features/tiny_write_tasks",
+        "features.write_task_mb=0.03",  # about 60 tasks for the tiny panel's 2 MB of windows
+    )
+    run_features(spark, cfg, None)
+
+    def written(path):
+        return spark.read.parquet(current_version(spark, f"{path}/examples"))
+
+    def tasks(df):  # the write task of each file: part-<task>-<uuid>...
+        task = F.regexp_extract(F.input_file_name(), r"part-(\d+)-", 1)
+        return df.select(task).distinct().count()
+
+    few, many = written(tiny_cfg.path("features")), written(cfg.path("features"))
+    # one task per core (at least 2) by default; 16 series hashed over some 60 tasks
+    assert tasks(few) <= max(2, spark.sparkContext.defaultParallelism) and tasks(many) >= 8
+    assert few.count() == many.count() > 0
+    assert few.exceptAll(many).count() == 0 and many.exceptAll(few).count() == 0
+
+
 def test_scale_falls_back_to_the_last_year_after_a_closure(spark):
     from sales_st.config import FeaturesConfig
     from sales_st.features.windows import with_history

@@ -397,6 +397,11 @@ class FeaturesConfig:
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     # Rows per Parquet file of the example tables (Petastorm shards by row group).
     rows_per_file: int = 4096
+    # Size of the window data each task of the examples' write sorts and writes (MiB, an
+    # upper bound estimated from the layout and the origins): the write runs in at least one
+    # task per core, and in more where the windows would exceed this per task, so that each
+    # task's sort stays in memory as the data grows.
+    write_task_mb: float = 256.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from sales_st.features.assemble import (
     fit_scalers,
     layout_for,
     wide_table,
+    window_counts,
 )
 from sales_st.features.calendar import make_axis
 from sales_st.features.spec import SPLITS, FeatureSpec, SplitInfo, features_id, write_spec
@@ -37,6 +39,31 @@ from sales_st.storage.catalog import RunSummary, write_quarantine
 from sales_st.storage.files import write_json, write_parquet_atomic
 
 log = logging.getLogger(__name__)
+
+
+def write_tasks(spark: SparkSession, cfg: Config, wide: Wide) -> int:
+    """Tasks of the examples' write: one per core, or more where the windows (an upper bound
+    of their count, from the origins, times the bytes of one window's arrays) would exceed
+    ``features.write_task_mb`` per task.  Each task sorts its windows by split before writing:
+    in two tasks, a large panel's windows spill to disk (2.3 GB for Rossmann at stride 1)."""
+    per_window = 4 * sum(math.prod(s) for s in layout_for(cfg, wide).shapes().values()) + 256
+    upper = window_counts(
+        wide.table.select(*SERIES_KEY, "first_day"),
+        cfg.features,
+        wide.axis,
+        wide.run_date,
+        wide.last_target_day,
+    )
+    windows = sum(upper.values())
+    by_size = math.ceil(windows * per_window / (cfg.features.write_task_mb * 2**20))
+    tasks = max(2, spark.sparkContext.defaultParallelism, by_size)
+    log.info(
+        "features: at most %d windows of %.1f KiB -> written by %d tasks",
+        windows,
+        per_window / 1024,
+        tasks,
+    )
+    return tasks
 
 
 @dataclass
@@ -184,9 +211,7 @@ def _write_features(spark: SparkSession, cfg: Config, prep: Prepared, run_id: st
     examples = build_examples_df(prep.wide, cfg, SPLITS)
     with phase(spark, "features: example windows"):
         examples_dir = write_parquet_atomic(
-            examples.repartition(
-                max(2, spark.sparkContext.defaultParallelism), "store_id", "item_id"
-            ),
+            examples.repartition(write_tasks(spark, cfg, prep.wide), "store_id", "item_id"),
             f"{out_dir}/examples",
             partition_by=["split"],
             max_records_per_file=cfg.features.rows_per_file,
