@@ -49,7 +49,12 @@ MIN_SALES_DAYS = 3  # fewer days with sales in the window: take the scale from t
 SCALE_FALLBACK_DAYS = 364  # daily; a weekly or monthly axis looks a year back (Grid.year)
 
 
-def explode_origins(series: DataFrame, rules: list[OriginRule], cfg: FeaturesConfig) -> DataFrame:
+def explode_origins(
+    series: DataFrame,
+    rules: list[OriginRule],
+    cfg: FeaturesConfig,
+    windows: dict[str, str] | None = None,
+) -> DataFrame:
     """Cross every series with its split origins (``split``, ``o``), honouring min_history.
 
     One explode of an array of (split, origin) pairs, so the (expensive) per-series input is
@@ -78,12 +83,25 @@ def explode_origins(series: DataFrame, rules: list[OriginRule], cfg: FeaturesCon
             "no forecast origin fits the configured splits and history length: the data "
             "is shorter than features.history plus the split offsets"
         )
+    windows = {c: sql for c, sql in (windows or {}).items() if c in series.columns}
+    kept = [c for c in series.columns if c not in windows]
+    # ``windows``: columns replaced by their slice for each origin, computed inside the
+    # generator (SQL of the origin ``p.o``), so that the explode copies each origin's window
+    # and not the series' whole axis-long arrays into every example row
+    fields = "".join(f", '{c}', {sql}" for c, sql in windows.items())
+    first = f"filter(_pairs, p -> p.o >= first_day + {cfg.min_history - 1})"
+    gen = F.expr(f"transform({first}, p -> named_struct('split', p.split, 'o', p.o{fields}))")
     out = (
-        series.select("*", F.explode(F.concat(*arrays)).alias("_so"))
-        .select("*", F.col("_so.split").alias("split"), F.col("_so.o").alias("o"))
-        .drop("_so")
+        series.withColumn("_pairs", F.concat(*arrays))
+        .select(*kept, F.explode(gen).alias("_so"))
+        .select(
+            *kept,
+            F.col("_so.split").alias("split"),
+            F.col("_so.o").alias("o"),
+            *[F.col(f"_so.{c}").alias(c) for c in windows],
+        )
     )
-    return out.where(F.expr(f"o >= first_day + {cfg.min_history - 1}"))
+    return out
 
 
 def shifted_pairs(rule: OriginRule, days: list[int]) -> Column:
@@ -117,13 +135,46 @@ def select_declared(df: DataFrame, exprs: dict[str, Column], declared: dict[str,
 # ---- expression helpers ---------------------------------------------------------------
 
 
-def _hist(col: str, L: int) -> str:
+def _hist(col: str, L: int, o: str = "o") -> str:
     """SQL for the L-day history slice of array ``col`` ending at o (1-based slice)."""
-    return f"slice({col}, o - {L - 2}, {L})"
+    return f"slice({col}, {o} - {L - 2}, {L})"
 
 
-def _fut(col: str, H: int) -> str:
-    return f"slice({col}, o + 2, {H})"
+def _fut(col: str, H: int, o: str = "o") -> str:
+    return f"slice({col}, {o} + 2, {H})"
+
+
+def context_windows(
+    columns: list[str],
+    cfg: FeaturesConfig,
+    levels: list[str],
+    item_levels: list[str],
+    event_types: list[str],
+) -> dict[str, str]:
+    """The arrays examples read only one window of, as SQL of the origin ``p.o``: the
+    neighbours' and the aggregates' histories (L days), the event indicators', the event
+    distances' and the holiday distances' horizons (H days).  :func:`explode_origins` cuts
+    them per origin, and the example code reads them whole.  The own arrays (target, open,
+    promo, price, holiday and school flags) stay axis-long: the scale, the lags and the
+    last-year levels reach further back than the history."""
+    L, H = cfg.history, cfg.horizon
+    nbr = (
+        "transform(nbr, n -> named_struct('rank', n.rank, 'weight', n.weight, "
+        "'distance_km', n.distance_km, 'neighbour_id', n.neighbour_id, "
+        f"'y', {_hist('n.y', L, 'p.o')}, 'has_y', {_hist('n.has_y', L, 'p.o')}))"
+    )
+    out = {"nbr": nbr}
+    for c in ("to_holiday", "since_holiday"):  # the calendar's distances, read for the horizon
+        out[c] = _fut(c, H, "p.o")
+    for source in [f"agg_{lvl}" for lvl in levels] + [f"agg_item_{lvl}" for lvl in item_levels]:
+        for part in ("_y", "_has"):
+            out[source + part] = _hist(source + part, L, "p.o")
+    for t in event_types:
+        out[f"event_{t}"] = _fut(f"event_{t}", H, "p.o")
+    for e in cfg.event_distances:
+        for side in ("to", "since"):
+            out[f"_ed_{side}_{e}"] = _fut(f"_ed_{side}_{e}", H, "p.o")
+    return {c: sql for c, sql in out.items() if c in columns}
 
 
 def _masked(values: str, mask: str) -> str:
@@ -254,8 +305,9 @@ def with_future(
             "fut_price": F.expr(f"transform({fut_price}, p -> coalesce(p / ref_price, 1D))"),
             "fut_holiday": F.expr(_fut("holiday", H)),
             "fut_school": F.expr(_fut("school", H)),
-            "fut_to_holiday": F.expr(days_to.format(col=_fut("to_holiday", H))),
-            "fut_since_holiday": F.expr(days_to.format(col=_fut("since_holiday", H))),
+            # the horizon's windows (context_windows)
+            "fut_to_holiday": F.expr(days_to.format(col="to_holiday")),
+            "fut_since_holiday": F.expr(days_to.format(col="since_holiday")),
             "fut_doy": F.expr(f"transform(sequence(o + 1, o + {H}), d -> {season_position})"),
             "fut_dom": F.expr(f"transform(sequence(o + 1, o + {H}), d -> {day_of_month})"),
             "fut_to_month_end": F.expr(f"transform(sequence(o + 1, o + {H}), d -> {to_month_end})"),
@@ -282,11 +334,10 @@ def _weekday(day: str, axis: Axis) -> str:
 
 
 def with_event_indicators(df: DataFrame, event_types: list[str], horizon: int) -> DataFrame:
-    """fut_event_<type> per declared type: 1 on the horizon days the event reaches the store."""
+    """fut_event_<type> per declared type: 1 on the horizon days the event reaches the store
+    (``event_<type>``: the horizon's window, see :func:`context_windows`)."""
     cols = [
-        F.expr(f"transform({_fut(f'event_{t}', horizon)}, v -> coalesce(v, 0))").alias(
-            N.event_indicator(t)
-        )
+        F.expr(f"transform(event_{t}, v -> coalesce(v, 0))").alias(N.event_indicator(t))
         for t in event_types
     ]
     return df.select("*", *cols) if cols else df
@@ -320,11 +371,9 @@ def with_event_distance_arrays(wide: DataFrame, cfg: FeaturesConfig, axis: Axis)
 
 def with_event_distances(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     """fut_days_to_<e> / fut_days_since_<e> for every event of ``features.event_distances``:
-    the horizon days' slice of the series' distance arrays."""
+    the horizon days' slice of the series' distance arrays (cut by :func:`context_windows`)."""
     cols = [
-        F.expr(f"transform({_fut(f'_ed_{side}_{e}', cfg.horizon)}, v -> CAST(v AS DOUBLE))").alias(
-            N.event_channel(side, e)
-        )
+        F.expr(f"transform(_ed_{side}_{e}, v -> CAST(v AS DOUBLE))").alias(N.event_channel(side, e))
         for e in cfg.event_distances
         for side in ("to", "since")
     ]
@@ -377,7 +426,8 @@ def with_scalars(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
 
 
 def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
-    """Neighbour histories (k x L, each scaled by its own window mean) and the spatial lag."""
+    """Neighbour histories (k x L, each scaled by its own window mean) and the spatial lag;
+    ``nbr`` holds the history windows (:func:`context_windows`)."""
     L, K = cfg.history, cfg.spatial.k
     empty = (
         "named_struct('rank', 0, 'weight', 0D, 'distance_km', 0D, 'neighbour_id', "
@@ -387,8 +437,8 @@ def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     per = (
         f"transform({padded}, n -> named_struct("
         f"'id', n.neighbour_id, 'w', n.weight, 'd', n.distance_km, "
-        f"'m', coalesce({_hist('n.has_y', L)}, array_repeat(0, {L})), "
-        f"'v', coalesce({_hist('n.y', L)}, array_repeat(CAST(NULL AS DOUBLE), {L}))))"
+        f"'m', coalesce(n.has_y, array_repeat(0, {L})), "
+        f"'v', coalesce(n.y, array_repeat(CAST(NULL AS DOUBLE), {L}))))"
     )
     df = df.withColumn("_nb", F.expr(per))
     scaled = (
@@ -430,12 +480,11 @@ def with_aggregates(
 ) -> DataFrame:
     """Region aggregates over the history, then the item-hierarchy aggregates (see
     ``features.items``), each scaled by its own window mean."""
-    L = cfg.history
     channels = [(f"agg_{lvl}", N.aggregate_channel(lvl)) for lvl in levels]
     channels += [(f"agg_item_{lvl}", N.item_aggregate_channel(lvl)) for lvl in item_levels or []]
     for source, name in channels:
-        m = _hist(f"{source}_has", L)
-        df = df.withColumn("_av", F.expr(_masked(_hist(f"{source}_y", L), m)))
+        m = f"{source}_has"  # the history windows (context_windows)
+        df = df.withColumn("_av", F.expr(_masked(f"{source}_y", m)))
         df = df.withColumn("_am", F.expr(f"{_sum('_av')} / greatest({_sum(m, '0')}, 1)"))
         df = df.withColumn(name, F.expr("transform(_av, a -> IF(_am > 0, a / _am, 0D))")).drop(
             "_av", "_am"
@@ -469,7 +518,9 @@ def build_examples(
     """All examples for ``rules`` from the wide per-series table (arrays + context);
     ``event_types``: the declared types with an indicator channel; ``item_levels``: the
     product hierarchy's columns with an aggregate channel."""
-    df = explode_origins(with_event_distance_arrays(wide, cfg, axis), rules, cfg)
+    wide = with_event_distance_arrays(wide, cfg, axis)
+    windows = context_windows(wide.columns, cfg, levels, item_levels or [], event_types or [])
+    df = explode_origins(wide, rules, cfg, windows)
     df = with_history(df, cfg, axis.grid)
     # weekday of the history (needs the axis' first weekday)
     df = df.withColumn(
