@@ -394,7 +394,7 @@ def test_scale_falls_back_to_the_last_year_after_a_closure(spark):
         "o int, y array<double>, has_y array<int>, open array<int>, "
         "promo array<int>, price array<double>, holiday array<int>, "
         "school array<int>",
-    )
+    ).withColumn("oi", F.col("o"))  # arrays not cut: the origin's index is the day itself
     r = with_history(df, FeaturesConfig(history=L, min_history=7)).first()
     positive = [v for v in y[o - 363 : o + 1] if v > 0]
     assert r["scale"] == pytest.approx(np.mean(positive))
@@ -419,7 +419,7 @@ def test_windows_without_any_sales_in_a_year_have_no_scale(spark):
         "o int, y array<double>, has_y array<int>, open array<int>, "
         "promo array<int>, price array<double>, holiday array<int>, "
         "school array<int>",
-    )
+    ).withColumn("oi", F.col("o"))
     r = with_history(df, FeaturesConfig(history=14, min_history=7)).first()
     assert (r["has_scale"], r["scale"]) == (0, 1.0)
 
@@ -441,7 +441,7 @@ def test_last_year_level_per_horizon_day(spark):
         "has_y array<int>, open array<int>, promo array<int>, "
         "price array<double>, holiday array<int>, school array<int>, "
         "to_holiday array<int>, since_holiday array<int>",
-    )
+    ).withColumn("oi", F.col("o"))
     # event distances are sliced from per-series arrays built before the origins: none here
     cfg = FeaturesConfig(
         history=14, horizon=H, min_history=7, same_weekday_weeks=2, event_distances=[]
@@ -453,6 +453,72 @@ def test_last_year_level_per_horizon_day(spark):
         expected.append(np.mean(days) / 2.0)
     np.testing.assert_allclose(r["fut_last_year"], expected)
     assert expected[0] == pytest.approx((30 + 44) / 2 / 2.0)  # day 37 was closed
+
+
+def test_cut_own_arrays_give_the_features_of_the_whole_arrays(spark):
+    """explode_origins cuts the own arrays to the lookback before each origin and the horizon
+    after it: every history, future and scalar feature equals the one computed from the
+    axis-long arrays, for origins past the lookback and before it."""
+    from sales_st.config import FeaturesConfig
+    from sales_st.features.calendar import Axis
+    from sales_st.features.splits import OriginRule
+    from sales_st.features.windows import (
+        context_windows,
+        explode_origins,
+        lookback,
+        origin_index,
+        with_future,
+        with_history,
+        with_scalars,
+    )
+
+    n, H = 600, 7
+    cfg = FeaturesConfig(
+        history=28,
+        horizon=H,
+        min_history=7,
+        lags=[1, 7, 28],
+        rolling_windows=[7, 91],
+        same_weekday_weeks=4,
+        event_distances=[],
+    )
+    B = lookback(cfg)
+    assert B == 370  # the level a year earlier: 364 days and a week either side
+    rng = np.random.default_rng(5)
+    y = [float(v) for v in rng.integers(0, 50, n)]
+    has_y = [int(v) for v in rng.random(n) > 0.1]
+    opn = [int(v) for v in rng.random(n) > 0.15]
+    promo = [int(d % 3 == 0) for d in range(n)]
+    price = [None if d % 11 == 0 else 1.0 + d / 1000 for d in range(n)]
+    hol = [int(d % 17 == 0) for d in range(n)]
+    row = ("s1", "i1", 0, y, has_y, opn, promo, price, hol, [0] * n)
+    series = spark.createDataFrame(
+        [row],
+        "store_id string, item_id string, first_day int, y array<double>, "
+        "has_y array<int>, open array<int>, promo array<int>, price array<double>, "
+        "holiday array<int>, school array<int>",
+    )
+    # origins 20..580 every 7 days: before and after the lookback, the last ones near the end
+    rule = OriginRule("val", 580, 7, 20, 580, n + H, False)
+    windows = context_windows(series.columns, cfg, [], [], [])
+    assert set(windows) == {"y", "has_y", "open", "promo", "price", "holiday", "school"}
+    cut = explode_origins(series, [rule], cfg, windows, origin_index(cfg))
+    whole = explode_origins(series, [rule], cfg)  # oi = o, arrays untouched
+
+    def features(df):
+        df = df.withColumn("to_holiday", F.array_repeat(F.lit(5), H))
+        df = df.withColumn("since_holiday", F.array_repeat(F.lit(5), H))
+        df = with_scalars(with_future(with_history(df, cfg), cfg, Axis(T0, n)), cfg)
+        return df.drop(*windows, "oi", "to_holiday", "since_holiday").toPandas()
+
+    a = features(cut).sort_values("o").reset_index(drop=True)
+    b = features(whole).sort_values("o").reset_index(drop=True)
+    assert len(a) == len(b) == 80 and a.o.min() < B < a.o.max()  # 27 + 5 .. 580
+    pd.testing.assert_frame_equal(a, b)
+    c = cut.select("o", "oi", F.size("y").alias("n"), F.col("y")[F.col("oi")].alias("y_o"))
+    for r in c.collect():
+        assert r.oi == min(r.o, B) and r.y_o == y[r.o]
+        assert r.n == min(B + H + 1, n - max(r.o - B, 0))
 
 
 def test_event_distances_at_known_offsets(built):

@@ -54,6 +54,7 @@ def explode_origins(
     rules: list[OriginRule],
     cfg: FeaturesConfig,
     windows: dict[str, str] | None = None,
+    index: str = "p.o",
 ) -> DataFrame:
     """Cross every series with its split origins (``split``, ``o``), honouring min_history.
 
@@ -90,7 +91,9 @@ def explode_origins(
     # and not the series' whole axis-long arrays into every example row
     fields = "".join(f", '{c}', {sql}" for c, sql in windows.items())
     first = f"filter(_pairs, p -> p.o >= first_day + {cfg.min_history - 1})"
-    gen = F.expr(f"transform({first}, p -> named_struct('split', p.split, 'o', p.o{fields}))")
+    # oi: the origin's index in the own arrays (o, or less where windows cut their start)
+    struct = f"named_struct('split', p.split, 'o', p.o, 'oi', {index}{fields})"
+    gen = F.expr(f"transform({first}, p -> {struct})")
     out = (
         series.withColumn("_pairs", F.concat(*arrays))
         .select(*kept, F.explode(gen).alias("_so"))
@@ -98,6 +101,7 @@ def explode_origins(
             *kept,
             F.col("_so.split").alias("split"),
             F.col("_so.o").alias("o"),
+            F.col("_so.oi").alias("oi"),
             *[F.col(f"_so.{c}").alias(c) for c in windows],
         )
     )
@@ -135,13 +139,37 @@ def select_declared(df: DataFrame, exprs: dict[str, Column], declared: dict[str,
 # ---- expression helpers ---------------------------------------------------------------
 
 
-def _hist(col: str, L: int, o: str = "o") -> str:
+def _hist(col: str, L: int, o: str = "oi") -> str:
     """SQL for the L-day history slice of array ``col`` ending at o (1-based slice)."""
     return f"slice({col}, {o} - {L - 2}, {L})"
 
 
-def _fut(col: str, H: int, o: str = "o") -> str:
+def _fut(col: str, H: int, o: str = "oi") -> str:
     return f"slice({col}, {o} + 2, {H})"
+
+
+OWN_ARRAYS = ("y", "has_y", "open", "promo", "price", "holiday", "school")
+
+
+def lookback(cfg: FeaturesConfig, grid: Grid = DAILY) -> int:
+    """The most periods before an origin that any example column reads from the own arrays:
+    the history, the lags and rolling windows, the scale's fallback year, the same-season
+    means and the level a year earlier (a step either side)."""
+    fallback = SCALE_FALLBACK_DAYS if grid.daily else grid.year
+    step = 7 if grid.daily else 1
+    return max(
+        cfg.history - 1,
+        fallback - 1,
+        grid.season * cfg.same_weekday_weeks - 1,
+        grid.year + step - 1,
+        *[k - 1 for k in cfg.lags],
+        *[w - 1 for w in cfg.rolling_windows],
+    )
+
+
+def origin_index(cfg: FeaturesConfig, grid: Grid = DAILY) -> str:
+    """SQL of the origin's index ``oi`` in the own arrays cut by :func:`context_windows`."""
+    return f"least(p.o, {lookback(cfg, grid)})"
 
 
 def context_windows(
@@ -150,14 +178,17 @@ def context_windows(
     levels: list[str],
     item_levels: list[str],
     event_types: list[str],
+    grid: Grid = DAILY,
 ) -> dict[str, str]:
     """The arrays examples read only one window of, as SQL of the origin ``p.o``: the
     neighbours' and the aggregates' histories (L days), the event indicators', the event
     distances' and the holiday distances' horizons (H days).  :func:`explode_origins` cuts
     them per origin, and the example code reads them whole.  The own arrays (target, open,
     promo, price, holiday and school flags) stay axis-long: the scale, the lags and the
-    last-year levels reach further back than the history."""
+    last-year levels reach further back than the history: they are cut to the
+    :func:`lookback` before the origin and the horizon after it, and read at ``oi``."""
     L, H = cfg.history, cfg.horizon
+    B = lookback(cfg, grid)
     nbr = (
         "transform(nbr, n -> named_struct('rank', n.rank, 'weight', n.weight, "
         "'distance_km', n.distance_km, 'neighbour_id', n.neighbour_id, "
@@ -166,6 +197,8 @@ def context_windows(
     out = {"nbr": nbr}
     for c in ("to_holiday", "since_holiday"):  # the calendar's distances, read for the horizon
         out[c] = _fut(c, H, "p.o")
+    for c in OWN_ARRAYS:  # from max(o - B, 0) to o + H: the origin at oi = least(o, B)
+        out[c] = f"slice({c}, greatest(p.o - {B}, 0) + 1, {B + H + 1})"
     for source in [f"agg_{lvl}" for lvl in levels] + [f"agg_item_{lvl}" for lvl in item_levels]:
         for part in ("_y", "_has"):
             out[source + part] = _hist(source + part, L, "p.o")
@@ -213,7 +246,7 @@ def _open_day_means(H: int, day: str, j0: int, j1: int, none: str = "0D") -> str
 
 def _trail(col: str, w: int) -> str:
     """Trailing window of w days ending at o, clipped at the start of the axis."""
-    return f"slice({col}, greatest(o - {w - 2}, 1), least({w}, o + 1))"
+    return f"slice({col}, greatest(oi - {w - 2}, 1), least({w}, oi + 1))"
 
 
 def with_history(df: DataFrame, cfg: FeaturesConfig, grid: Grid = DAILY) -> DataFrame:
@@ -280,11 +313,11 @@ def with_future(
     # a refit), the series' mean level instead, 1 in scale units: the decoder forecasts
     # corrections to this value (model.baseline_skip), and 0 would read as "no sales".
     sw = _open_day_means(
-        H, f"o + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j", 0, W - 1, none="1D"
+        H, f"oi + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j", 0, W - 1, none="1D"
     )
     # A year earlier: o + h - 364 days (same weekday) and the weeks either side; on a weekly
     # or monthly axis, 52 weeks or 12 months and the periods either side.
-    last_year = _open_day_means(H, f"o + h - {year} + {step} * j", -1, 1)
+    last_year = _open_day_means(H, f"oi + h - {year} + {step} * j", -1, 1)
     if grid.kind == "week":
         season_position = f"weekofyear({axis.date_sql('d')}) / 53D"
     elif grid.kind == "month":
@@ -402,7 +435,7 @@ def with_scalars(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
     """Lags and rolling statistics ending at o, scaled by the example's scale."""
     cols: list[Column] = []
     for k in cfg.lags:
-        idx = f"o - {k - 1}"
+        idx = f"oi - {k - 1}"
         cols.append(F.expr(f"IF(has_y[{idx}] = 1, y[{idx}] / scale, 0D)").alias(N.lag(k)))
     tmp = []
     for w in cfg.rolling_windows:
@@ -519,8 +552,10 @@ def build_examples(
     ``event_types``: the declared types with an indicator channel; ``item_levels``: the
     product hierarchy's columns with an aggregate channel."""
     wide = with_event_distance_arrays(wide, cfg, axis)
-    windows = context_windows(wide.columns, cfg, levels, item_levels or [], event_types or [])
-    df = explode_origins(wide, rules, cfg, windows)
+    windows = context_windows(
+        wide.columns, cfg, levels, item_levels or [], event_types or [], axis.grid
+    )
+    df = explode_origins(wide, rules, cfg, windows, origin_index(cfg, axis.grid))
     df = with_history(df, cfg, axis.grid)
     # weekday of the history (needs the axis' first weekday)
     df = df.withColumn(
@@ -532,7 +567,7 @@ def build_examples(
     df = with_neighbours(df, cfg)
     df = with_aggregates(df, cfg, levels, item_levels)
     # The per-series day arrays have served; the future target takes the name ``y``.
-    return df.drop("y").withColumnRenamed("y_fut", "y")
+    return df.drop("y", "oi").withColumnRenamed("y_fut", "y")
 
 
 def needs_target(df: DataFrame, rules: list[OriginRule]) -> DataFrame:
