@@ -175,21 +175,21 @@ def plot(figures: dict, path: Path) -> None:
     t0 = figures["t0"]
     execs = sorted(e for e in figures["executors"] if e != "driver")
     fig, axes = plt.subplots(len(execs), 1, figsize=(9, 1.6 * len(execs) + 0.6), sharex=True)
+    import numpy as np
+
+    end = max(b for ex in execs for _, b in figures["executors"][ex]["spans"])
+    bins = np.arange(0, (end - t0) / 1000 + 1, 1.0)
     for ax, ex in zip(axes if len(execs) > 1 else [axes], execs):
-        spans = figures["executors"][ex]["spans"]
-        points = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
-        xs, ys, running = [], [], 0
-        for t, d in points:
-            xs.append((t - t0) / 1000)
-            ys.append(running)
-            running += d
-            xs.append((t - t0) / 1000)
-            ys.append(running)
-        ax.fill_between(xs, ys, step=None, alpha=0.6)
-        ax.set_ylabel(f"executor {ex}\ntasks")
-        ax.set_ylim(0, max(ys + [1]) + 0.5)
+        busy = np.zeros(len(bins))  # task-seconds run in each second
+        for a, b in figures["executors"][ex]["spans"]:
+            a, b = (a - t0) / 1000, (b - t0) / 1000
+            for i in range(int(a), min(int(b) + 1, len(bins))):
+                busy[i] += max(0.0, min(b, i + 1) - max(a, i))
+        ax.fill_between(bins, busy, step="post", alpha=0.6)
+        ax.set_ylabel(f"executor {ex}\nbusy cores")
+        ax.set_ylim(0, max(1.0, float(busy.max())) * 1.15)
     (axes[-1] if len(execs) > 1 else axes).set_xlabel("seconds since the feature stage began")
-    fig.suptitle("Running tasks per executor, feature job on the standalone cluster")
+    fig.suptitle("Busy cores per executor (1-second bins), feature job on the standalone cluster")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
