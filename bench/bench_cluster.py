@@ -19,63 +19,19 @@ import argparse
 import glob
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-import pyspark
-from bench_features import SIZES, _size
+from bench_features import SIZES, _size, generator_overrides
 from common import ROOT, table, write_results
 from profile_events import events
 
-VENV_BIN = Path(sys.executable).parent
-ENV = {
-    **os.environ,
-    "SPARK_LOCAL_IP": "127.0.0.1",
-    "SPARK_LOCAL_HOSTNAME": "localhost",
-    "SPARK_HOME": os.path.dirname(pyspark.__file__),
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        time.sleep(1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args,
-        stdout=open(log, "w"),
-        stderr=subprocess.STDOUT,
-        env=ENV,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+# the loopback cluster's plumbing, as the cluster test starts it
+from tests.test_cluster import ENV, VENV_BIN, free_port, port_open, start, stop, wait_for
 
 
 def start_cluster(tmp: Path, workers: int, cores: int, memory: str) -> tuple[str, list]:
@@ -84,7 +40,7 @@ def start_cluster(tmp: Path, workers: int, cores: int, memory: str) -> tuple[str
     master = [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1"]
     procs = [start([*master, "--port", str(port), "--webui-port", str(ui)], tmp / "master.log")]
     url = f"spark://127.0.0.1:{port}"
-    wait_for(lambda: _port_open(port), 90, "the Spark master")
+    wait_for(lambda: port_open(port), 90, "the Spark master")
     for i in range(workers):
         worker = [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1"]
         procs.append(
@@ -113,11 +69,6 @@ def start_cluster(tmp: Path, workers: int, cores: int, memory: str) -> tuple[str
 
     wait_for(alive, 120, f"{workers} Spark workers to register")
     return url, procs
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def executor_figures(evs: list[dict], phase_prefix: str = "features") -> dict:
@@ -203,7 +154,6 @@ def main() -> None:
     p.add_argument("--executor-memory", default="3g")
     p.add_argument("--name", default="cluster_features")
     args = p.parse_args()
-    ns, cps, spc, items = SIZES[args.size]
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         data = tmp / "data"
@@ -226,14 +176,7 @@ def main() -> None:
                 "--stages",
                 "generate,features",
                 f"paths.data_dir={data}",
-                "data.generator.preset=custom",
-                "data.generator.days=1000",
-                f"data.generator.n_states={ns}",
-                f"data.generator.cities_per_state={cps}",
-                f"data.generator.stores_per_city={spc}",
-                f"data.generator.n_items={items}",
-                "data.generator.plan_days=28",
-                "data.generator.partitions=8",
+                *generator_overrides(args.size),
                 "features.stride=28",
                 f"spark.conf={json.dumps(conf)}",
             ]

@@ -50,6 +50,21 @@ SIZES = {
 FEATURES = ["features.stride=28"]
 
 
+def generator_overrides(size: str) -> list[str]:
+    """The generator settings of a ``SIZES`` panel (1,000 days, four weeks of plans)."""
+    ns, cps, spc, items = SIZES[size]
+    return [
+        "data.generator.preset=custom",
+        "data.generator.days=1000",
+        f"data.generator.n_states={ns}",
+        f"data.generator.cities_per_state={cps}",
+        f"data.generator.stores_per_city={spc}",
+        f"data.generator.n_items={items}",
+        "data.generator.plan_days=28",
+        "data.generator.partitions=8",
+    ]
+
+
 def duckdb_features(
     inputs: str, out: str, run_date, L=56, H=14, stride=28, k=6, bandwidth=50.0
 ) -> dict:
@@ -159,20 +174,9 @@ def main() -> None:
         spark = session(config(tmp), "bench.features")
         sizes = [x for x in args.sizes.split(",") if x]  # --sizes "" : Rossmann only
         for size in sizes:
-            ns, cps, spc, items = SIZES[size]
-            gen = [
-                "data.generator.preset=custom",
-                "data.generator.days=1000",
-                f"data.generator.n_states={ns}",
-                f"data.generator.cities_per_state={cps}",
-                f"data.generator.stores_per_city={spc}",
-                f"data.generator.n_items={items}",
-                "data.generator.plan_days=28",
-                "data.generator.partitions=8",
-            ]
             cfg = config(
                 tmp,
-                *gen,
+                *generator_overrides(size),
                 *FEATURES,
                 f"paths.inputs=inputs/{size}",
                 f"paths.features=features/{size}",

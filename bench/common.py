@@ -94,21 +94,10 @@ class PeakMemory:
 
 
 def task_time(spark, since_ms: float) -> tuple[int, float]:
-    """(tasks, summed executor run time in s) of the stages completed since ``since_ms``,
-    from Spark's status REST API: summed task time over wall time is the parallelism."""
-    url = spark.sparkContext.uiWebUrl
-    app = spark.sparkContext.applicationId
-    if not url:
-        return 0, float("nan")
-    with urllib.request.urlopen(f"{url}/api/v1/applications/{app}/stages?status=complete") as r:
-        stages = json.load(r)
-    tasks, run_ms = 0, 0
-    for s in stages:
-        sub = s.get("submissionTime")
-        if sub and _epoch_ms(sub) >= since_ms:
-            tasks += s["numCompleteTasks"]
-            run_ms += s["executorRunTime"]
-    return tasks, run_ms / 1000
+    """(tasks, summed executor run time in s) of the stages completed since ``since_ms``:
+    summed task time over wall time is the parallelism."""
+    totals = stage_totals(spark, since_ms)
+    return int(totals["tasks"]), totals["run_s"]
 
 
 def stage_totals(spark, since_ms: float) -> dict[str, float]:
@@ -117,7 +106,8 @@ def stage_totals(spark, since_ms: float) -> dict[str, float]:
     url = spark.sparkContext.uiWebUrl
     app = spark.sparkContext.applicationId
     if not url:
-        return {"tasks": 0, "run_s": float("nan"), "disk_spilled": float("nan")}
+        nan = float("nan")
+        return {"tasks": 0, "run_s": nan, "disk_spilled": nan, "memory_spilled": nan}
     with urllib.request.urlopen(f"{url}/api/v1/applications/{app}/stages?status=complete") as r:
         stages = json.load(r)
     out = {"tasks": 0, "run_s": 0.0, "disk_spilled": 0, "memory_spilled": 0}

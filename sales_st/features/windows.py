@@ -180,13 +180,13 @@ def context_windows(
     event_types: list[str],
     grid: Grid = DAILY,
 ) -> dict[str, str]:
-    """The arrays examples read only one window of, as SQL of the origin ``p.o``: the
-    neighbours' and the aggregates' histories (L days), the event indicators', the event
-    distances' and the holiday distances' horizons (H days).  :func:`explode_origins` cuts
-    them per origin, and the example code reads them whole.  The own arrays (target, open,
-    promo, price, holiday and school flags) stay axis-long: the scale, the lags and the
-    last-year levels reach further back than the history: they are cut to the
-    :func:`lookback` before the origin and the horizon after it, and read at ``oi``."""
+    """Each origin's window of the series' arrays, as SQL of the origin ``p.o``, which
+    :func:`explode_origins` cuts inside its generator: the neighbours' and the aggregates'
+    histories (L days) and the event indicators', event distances' and holiday distances'
+    horizons (H days), which the example code then reads whole; and the own arrays (target,
+    open, promo, price, holiday and school flags), whose scale, lags and last-year levels
+    reach further back than the history, cut to the :func:`lookback` before the origin and
+    the horizon after it and read at ``oi``."""
     L, H = cfg.history, cfg.horizon
     B = lookback(cfg, grid)
     nbr = (
