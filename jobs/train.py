@@ -8,7 +8,7 @@
 Writes a versioned model directory under <models>/ and moves the aliases (latest,
 pretrained / finetuned; temporal_only for the ablation twin).  Re-running a failed run
 resumes after its last checkpoint; re-running a finished one is a no-op (--force trains
-again).
+it again from the first epoch, its checkpoints discarded).
 """
 
 from __future__ import annotations

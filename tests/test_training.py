@@ -101,6 +101,43 @@ def test_failed_run_resumes_after_its_last_checkpoint(spark, tiny_cfg, tiny_feat
     assert len(out.history["loss"]) == cfg.train.epochs
     assert out.history["loss"][:2] == state["history"]["loss"]
 
+    # --force trains the finished model again from its first epoch.  Killed this time after
+    # its last epoch's checkpoint (before the model is saved), the run resumes with nothing
+    # left to train, and keeps the best epoch's weights, read back from its checkpoint.
+    checkpoints = f"{root}/{mids[0]}/checkpoints"
+    before = os.path.getmtime(f"{checkpoints}/epoch-0001.index")
+    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, str(cfg.train.epochs))
+    with pytest.raises(Exception):  # noqa: B017
+        run_training(spark, cfg, "pretrain", force=True)
+    monkeypatch.delenv(FAIL_AFTER_EPOCH_ENV)
+    assert os.path.getmtime(f"{checkpoints}/epoch-0001.index") > before  # trained again
+    state = json.load(open(f"{checkpoints}/state.json"))
+    assert state["epoch"] == cfg.train.epochs == len(state["history"]["loss"])
+    assert model_store.load_meta(root, mids[0])["status"] == "training"
+    last = run_training(spark, cfg, "pretrain")
+    assert {r["initial_epoch"] for r in last.results} == {cfg.train.epochs}
+    assert {r["epochs_run"] for r in last.results} == {0}
+    val = state["history"]["val_loss"]
+    best = val.index(min(val)) + 1
+    assert {r["kept_epoch"] for r in last.results} == {best}
+    assert len({r["digest"] for r in last.results}) == 1  # every rank holds the same weights
+    # the saved model's weights are the best epoch's averages, as checkpointed
+    full, _, _ = model_store.load_model(root, mids[0])
+    ckpt = f"{checkpoints}/epoch-{best:04d}"
+    shadow = [
+        tf.train.load_variable(ckpt, name)
+        for name, _ in tf.train.list_variables(ckpt)
+        if name.startswith("average/shadow/")
+    ]
+    assert weight_sums(shadow) == weight_sums(w.numpy() for w in full.trainable_weights)
+
+
+def weight_sums(arrays) -> list[tuple[tuple[int, ...], float]]:
+    """Each array's shape and sum, sorted: equal for the same set of weights in any order."""
+    import numpy as np
+
+    return sorted((tuple(a.shape), float(np.sum(a, dtype=np.float64))) for a in arrays)
+
 
 def test_finetune_starts_from_the_pretrained_weights(spark, tiny_cfg, pretrained):
     cfg = dataclasses.replace(

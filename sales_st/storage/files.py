@@ -161,6 +161,13 @@ def remove_file(path: str) -> None:
         fs.rm(fpath)
 
 
+def remove_tree(path: str) -> None:
+    """Delete a directory and everything under it, if it exists (any fsspec URL)."""
+    fs, fpath = fsspec.core.url_to_fs(path)
+    if fs.exists(fpath):
+        fs.rm(fpath, recursive=True)
+
+
 def json_exists(path: str) -> bool:
     fs, fpath = fsspec.core.url_to_fs(path)
     return fs.exists(fpath)

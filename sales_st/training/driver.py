@@ -29,6 +29,7 @@ from sales_st.storage.files import (
     as_url,
     json_exists,
     remove_file,
+    remove_tree,
     write_json,
     write_parquet_atomic,
 )
@@ -168,6 +169,10 @@ def run_training(
     The training is an MLflow run (params, each epoch's losses, the model's files); with
     ``register`` the model becomes a registered version carrying the store's ``aliases``.
 
+    A model that is already complete is not trained again unless ``force``, which starts
+    from the first epoch (:func:`discard_training_state`); an incomplete one resumes after
+    its last checkpoint.
+
     ``on_start`` is called with the model directory just before the ranks start: a watcher
     can read each epoch's losses from ``checkpoints/state.json`` there, and end the training
     after an epoch by creating the file ``STOP`` there (see ``tune``)."""
@@ -195,6 +200,8 @@ def run_training(
             )
         return TrainResult(mid, mdir, skipped=True, summary=summary)
 
+    if force:
+        discard_training_state(mdir)
     tags = {
         "run_date": setup.spec.run_date.isoformat(),
         "features_id": setup.spec.features_id,
@@ -224,6 +231,17 @@ def run_training(
                 mid, names, artifact_path="model", source=as_url(mdir), tags=_version_tags(setup)
             )
     return result
+
+
+def discard_training_state(mdir: str) -> None:
+    """``force``: train again from the first epoch.  The model's checkpoints (with the
+    resume state) and TensorBoard logs go; a run resumed from them instead would start after
+    their last epoch -- after every epoch of a finished model -- and train nothing."""
+    for name in ("checkpoints", "tensorboard"):
+        path = f"{mdir}/{name}"
+        if json_exists(path):
+            log.info("training again from the first epoch (--force): removing %s", path)
+            remove_tree(path)
 
 
 def _kind(setup: _Setup) -> str:

@@ -386,9 +386,11 @@ def train_worker(plan: TrainPlan | str) -> dict[str, Any]:
     def restore_epoch(epoch: int) -> None:
         """Put back the checkpoint of an epoch from before a resume (rank 0 reads it, every
         rank receives it), so that all ranks end with the same weights."""
+        import horovod.tensorflow as hvd_tf  # the Keras module has no broadcast_variables
+
         if rank == 0:
             ckpt.read(f"{plan.checkpoint_dir}/epoch-{epoch:04d}").expect_partial()
-        hvd.broadcast_variables(model.variables + list(best.state.variables), root_rank=0)
+        hvd_tf.broadcast_variables(model.variables + list(best.state.variables), root_rank=0)
 
     best = cb.BestWeights(
         model, cb.average_decay(tcfg.weight_average, steps_per_epoch), history, restore_epoch
