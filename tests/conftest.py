@@ -112,6 +112,15 @@ def tiny_model(spark, tiny_cfg, tiny_features):
 
 
 @pytest.fixture(scope="session")
+def tiny_forecast(spark, tiny_cfg, tiny_model):
+    """The forecast job run once on the tiny panel (its run date's partition; later tests may
+    write that partition again)."""
+    from sales_st.serving.job import run_forecast
+
+    return run_forecast(spark, tiny_cfg, None)
+
+
+@pytest.fixture(scope="session")
 def tiny_evaluation(spark, tiny_cfg, tiny_model):
     """The evaluation job run once on the tiny panel (backtest, selection, report)."""
     from sales_st.evaluation.job import run_evaluate

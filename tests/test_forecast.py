@@ -29,8 +29,8 @@ def partition(spark, run_date):
 
 
 @pytest.fixture(scope="module")
-def first(spark, tiny_cfg, tiny_model):
-    return run_forecast(spark, tiny_cfg, None)
+def first(tiny_forecast):
+    return tiny_forecast
 
 
 def test_forecasts_table_schema_and_content(spark, tiny_cfg, tiny_features, first):

@@ -51,10 +51,9 @@ def test_order_up_to_by_hand():
 
 
 @pytest.fixture(scope="module")
-def forecasts(spark, tiny_cfg, tiny_model):
-    from sales_st.serving.job import run_forecast
-
-    return run_forecast(spark, tiny_cfg, None)
+def forecasts(tiny_forecast):
+    """The tiny panel's forecasts (the partition of its run date, whichever run wrote it)."""
+    return tiny_forecast
 
 
 @pytest.mark.slow
