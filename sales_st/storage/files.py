@@ -161,11 +161,14 @@ def remove_file(path: str) -> None:
         fs.rm(fpath)
 
 
-def remove_tree(path: str) -> None:
-    """Delete a directory and everything under it, if it exists (any fsspec URL)."""
+def remove_tree(path: str) -> bool:
+    """Delete a directory and everything under it, if it exists (any fsspec URL); whether
+    there was one."""
     fs, fpath = fsspec.core.url_to_fs(path)
-    if fs.exists(fpath):
-        fs.rm(fpath, recursive=True)
+    if not fs.exists(fpath):
+        return False
+    fs.rm(fpath, recursive=True)
+    return True
 
 
 def json_exists(path: str) -> bool:

@@ -239,9 +239,8 @@ def discard_training_state(mdir: str) -> None:
     their last epoch -- after every epoch of a finished model -- and train nothing."""
     for name in ("checkpoints", "tensorboard"):
         path = f"{mdir}/{name}"
-        if json_exists(path):
-            log.info("training again from the first epoch (--force): removing %s", path)
-            remove_tree(path)
+        if remove_tree(path):
+            log.info("training again from the first epoch (--force): removed %s", path)
 
 
 def _kind(setup: _Setup) -> str:
