@@ -167,7 +167,7 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
     import tensorflow as tf
     from tensorflow import keras
 
-    from sales_st.model.network import build_model, pinball_loss, training_output
+    from sales_st.model.network import build_model, model_loss, training_output
     from sales_st.model.tensors import model_inputs_from_columns, targets_from_columns
     from sales_st.training.callbacks import BestWeights, average_decay
 
@@ -185,10 +185,7 @@ def run_variant(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[st
     full = build_model(spec, mcfg)
     model = keras.Model(full.input, full.output[training_output(mcfg)])
     lr = tcfg.learning_rate * tcfg.ranks
-    log_offset = mcfg.log_offset if mcfg.target_space == "log" else None
-    model.compile(
-        optimizer=keras.optimizers.legacy.Adam(lr), loss=pinball_loss(mcfg.quantiles, log_offset)
-    )
+    model.compile(optimizer=keras.optimizers.legacy.Adam(lr), loss=model_loss(mcfg))
     batch = tcfg.batch_size * tcfg.ranks
     steps_per_epoch = -(-len(arrays["train"][1]) // batch)
     best = BestWeights(model, average_decay(tcfg.weight_average, steps_per_epoch))
@@ -246,12 +243,11 @@ def fine_tune_recent(model, full, arrays, data, cfg, own, lr, save) -> dict[str,
     no longer be out of sample."""
     from tensorflow import keras
 
-    from sales_st.model.network import pinball_loss
+    from sales_st.model.network import model_loss
 
     mcfg, tcfg = cfg.model, cfg.train
     origins = np.unique(data["train"]["origin"])
     kept = model.get_weights()
-    log_offset = mcfg.log_offset if mcfg.target_space == "log" else None
     rate = lr * float(own.get("recent_lr", 0.25))
     out: dict[str, Any] = {}
     x_tr, y_tr = arrays["train"]
@@ -268,7 +264,7 @@ def fine_tune_recent(model, full, arrays, data, cfg, own, lr, save) -> dict[str,
         model.set_weights(kept)
         model.compile(
             optimizer=keras.optimizers.legacy.Adam(rate),
-            loss=pinball_loss(mcfg.quantiles, log_offset),
+            loss=model_loss(mcfg),
         )
         t0 = time.time()
         model.fit(x_new, y_new, epochs=epochs, batch_size=tcfg.batch_size * tcfg.ranks, verbose=0)
@@ -309,7 +305,12 @@ def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[s
     same windows: the reference the network variants are read against."""
     import lightgbm as lgb
 
-    from sales_st.evaluation.baselines import booster_params, lgbm_features, quantile_rounds
+    from sales_st.evaluation.baselines import (
+        booster_params,
+        lgbm_features,
+        point_weights,
+        quantile_rounds,
+    )
     from sales_st.model.tensors import targets_from_columns
 
     seed = int(own.get("seed", cfg.train.seed))
@@ -326,8 +327,11 @@ def run_lightgbm(cfg, spec, data, own: dict[str, str], save: str = "") -> dict[s
     start = time.time()
     boosters = {}
     for q in sorted(cfg.model.quantiles):
-        ds = lgb.Dataset(rows.iloc[keep], label=target[keep], categorical_feature=cats)
-        params = booster_params(q, ev.lightgbm_leaves, seed, ev.lightgbm_learning_rate)
+        w = point_weights(q, ev.lightgbm_point_loss, target[keep])
+        ds = lgb.Dataset(rows.iloc[keep], label=target[keep], weight=w, categorical_feature=cats)
+        params = booster_params(
+            q, ev.lightgbm_leaves, seed, ev.lightgbm_learning_rate, ev.lightgbm_point_loss
+        )
         rounds = quantile_rounds(q, ev.lightgbm_rounds, ev.lightgbm_interval_rounds)
         boosters[q] = lgb.train(params, ds, num_boost_round=rounds)
     train_s = round(time.time() - start)
@@ -410,6 +414,12 @@ def by_origin_weekday(
     return out
 
 
+def padded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every row with every variant's keys ("" where a variant has none), for one table."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k, "") for k in keys} for r in rows]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--env", default="local")
@@ -436,19 +446,23 @@ def main() -> None:
         vspec, vdata = with_uplift(spec, data, own["uplift"]) if "uplift" in own else (spec, data)
         rows.append({"variant": name, **run_variant(cfg, vspec, vdata, own, save)})
         print(json.dumps(rows[-1]), flush=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    rows = [{k: r.get(k, "") for k in keys} for r in rows]
+        # written after every variant: a long run stopped part-way keeps the rows it measured
+        out = write_results(
+            args.name or f"network_{base_cfg.database}",
+            {
+                "command": "bench/bench_network.py --env "
+                + args.env
+                + " "
+                + " ".join(
+                    [f"--variant '{v}'" for v in args.variant[: len(rows)]] + args.overrides
+                ),
+                "features_id": spec.features_id,
+                "split_rows": {s: len(d["scale"]) for s, d in data.items()},
+                "rows": padded(rows),
+            },
+        )
+    rows = padded(rows)
     print(table(rows, f"network ablation, {spec.dataset} features {spec.features_id}"))
-    figures = {
-        "command": "bench/bench_network.py --env "
-        + args.env
-        + " "
-        + " ".join([f"--variant '{v}'" for v in args.variant] + args.overrides),
-        "features_id": spec.features_id,
-        "split_rows": {s: len(d["scale"]) for s, d in data.items()},
-        "rows": rows,
-    }
-    out = write_results(args.name or f"network_{base_cfg.database}", figures)
     print(f"figures: {out.relative_to(ROOT)}")
     print(json.dumps(rows))
 

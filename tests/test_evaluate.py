@@ -247,6 +247,54 @@ def test_lightgbm_interval_rounds_shorten_only_the_interval_quantiles(
     assert lightgbm_params(same, qs) == lightgbm_params(tiny_cfg.evaluate, qs)
 
 
+def test_lightgbm_relative_squared_median_starts_at_rmspes_best_constant(
+    spark, tiny_cfg, tiny_features
+):
+    """``evaluate.lightgbm_point_loss=relative_squared``: the median is a squared-error model
+    weighted by 1 / y^2 (closed and zero days weigh nothing), so before its trees count (a
+    learning rate of 1e-9) it forecasts the constant with the least squared relative error
+    over the training days, sum(1/y) / sum(1/y^2), by hand; p10 / p90 stay quantile models;
+    the setting is in the model id."""
+    import dataclasses
+
+    from pyspark.sql import functions as F
+
+    from sales_st.evaluation.baselines import horizon_rows, lightgbm_params, train_lightgbm
+
+    spec, train, X = lightgbm_training_rows(spark, tiny_cfg)
+    qs = [0.1, 0.5, 0.9]
+    models = train_lightgbm(
+        spark,
+        train,
+        spec,
+        qs,
+        rounds=1,
+        leaves=7,
+        max_rows=10**6,
+        learning_rate=1e-9,
+        point_loss="relative_squared",
+    )
+    t = (
+        horizon_rows(train, spec)
+        .where(F.col("y_mask") == 1)
+        .select((F.col("y") / F.col("scale")).alias("t"))
+        .toPandas()["t"]
+        .to_numpy()
+    )
+    t = t[t > 0]
+    best = np.sum(1 / t) / np.sum(1 / t**2)
+    assert best < np.median(t) * 0.99  # a different point from the median's
+    np.testing.assert_allclose(models[0.5].predict(X), best, rtol=1e-5)
+    assert models[0.5].params["objective"] == "regression"
+    assert {models[q].params["objective"] for q in (0.1, 0.9)} == {"quantile"}
+    plain = train_lightgbm(
+        spark, train, spec, [0.5], rounds=1, leaves=7, max_rows=10**6, learning_rate=1e-9
+    )
+    assert abs(float(np.mean(plain[0.5].predict(X))) - best) > 1e-3
+    rel = dataclasses.replace(tiny_cfg.evaluate, lightgbm_point_loss="relative_squared")
+    assert lightgbm_params(rel, qs) != lightgbm_params(tiny_cfg.evaluate, qs)
+
+
 def test_lightgbm_scores_on_the_executors_as_the_boosters_do(spark, tiny_cfg, tiny_features):
     from sales_st.evaluation.baselines import (
         horizon_rows,

@@ -132,6 +132,33 @@ def test_log_space_pinball_loss_by_hand():
     assert float(big[0]) < float(small[0]) / 5
 
 
+def test_relative_squared_point_loss_by_hand():
+    """model.point_loss=relative_squared: the middle output pays 2.5 * ((y - p) / y)^2 on days
+    with sales (none on a day without), the outer quantiles their pinball terms."""
+    loss = pinball_loss([0.1, 0.5, 0.9], point="relative_squared")
+    # y = 2, predictions 1, 1.5, 3: p10 0.1 * 1, point 2.5 * (0.5 / 2)^2, p90 0.1 * 1
+    y_true = tf.constant([[[2.0, 1.0]]])
+    y_pred = tf.constant([[[1.0, 1.5, 3.0]]])
+    assert float(loss(y_true, y_pred)[0]) == pytest.approx((0.1 + 0.15625 + 0.1) / 3, rel=1e-6)
+    # a day with no sales: the point term is 0, the outer ones stay (e = -1, 0, -3)
+    zero = loss(tf.constant([[[0.0, 1.0]]]), tf.constant([[[1.0, 1.5, 3.0]]]))
+    assert float(zero[0]) == pytest.approx((0.9 * 1 + 0.0 + 0.1 * 3) / 3, rel=1e-6)
+    # in log space the point term is the same relative error (the outer terms are logs)
+    logged = pinball_loss([0.1, 0.5, 0.9], log_offset=1.0, point="relative_squared")
+    e = float(np.e)
+    got = logged(
+        tf.constant([[[e - 1.0, 1.0]]]), tf.constant([[[0.0, 0.5 * (e - 1.0), e * e - 1.0]]])
+    )
+    assert float(got[0]) == pytest.approx((0.1 + 2.5 * 0.25 + 0.1) / 3, rel=1e-5)
+    # its best constant point over days y = 1 and y = 2 is E[1/y] / E[1/y^2] = 0.75 / 0.625
+    # = 1.2, below the mean 1.5
+    ys = tf.constant([[[1.0, 1.0], [2.0, 1.0]]])
+    cost = [float(loss(ys, tf.constant([[[0.5, p, 9.0]] * 2]))[0]) for p in (1.1, 1.2, 1.3)]
+    assert cost[1] < cost[0] and cost[1] < cost[2]
+    with pytest.raises(ValueError, match="point loss"):
+        pinball_loss([0.1, 0.5, 0.9], point="squared")
+
+
 def test_log_space_model_starts_at_the_same_weekday_baseline():
     """With the head's output at zero, both target spaces forecast fut_sw_mean exactly."""
     x = inputs(3, 64)

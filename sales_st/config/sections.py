@@ -462,6 +462,11 @@ class ModelConfig:
     target_space: Literal["log", "scaled"] = "log"
     # c of the log space: larger is closer to the scaled space (more weight on big days).
     log_offset: float = 1.0
+    # Loss of the middle output (the point forecast): "pinball", its quantile loss (the
+    # median); "relative_squared", the squared relative error ((y - p) / y)^2 of the days
+    # with sales, which RMSPE averages: the point forecast then aims at RMSPE's best point,
+    # a little below the median.  The other quantiles keep their pinball loss.
+    point_loss: Literal["pinball", "relative_squared"] = "pinball"
     # Days of history the sequence encoders read, the latest (0 = all of features.history).
     # The lags, rolling statistics, same-weekday means and the spatial tokens still cover the
     # whole history; the recurrent or attention encoder, the bulk of a training step, then
@@ -611,6 +616,10 @@ class EvaluateConfig:
     lightgbm_learning_rate: float = 0.05
     # Most training rows for LightGBM; larger training splits are sampled down.
     lightgbm_max_rows: int = 1_000_000
+    # Loss of the LightGBM median (the point forecast): "quantile", its quantile loss;
+    # "relative_squared", squared error weighted by 1 / y^2 over the days with sales -- the
+    # squared relative error RMSPE averages, as model.point_loss for the networks.
+    lightgbm_point_loss: Literal["quantile", "relative_squared"] = "quantile"
     # Series plotted in the report.
     sample_series: int = 6
     # Metric the validation backtest selects the published method and fits the ensemble

@@ -129,9 +129,11 @@ def train_lightgbm(
     seed: int = 5,
     learning_rate: float = 0.05,
     interval_rounds: int = 0,
+    point_loss: str = "quantile",
 ) -> dict[float, Any]:
     """One LightGBM quantile model per quantile, on (a sample of) the training split: the
-    median's for ``rounds``, the others' for ``interval_rounds`` (0 = ``rounds``)."""
+    median's for ``rounds``, the others' for ``interval_rounds`` (0 = ``rounds``); with
+    ``point_loss`` relative_squared the median's is a 1 / y^2-weighted squared-error model."""
     import lightgbm as lgb
 
     rows = horizon_rows(train, spec).where(F.col("y_mask") == 1)
@@ -150,8 +152,20 @@ def train_lightgbm(
     for q in sorted(quantiles):
         n = quantile_rounds(q, rounds, interval_rounds)
         log.info("lightgbm: quantile %g, %d rounds", q, n)
-        models[q] = lgb.train(booster_params(q, leaves, seed, learning_rate), ds, num_boost_round=n)
+        w = point_weights(q, point_loss, pdf["target"].to_numpy())
+        data = ds if w is None else lgb.Dataset(X, label=pdf["target"], weight=w, reference=ds)
+        params = booster_params(q, leaves, seed, learning_rate, point_loss)
+        models[q] = lgb.train(params, data, num_boost_round=n)
     return models
+
+
+def point_weights(q: float, point_loss: str, target: np.ndarray) -> np.ndarray | None:
+    """Row weights of the quantile ``q`` model: 1 / y^2 (0 where y <= 0) for the median
+    under ``relative_squared``, so that its squared error is RMSPE's; else None."""
+    if q != 0.5 or point_loss != "relative_squared":
+        return None
+    y = np.asarray(target, dtype="float64")
+    return np.where(y > 0, 1.0 / np.maximum(y, 1e-12) ** 2, 0.0)
 
 
 def quantile_rounds(q: float, rounds: int, interval_rounds: int) -> int:
@@ -160,10 +174,13 @@ def quantile_rounds(q: float, rounds: int, interval_rounds: int) -> int:
     return rounds if q == 0.5 or interval_rounds <= 0 else interval_rounds
 
 
-def booster_params(q: float, leaves: int, seed: int, learning_rate: float = 0.05) -> dict[str, Any]:
+def booster_params(
+    q: float, leaves: int, seed: int, learning_rate: float = 0.05, point_loss: str = "quantile"
+) -> dict[str, Any]:
     """LightGBM's settings for the quantile ``q`` model (also used by ``bench/``)."""
+    squared = q == 0.5 and point_loss == "relative_squared"
     return dict(
-        objective="quantile",
+        objective="regression" if squared else "quantile",
         alpha=q,
         num_leaves=leaves,
         learning_rate=learning_rate,
@@ -188,6 +205,7 @@ def lightgbm_params(cfg: EvaluateConfig, quantiles: list[float]) -> dict[str, An
         "leaves": cfg.lightgbm_leaves,
         "max_rows": cfg.lightgbm_max_rows,
         "learning_rate": cfg.lightgbm_learning_rate,
+        "point_loss": cfg.lightgbm_point_loss,
     }
 
 
@@ -222,6 +240,7 @@ def lightgbm_model(
         cfg.lightgbm_max_rows,
         learning_rate=cfg.lightgbm_learning_rate,
         interval_rounds=cfg.lightgbm_interval_rounds,
+        point_loss=cfg.lightgbm_point_loss,
     )
     d = model_store.model_dir(root, mid)
     write_spec(d, spec)

@@ -310,7 +310,7 @@ def _compiled_model(
     ``transfer`` other_data the layers copied from the parent and those left fresh)."""
     from tensorflow import keras
 
-    from sales_st.model.network import build_model, pinball_loss, set_trainable, training_output
+    from sales_st.model.network import build_model, model_loss, set_trainable, training_output
 
     full = build_model(spec, mcfg)
     model = keras.Model(full.input, full.output[training_output(mcfg)])
@@ -327,8 +327,7 @@ def _compiled_model(
         log.info("frozen encoders %s (%d layers)", plan.freeze, len(frozen))
     lr = plan.learning_rate * hvd.size()
     opt = hvd.DistributedOptimizer(keras.optimizers.legacy.Adam(learning_rate=lr))
-    log_offset = mcfg.log_offset if mcfg.target_space == "log" else None
-    model.compile(optimizer=opt, loss=pinball_loss(mcfg.quantiles, log_offset))
+    model.compile(optimizer=opt, loss=model_loss(mcfg))
     return full, model, opt, initial_digest, layers
 
 
