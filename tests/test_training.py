@@ -273,31 +273,50 @@ def test_same_worker_runs_under_horovodrun(tmp_path, tiny_cfg, tiny_features):
     assert (tmp_path / "m" / "weights.h5").exists()
 
 
-@pytest.mark.parametrize("size", [1, 2])
-def test_memory_input_permutes_all_windows_every_epoch(tmp_path, size):
-    """``train.input: memory``: each epoch of a rank's batches is a permutation of all of its
-    windows (a fresh one each epoch); two ranks split the files between them, no window
-    twice; validation keeps the file order."""
+def write_examples(directory, n_files: int, per_file: int, order=None) -> None:
+    """Fake examples with a window id in lag_1 (standardised by the fake spec's scaler:
+    (v - 1) / 0.5): window w is series w // 10 (store, item), origin day w % 10; written as
+    ``n_files`` files of windows taken in ``order`` (default: by id)."""
+    import datetime as dt
+
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from tests.test_model import fake_columns
+
+    n = n_files * per_file
+    order = np.arange(n) if order is None else np.asarray(order)
+    cols = fake_columns(seed=0, n=n)
+    cols["lag_1"] = np.arange(n, dtype="float32") / 100
+    cols["store_id"] = np.array([f"s{w // 10 // 2}" for w in range(n)])
+    cols["item_id"] = np.array([f"i{w // 10 % 2}" for w in range(n)])
+    cols["origin"] = np.array([dt.date(2015, 1, 1) + dt.timedelta(w % 10) for w in range(n)])
+    table = pa.table({c: list(v) if v.ndim > 1 else v for c, v in cols.items()}).take(order)
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in range(n_files):
+        pq.write_table(table.slice(f * per_file, per_file), directory / f"part-{f}.parquet")
+
+
+def window_ids(x) -> list[int]:
+    import numpy as np
+
+    return [int(round((v * 0.5 + 1.0) * 100)) for v in np.asarray(x["num"])[:, 0]]
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_memory_input_permutes_all_windows_every_epoch(tmp_path, size):
+    """``train.input: memory``: each epoch of a rank's batches is a permutation of all of its
+    windows (a fresh one each epoch); two ranks split the series between them, every window
+    of a series on one rank, no window twice; validation keeps the (series, origin) order."""
     from sales_st.config import TrainConfig
     from sales_st.training.worker import _memory_dataset
-    from tests.test_model import fake_columns, fake_spec
+    from tests.test_model import fake_spec
 
     spec = fake_spec()
-    n_files, per_file, batch = 4, 30, 8
-    for f in range(n_files):
-        cols = fake_columns(seed=f, n=per_file)
-        # a window's id in lag_1 (standardised by the fake spec's scaler: (v - 1) / 0.5)
-        cols["lag_1"] = np.arange(f * per_file, (f + 1) * per_file, dtype="float32") / 100
-        table = pa.table({c: list(v) if v.ndim > 1 else v for c, v in cols.items()})
-        pq.write_table(table, tmp_path / f"part-{f}.parquet")
+    n_files, per_file, batch = 4, 40, 8  # 16 series of 10 windows
+    write_examples(tmp_path, n_files, per_file)
     tcfg = TrainConfig(batch_size=batch, seed=3)
-
-    def window_ids(x) -> list[int]:
-        return [int(round((v * 0.5 + 1.0) * 100)) for v in np.asarray(x["num"])[:, 0]]
 
     seen = []
     for rank in range(size):
@@ -311,8 +330,48 @@ def test_memory_input_permutes_all_windows_every_epoch(tmp_path, size):
         assert sorted(first) == sorted(second) and len(set(first)) == n
         assert first != second  # reshuffled
         assert first != sorted(first)
+        # whole series: the 8 series (of 16) of rank r are r, r + 2, ... in key order
+        assert sorted({w // 10 for w in first}) == list(range(16))[rank::size]
         seen += first
     assert len(set(seen)) == n_files * per_file
     val = _memory_dataset(f"file://{tmp_path}", spec, tcfg, 0, 1, shuffle=False)
     ordered = [i for x, _ in val.take(n_files * per_file // batch) for i in window_ids(x)]
     assert ordered == list(range(n_files * per_file))
+
+
+def test_memory_input_does_not_depend_on_the_file_layout(tmp_path):
+    """The same examples in one file in key order or in five files in a shuffled order (the
+    feature job's write tasks) give each rank the same table and, for a seed, the same
+    batches: the file layout does not change the network a seed trains."""
+    import numpy as np
+
+    from sales_st.config import TrainConfig
+    from sales_st.features import names as N
+    from sales_st.training.worker import _memory_dataset, memory_share
+    from tests.test_model import fake_spec
+
+    spec = fake_spec()
+    n = 200
+    write_examples(tmp_path / "one", 1, n)
+    write_examples(tmp_path / "five", 5, n // 5, order=np.random.default_rng(1).permutation(n))
+    columns = [*spec.layout.all_columns(), *N.SERIES, N.ORIGIN]
+    tcfg = TrainConfig(batch_size=16, seed=5)
+    for rank in (0, 1):
+        one = memory_share(f"file://{tmp_path / 'one'}", columns, rank, 2)
+        five = memory_share(f"file://{tmp_path / 'five'}", columns, rank, 2)
+        assert one.num_rows == n // 2
+        assert one.equals(five)
+        batches = [
+            [
+                window_ids(x)
+                for x, _ in _memory_dataset(
+                    f"file://{tmp_path / d}", spec, tcfg, rank, 2, shuffle=True
+                ).take(8)
+            ]
+            for d in ("one", "five")
+        ]
+        assert batches[0] == batches[1]
+    # the names the worker reads are the data contract's key
+    from sales_st.data.contract import SERIES_KEY
+
+    assert list(N.SERIES) == SERIES_KEY

@@ -565,8 +565,9 @@ class TrainConfig:
     ablation: bool = True
     # Petastorm reader pool: thread (worker threads) or dummy (in the main thread).
     reader_pool: Literal["thread", "dummy"] = "thread"
-    # petastorm: stream row groups from Parquet; memory: load each rank's files into tensors
-    # and read a fresh permutation of all its windows every epoch (the data must fit: about
+    # petastorm: stream row groups from Parquet; memory: load each rank's series (every
+    # size-th in key order, ordered by series and origin, whatever the files) into tensors and
+    # read a fresh permutation of all its windows every epoch (the data must fit: about
     # 3.3 GB peak per rank for Rossmann's 109,020 windows).  On Rossmann, memory trained 24%
     # faster per epoch, with test accuracy within seed noise (bench/README.md).
     input: Literal["petastorm", "memory"] = "petastorm"

@@ -64,6 +64,10 @@ TARGETS: dict[str, str] = {
     "y_mask": "1 where the target was observed",
     "scale": "the example's scale (mean of the history's days with sales)",
 }
+# Every example's key: its series (data.contract.SERIES_KEY) and its origin.  The training
+# ranks split the examples by series and order them by this key, whatever the files.
+SERIES = ("store_id", "item_id")
+ORIGIN = "origin"
 # Scalars ending at the origin, in target / scale units.
 LOG_SCALE, OBS_FRAC, LOG_AGE = "log_scale", "obs_frac", "log_age"
 # Numeric static attributes always present (others come from static_num_* columns).

@@ -149,12 +149,43 @@ def _dataset(
     return reader, ds
 
 
+def memory_share(url: str, columns: list[str], rank: int, size: int) -> Any:
+    """The rank's share of an example table as one Arrow table: every ``size``-th series in
+    key order, its windows ordered by (series, origin).  The same examples give every rank
+    the same rows in the same order however the feature job laid them out in files (the
+    number of write tasks, their order), so that a seed trains the same network."""
+    import fsspec
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from sales_st.features import names as N
+
+    fs, path = fsspec.core.url_to_fs(url)
+    files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+    key = [*N.SERIES, N.ORIGIN]
+    series = pq.ParquetDataset(files, filesystem=fs).read(columns=list(N.SERIES))
+    # every series once, in key order; series i belongs to rank i % size
+    names = sorted(set(zip(*(series.column(c).to_pylist() for c in N.SERIES))))
+    mine = {s for i, s in enumerate(names) if i % size == rank}
+    wanted = list(dict.fromkeys([*columns, *key]))
+    parts = []
+    for f in files:  # file by file: a rank holds one file beside its share, not the table
+        t = pq.read_table(f, columns=wanted, filesystem=fs)
+        keys = zip(*(t.column(c).to_pylist() for c in N.SERIES))
+        keep = np.fromiter((k in mine for k in keys), dtype=bool, count=t.num_rows)
+        parts.append(t.filter(pa.array(keep)))
+    table = pa.concat_tables(parts)
+    order = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in key])
+    return table.take(order).select(columns)
+
+
 def _memory_dataset(
     url: str, spec: FeatureSpec, tcfg: TrainConfig, rank: int, size: int, shuffle: bool
 ):
-    """The rank's share of the files, loaded into tensors (the in-memory reference input)."""
-    import fsspec
-    import pyarrow.parquet as pq
+    """The rank's share of the examples (``memory_share``) loaded into tensors (the in-memory
+    input)."""
     import tensorflow as tf
 
     from sales_st.model.tensors import (
@@ -163,16 +194,12 @@ def _memory_dataset(
         targets_from_columns,
     )
 
-    fs, path = fsspec.core.url_to_fs(url)
-    files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
-    mine = files[rank::size] if len(files) >= size else files
     columns = spec.layout.all_columns()
-    table = pq.ParquetDataset(mine, filesystem=fs).read(columns=columns)
-    cols = columns_from_arrow(table, columns)
+    cols = columns_from_arrow(memory_share(url, columns, rank, size), columns)
     x, y = model_inputs_from_columns(cols, spec), targets_from_columns(cols)
     # batches of row indices, gathered from the tensors: every epoch is a fresh permutation
-    # of all the rank's windows (the files hold them in series order, which a shuffle buffer
-    # of a few thousand rows would hardly mix)
+    # of all the rank's windows (they are held in series order, which a shuffle buffer of a
+    # few thousand rows would hardly mix)
     idx = tf.data.Dataset.range(int(y.shape[0]))
     if shuffle:
         idx = idx.shuffle(int(y.shape[0]), seed=tcfg.seed + rank, reshuffle_each_iteration=True)
