@@ -3,6 +3,7 @@ splits, and the feature job's row accounting."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -36,12 +37,18 @@ def base_target(store: str, day: int) -> float:
     return {"s1": 1.0 + day, "s2": 2.0 * (1 + day), "s3": 100.0 + (day % 7)}[store]
 
 
-def write_inputs(spark, root, target=base_target, extra_sales=(), extra_events=()):
+def base_promo(day: int) -> bool:
+    return day % 10 == 0
+
+
+def write_inputs(
+    spark, root, target=base_target, extra_sales=(), extra_events=(), promo_on=base_promo
+):
     rows = []
     for s, *_ in STORES:
         for d in range(N_DAYS):
             date = T0 + dt.timedelta(days=d)
-            promo = 1 if d % 10 == 0 else 0
+            promo = 1 if promo_on(d) else 0
             rows.append((date, s, "i1", float(target(s, d)), 2.0 + 0.01 * d, promo, 1))
     rows += list(extra_sales)
     sales = spark.createDataFrame(
@@ -243,6 +250,51 @@ def test_same_weekday_mean_falls_back_to_the_level_across_a_gap(spark, data_root
         for h in range(1, H + 1)
     ]
     np.testing.assert_allclose(r.fut_sw_mean, sw, rtol=1e-5)
+
+
+def test_matched_means_read_the_same_weekdays_with_the_target_days_flag(spark, data_root):
+    """Promotions on days d % 14 < 2 and on day 62.  At origin 55 with matched_weeks = 4,
+    h = 1 (day 56, a promotion) averages the promotion days 42 and 28 of its weekday's last
+    four (49, 42, 35, 28), h = 2 the days 43 and 29, h = 3..6 (no promotion) all four; h = 7
+    (day 62, a promotion) finds none among 55, 48, 41, 34 and takes fut_sw_mean."""
+
+    def promo_on(d):
+        return d % 14 < 2 or d == 62
+
+    cfg = small_cfg(
+        data_root, "matched", "features.matched_means=[promo]", "features.matched_weeks=4"
+    )
+    write_inputs(spark, cfg.path("inputs"), promo_on=promo_on)
+    _, ex = examples_for(spark, cfg)
+    o = 55
+    r = ex[(ex.store_id == "s1") & (ex.origin == T0 + dt.timedelta(days=o))].iloc[0]
+    scale = np.mean([base_target("s1", d) for d in range(o - L + 1, o + 1)])
+    assert r.scale == pytest.approx(scale, rel=1e-6)
+    matched = [
+        [42, 28],
+        [43, 29],
+        [51, 44, 37, 30],
+        [52, 45, 38, 31],
+        [53, 46, 39, 32],
+        [54, 47, 40, 33],
+    ]
+    expected = [np.mean([base_target("s1", d) for d in days]) / scale for days in matched]
+    expected.append(r.fut_sw_mean[6])  # none matched: the plain same-weekday mean
+    assert r.fut_sw_mean[6] == pytest.approx(np.mean([56.0, 49.0]) / scale, rel=1e-6)
+    np.testing.assert_allclose(r.fut_sw_mean_promo, expected, rtol=1e-5)
+    assert list(r.fut_promo) == [1, 1, 0, 0, 0, 0, 1]
+    cols = list(ex.columns)
+    assert cols.index("fut_sw_mean_promo") == cols.index("fut_days_since_school") + 1
+    # the channel follows the event distances in the feature spec, and is refused for a flag
+    # the days do not carry
+    bad = small_cfg(data_root, "matched", "features.matched_means=[price]")
+    with pytest.raises(ConfigError, match="'price' is not one of promo, holiday, school"):
+        prepare(spark, bad, None)
+    zero = small_cfg(
+        data_root, "matched", "features.matched_means=[promo]", "features.matched_weeks=0"
+    )
+    with pytest.raises(ConfigError, match="'features.matched_weeks' must be at least 1"):
+        prepare(spark, zero, None)
 
 
 def test_no_leakage_changing_data_after_an_origin(spark, data_root, built):
@@ -481,9 +533,12 @@ def test_cut_own_arrays_give_the_features_of_the_whole_arrays(spark):
         rolling_windows=[7, 91],
         same_weekday_weeks=4,
         event_distances=[],
+        matched_means=["promo", "holiday"],
+        matched_weeks=8,
     )
     B = lookback(cfg)
     assert B == 370  # the level a year earlier: 364 days and a week either side
+    assert lookback(dataclasses.replace(cfg, matched_weeks=60)) == 419  # 60 weeks back
     rng = np.random.default_rng(5)
     y = [float(v) for v in rng.integers(0, 50, n)]
     has_y = [int(v) for v in rng.random(n) > 0.1]

@@ -314,7 +314,11 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
             )
     from sales_st.features import names as N
 
-    taken = set(N.FUTURE) | set(N.event_channels(f.event_distances))
+    taken = (
+        set(N.FUTURE)
+        | set(N.event_channels(f.event_distances))
+        | {N.matched_mean(flag) for flag in f.matched_means}
+    )
     for name in f.future_expressions:
         if name in taken:
             key = f"features.future_expressions.{name}"

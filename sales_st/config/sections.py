@@ -384,6 +384,13 @@ class FeaturesConfig:
     event_distances: list[str] = field(default_factory=lambda: ["promo", "closed", "school"])
     # Days searched either side for those distances; farther events read as "none".
     event_window: int = 14
+    # Flags (promo, holiday, school) whose matched same-weekday mean becomes a known-future
+    # channel fut_sw_mean_<flag>: the mean of the last matched_weeks same-weekday days before
+    # the origin (open, observed) whose flag equals the target day's, / scale; fut_sw_mean
+    # where none matched.  Weekly or monthly data: the last matched_weeks periods.
+    matched_means: list[str] = field(default_factory=list)
+    # Weeks (weekly or monthly data: periods) searched back for the matched means.
+    matched_weeks: int = 8
     # Known-future channels computed per horizon day by a SQL expression of `date` (the target
     # day) and the store/item columns, e.g. {"fut_comp_months": "months_between(date,
     # make_date(static_num_comp_year, static_num_comp_month, 1))"}.  Names start with fut_.

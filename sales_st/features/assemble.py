@@ -214,6 +214,21 @@ def check_event_settings(cfg: Config) -> None:
                 f"{', '.join(N.EVENT_SOURCES)} nor a type declared in data.event_types "
                 f"({', '.join(cfg.data.event_types)})"
             )
+    for flag in cfg.features.matched_means:
+        if flag not in N.MATCHED_FLAGS:
+            raise ConfigError(
+                f"config key 'features.matched_means': {flag!r} is not one of "
+                f"{', '.join(N.MATCHED_FLAGS)} (the day flags a same-weekday mean can match)"
+            )
+    if len(set(cfg.features.matched_means)) != len(cfg.features.matched_means):
+        raise ConfigError(
+            f"config key 'features.matched_means' names a flag twice: {cfg.features.matched_means}"
+        )
+    if cfg.features.matched_weeks < 1:
+        raise ConfigError(
+            f"config key 'features.matched_weeks' must be at least 1, "
+            f"found {cfg.features.matched_weeks}"
+        )
     indicators = {N.event_indicator(t) for t in indicator_types(cfg.data.event_types)}
     for name in cfg.features.future_expressions:
         if name in indicators:
@@ -232,11 +247,13 @@ def calendar_event_types(cfg: Config) -> list[str]:
 
 def extra_future(cfg: Config) -> list[str]:
     """Config-declared known-future channels, in the order the windows build them: one
-    indicator per declared event type, the event distances, the date expressions."""
+    indicator per declared event type, the event distances, the matched same-weekday means,
+    the date expressions."""
     f = cfg.features
     return (
         [N.event_indicator(t) for t in indicator_types(cfg.data.event_types)]
         + N.event_channels(f.event_distances)
+        + [N.matched_mean(flag) for flag in f.matched_means]
         + list(f.future_expressions)
     )
 

@@ -90,6 +90,15 @@ EVENT_SOURCES = {
 EVENT_INDICATOR_PREFIX = "fut_event_"
 
 
+# Flags a matched same-weekday mean (features.matched_means) can match the target day on.
+MATCHED_FLAGS = ("promo", "holiday", "school")
+
+
+def matched_mean(flag: str) -> str:
+    """fut_sw_mean_<flag>: the same-weekday mean over the days with the target day's flag."""
+    return f"{SW_MEAN}_{flag}"
+
+
 def event_indicator(event_type: str) -> str:
     return f"{EVENT_INDICATOR_PREFIX}{event_type}"
 

@@ -14,8 +14,9 @@ For an origin day ``o`` (the last day of history) an example holds
 * known future (``H`` days ``o+1 .. o+H``): open, promo, price ratio, holiday/school flags,
   days to/since a public holiday, weekday and day-of-year, the same-weekday mean of the
   last weeks of history and the level a year earlier (same weekday, +-1 week) for each
-  horizon day; one indicator per declared event type, the event distances and the
-  configured date expressions;
+  horizon day; one indicator per declared event type, the event distances, the
+  same-weekday means over the days whose flag matches the target day's and the configured
+  date expressions;
 * neighbour context: ``k`` neighbour histories (each scaled by its own window mean),
   their mask, distance and weight;
 * scalars: lags, rolling means and standard deviations (7/28/91 by default) ending at ``o``,
@@ -157,6 +158,7 @@ def lookback(cfg: FeaturesConfig, grid: Grid = DAILY) -> int:
     means and the level a year earlier (a step either side)."""
     fallback = SCALE_FALLBACK_DAYS if grid.daily else grid.year
     step = 7 if grid.daily else 1
+    matched = [step * cfg.matched_weeks - 1] if cfg.matched_means else []
     return max(
         cfg.history - 1,
         fallback - 1,
@@ -164,6 +166,7 @@ def lookback(cfg: FeaturesConfig, grid: Grid = DAILY) -> int:
         grid.year + step - 1,
         *[k - 1 for k in cfg.lags],
         *[w - 1 for w in cfg.rolling_windows],
+        *matched,
     )
 
 
@@ -227,15 +230,23 @@ def _positive_mean(values: str, mask: str) -> str:
     )
 
 
-def _open_day_means(H: int, day: str, j0: int, j1: int, none: str = "0D") -> str:
+def _open_day_means(
+    H: int, day: str, j0: int, j1: int, none: str = "0D", match: str | None = None
+) -> str:
     """SQL: for each horizon step h = 1..H, the mean of ``y`` over the days ``day`` (an
     expression of h and j, for j = j0..j1) that were observed and open, divided by ``scale``;
     0 when those that were not missing were all closed (a closed day says nothing about an
-    open one's level), ``none`` when they were all missing (no sales row, not known closed)."""
+    open one's level), ``none`` when they were all missing (no sales row, not known closed).
+    ``match``: an own array whose flag on a day must equal the target day's (o + h) for the
+    day to count at all."""
+    skip = ""
+    if match is not None:
+        on = "coalesce({a}[{i}], 0) > 0"
+        skip = f"WHEN ({on.format(a=match, i=day)}) <> ({on.format(a=match, i='oi + h')}) THEN acc "
     return (
         f"transform(sequence(1, {H}), h -> aggregate(sequence({j0}, {j1}), "
         "named_struct('s', 0D, 'n', 0, 'c', 0), "
-        f"(acc, j) -> CASE WHEN coalesce(open[{day}], 1) = 0 "
+        f"(acc, j) -> CASE {skip}WHEN coalesce(open[{day}], 1) = 0 "
         "THEN named_struct('s', acc.s, 'n', acc.n, 'c', acc.c + 1) "
         f"WHEN has_y[{day}] = 1 "
         f"THEN named_struct('s', acc.s + y[{day}], 'n', acc.n + 1, 'c', acc.c) ELSE acc END, "
@@ -351,6 +362,7 @@ def with_future(
     )
     df = with_event_indicators(df, event_types or [], H)
     df = with_event_distances(df, cfg)
+    df = with_matched_means(df, cfg, grid)
     df = with_future_expressions(df, cfg, axis)
     return df.select(
         "*",
@@ -410,6 +422,27 @@ def with_event_distances(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
         for e in cfg.event_distances
         for side in ("to", "since")
     ]
+    return df.select("*", *cols) if cols else df
+
+
+def with_matched_means(df: DataFrame, cfg: FeaturesConfig, grid: Grid) -> DataFrame:
+    """fut_sw_mean_<flag> for every flag of ``features.matched_means``: the mean level of the
+    last ``matched_weeks`` days before the origin on the target day's weekday (weekly or
+    monthly data: the last periods) whose flag equals the target day's, / scale; the plain
+    same-weekday mean (fut_sw_mean) where none of them was observed.  A promotion Monday is
+    then read against past promotion Mondays, a school-holiday week against past ones."""
+    if grid.daily:
+        P = grid.season
+        day = f"oi + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j"
+    else:
+        day = "oi - j"
+    cols = []
+    for flag in cfg.matched_means:
+        means = _open_day_means(
+            cfg.horizon, day, 0, cfg.matched_weeks - 1, none="CAST(NULL AS DOUBLE)", match=flag
+        )
+        sql = f"zip_with({means}, {N.SW_MEAN}, (m, s) -> coalesce(m, s))"
+        cols.append(F.expr(sql).alias(N.matched_mean(flag)))
     return df.select("*", *cols) if cols else df
 
 
