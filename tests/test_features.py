@@ -287,14 +287,15 @@ def test_matched_means_read_the_same_weekdays_with_the_target_days_flag(spark, d
     assert cols.index("fut_sw_mean_promo") == cols.index("fut_days_since_school") + 1
     # the channel follows the event distances in the feature spec, and is refused for a flag
     # the days do not carry
-    bad = small_cfg(data_root, "matched", "features.matched_means=[price]")
+    # refused when the config is loaded
     with pytest.raises(ConfigError, match="'price' is not one of promo, holiday, school"):
-        prepare(spark, bad, None)
-    zero = small_cfg(
-        data_root, "matched", "features.matched_means=[promo]", "features.matched_weeks=0"
-    )
-    with pytest.raises(ConfigError, match="'features.matched_weeks' must be at least 1"):
-        prepare(spark, zero, None)
+        small_cfg(data_root, "matched", "features.matched_means=[price]")
+    with pytest.raises(ConfigError, match="'promo' is named twice"):
+        small_cfg(data_root, "matched", "features.matched_means=[promo, promo]")
+    with pytest.raises(ConfigError, match="'features.matched_weeks' .*must be at least 1"):
+        small_cfg(
+            data_root, "matched", "features.matched_means=[promo]", "features.matched_weeks=0"
+        )
 
 
 def test_no_leakage_changing_data_after_an_origin(spark, data_root, built):

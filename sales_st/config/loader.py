@@ -214,6 +214,7 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
         (f.horizon >= 1, "features.horizon", "at least 1"),
         (f.stride >= 1, "features.stride", "at least 1"),
         (0 < f.min_history <= f.history, "features.min_history", "between 1 and features.history"),
+        (f.matched_weeks >= 1, "features.matched_weeks", "at least 1"),
         (f.spatial.k >= 1, "features.spatial.k", "at least 1"),
         (cfg.train.ranks >= 1, "train.ranks", "at least 1"),
         (cfg.train.batch_size >= 1, "train.batch_size", "at least 1"),
@@ -314,6 +315,16 @@ def _check_semantics(cfg: Config, origin: dict) -> None:
             )
     from sales_st.features import names as N
 
+    for i, flag in enumerate(f.matched_means):
+        key = "features.matched_means"
+        if flag not in N.MATCHED_FLAGS or flag in f.matched_means[:i]:
+            why = (
+                "is named twice"
+                if flag in N.MATCHED_FLAGS
+                else f"is not one of {', '.join(N.MATCHED_FLAGS)} "
+                "(the day flags a same-weekday mean can match)"
+            )
+            raise ConfigError(f"config key '{key}' in {_where(origin, key)}: {flag!r} {why}")
     taken = (
         set(N.FUTURE)
         | set(N.event_channels(f.event_distances))

@@ -214,21 +214,6 @@ def check_event_settings(cfg: Config) -> None:
                 f"{', '.join(N.EVENT_SOURCES)} nor a type declared in data.event_types "
                 f"({', '.join(cfg.data.event_types)})"
             )
-    for flag in cfg.features.matched_means:
-        if flag not in N.MATCHED_FLAGS:
-            raise ConfigError(
-                f"config key 'features.matched_means': {flag!r} is not one of "
-                f"{', '.join(N.MATCHED_FLAGS)} (the day flags a same-weekday mean can match)"
-            )
-    if len(set(cfg.features.matched_means)) != len(cfg.features.matched_means):
-        raise ConfigError(
-            f"config key 'features.matched_means' names a flag twice: {cfg.features.matched_means}"
-        )
-    if cfg.features.matched_weeks < 1:
-        raise ConfigError(
-            f"config key 'features.matched_weeks' must be at least 1, "
-            f"found {cfg.features.matched_weeks}"
-        )
     indicators = {N.event_indicator(t) for t in indicator_types(cfg.data.event_types)}
     for name in cfg.features.future_expressions:
         if name in indicators:

@@ -255,6 +255,12 @@ def _open_day_means(
     )
 
 
+def _same_season_day(P: int) -> str:
+    """SQL of the j-th day before the origin in the same season position (weekday) as the
+    target day oi + h: oi + h - P * ceil(h / P), then P, 2P, ... periods earlier."""
+    return f"oi + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j"
+
+
 def _trail(col: str, w: int) -> str:
     """Trailing window of w days ending at o, clipped at the start of the axis."""
     return f"slice({col}, greatest(oi - {w - 2}, 1), least({w}, oi + 1))"
@@ -323,9 +329,7 @@ def with_future(
     # Where none of those periods was observed (a gap in the data: a store's missing year,
     # a refit), the series' mean level instead, 1 in scale units: the decoder forecasts
     # corrections to this value (model.baseline_skip), and 0 would read as "no sales".
-    sw = _open_day_means(
-        H, f"oi + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j", 0, W - 1, none="1D"
-    )
+    sw = _open_day_means(H, _same_season_day(P), 0, W - 1, none="1D")
     # A year earlier: o + h - 364 days (same weekday) and the weeks either side; on a weekly
     # or monthly axis, 52 weeks or 12 months and the periods either side.
     last_year = _open_day_means(H, f"oi + h - {year} + {step} * j", -1, 1)
@@ -431,11 +435,7 @@ def with_matched_means(df: DataFrame, cfg: FeaturesConfig, grid: Grid) -> DataFr
     monthly data: the last periods) whose flag equals the target day's, / scale; the plain
     same-weekday mean (fut_sw_mean) where none of them was observed.  A promotion Monday is
     then read against past promotion Mondays, a school-holiday week against past ones."""
-    if grid.daily:
-        P = grid.season
-        day = f"oi + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j"
-    else:
-        day = "oi - j"
+    day = _same_season_day(grid.season) if grid.daily else "oi - j"
     cols = []
     for flag in cfg.matched_means:
         means = _open_day_means(
