@@ -508,6 +508,44 @@ def test_last_year_level_per_horizon_day(spark):
     assert expected[0] == pytest.approx((30 + 44) / 2 / 2.0)  # day 37 was closed
 
 
+def test_same_weekday_mean_over_a_horizon_of_several_weeks(spark):
+    """H = 17 > 7: every horizon day h reads the same weekdays before the origin (o + h - 7 *
+    ceil(h / 7), then a week earlier), so h, h + 7 and h + 14 share their mean; closed days
+    are left out, and a weekday with none observed takes the level (1)."""
+    from sales_st.config import FeaturesConfig
+    from sales_st.features.calendar import Axis
+    from sales_st.features.windows import with_future
+
+    n, o, H, W = 80, 50, 17, 3
+    y = [float(10 + d) for d in range(n)]
+    has_y = [1] * n
+    opn = [1] * n
+    opn[44] = 0  # o + 1 - 7: closed, the same weekday's other weeks remain
+    for d in (45, 38, 31):  # o + 2 - 7 * (1, 2, 3): none observed
+        has_y[d] = 0
+    zeros = [0] * n
+    row = (o, 2.0, 1.0, y, has_y, opn, zeros, [None] * n, zeros, zeros, [999] * n, [999] * n)
+    df = spark.createDataFrame(
+        [row],
+        "o int, scale double, ref_price double, y array<double>, "
+        "has_y array<int>, open array<int>, promo array<int>, "
+        "price array<double>, holiday array<int>, school array<int>, "
+        "to_holiday array<int>, since_holiday array<int>",
+    ).withColumn("oi", F.col("o"))
+    cfg = FeaturesConfig(
+        history=14, horizon=H, min_history=7, same_weekday_weeks=W, event_distances=[]
+    )
+    r = with_future(df, cfg, Axis(T0, n)).first()
+    expected = []
+    for h in range(1, H + 1):
+        days = [o + h - 7 * int(np.ceil(h / 7)) - 7 * j for j in range(W)]
+        seen = [y[d] for d in days if has_y[d] and opn[d]]
+        expected.append(np.mean(seen) / 2.0 if seen else 1.0)
+    assert expected[0] == pytest.approx((10 + 37 + 10 + 30) / 2 / 2.0)  # day 44 left out
+    assert expected[1] == expected[8] == expected[15] == 1.0
+    np.testing.assert_allclose(r["fut_sw_mean"], expected)
+
+
 def test_cut_own_arrays_give_the_features_of_the_whole_arrays(spark):
     """explode_origins cuts the own arrays to the lookback before each origin and the horizon
     after it: every history, future and scalar feature equals the one computed from the

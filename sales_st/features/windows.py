@@ -261,6 +261,15 @@ def _same_season_day(P: int) -> str:
     return f"oi + h - {P} * CAST(ceil(h / {P}) AS INT) - {P} * j"
 
 
+def _periodic(first: str, H: int, P: int) -> str:
+    """SQL: the H-step array repeating ``first``, the values of the steps 1..min(H, P) of a
+    quantity periodic in the step with period P (the same-season days of o + h and of
+    o + h + P are the same days): computed for one season, not for every horizon step."""
+    if H <= P:
+        return first
+    return f"slice(flatten(array_repeat({first}, {-(-H // P)})), 1, {H})"
+
+
 def _trail(col: str, w: int) -> str:
     """Trailing window of w days ending at o, clipped at the start of the axis."""
     return f"slice({col}, greatest(oi - {w - 2}, 1), least({w}, oi + 1))"
@@ -329,7 +338,7 @@ def with_future(
     # Where none of those periods was observed (a gap in the data: a store's missing year,
     # a refit), the series' mean level instead, 1 in scale units: the decoder forecasts
     # corrections to this value (model.baseline_skip), and 0 would read as "no sales".
-    sw = _open_day_means(H, _same_season_day(P), 0, W - 1, none="1D")
+    sw = _periodic(_open_day_means(min(H, P), _same_season_day(P), 0, W - 1, none="1D"), H, P)
     # A year earlier: o + h - 364 days (same weekday) and the weeks either side; on a weekly
     # or monthly axis, 52 weeks or 12 months and the periods either side.
     last_year = _open_day_means(H, f"oi + h - {year} + {step} * j", -1, 1)
@@ -525,10 +534,16 @@ def with_neighbours(df: DataFrame, cfg: FeaturesConfig) -> DataFrame:
             "'z', transform(n.z, a -> IF(n.s > 0 AND n.t > 0, a / (n.t / n.s), 0D))))"
         ),
     )
+    # The weighted mean of the usable neighbours observed on each day: one pass over the
+    # neighbours adding their days into two L-day sums (``_nb`` read once per row, outside
+    # any per-day lambda, which Catalyst could otherwise inline it into: once per day).
     lag = (
-        f"transform(sequence(0, {L - 1}), t -> aggregate(_nb, named_struct('num', 0D, 'den', 0D), "
-        "(acc, n) -> IF(n.ok = 1 AND n.m[t] = 1, named_struct('num', acc.num + n.w * n.z[t], "
-        "'den', acc.den + n.w), acc), acc -> IF(acc.den > 0, acc.num / acc.den, 0D)))"
+        f"aggregate(_nb, named_struct('num', array_repeat(0D, {L}), 'den', array_repeat(0D, {L})), "
+        "(acc, n) -> IF(n.ok = 1, named_struct("
+        "'num', zip_with(acc.num, zip_with(n.z, n.m, (z, m) -> IF(m = 1, n.w * z, 0D)), "
+        "(a, b) -> a + b), "
+        "'den', zip_with(acc.den, n.m, (a, m) -> a + IF(m = 1, n.w, 0D))), acc), "
+        "acc -> zip_with(acc.num, acc.den, (a, d) -> IF(d > 0, a / d, 0D)))"
     )
     return df.select(
         "*",
